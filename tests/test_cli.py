@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from matrestore import cli, io
+from matrestore.degrade import downsample
+from matrestore.evaluation import evaluate_baselines
+
+
+@pytest.fixture
+def hr_files(tmp_path):
+    cam = data.camera()[:200, :240]
+    moon = data.moon()[:160, :200]
+    paths = [tmp_path / "cam.tif", tmp_path / "moon.tif"]
+    tifffile.imwrite(paths[0], cam)
+    tifffile.imwrite(paths[1], moon)
+    return paths, [cam, moon]
+
+
+def test_compare_json_schema_and_numbers(hr_files, tmp_path, capsys):
+    paths, arrays = hr_files
+    out = tmp_path / "res" / "out.json"
+    assert cli.main(["compare", "--hr", *map(str, paths), "--scale", "4", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [im["name"] for im in doc["images"]] == ["cam", "moon"]
+    assert doc["images"][0]["shape"] == [200, 240]
+    for im, arr in zip(doc["images"], arrays):
+        assert set(im["metrics"]) == {"nearest", "bicubic", "lanczos"}
+        expected = evaluate_baselines(arr, scale=4)["metrics"]
+        for method, vals in expected.items():
+            for metric, v in vals.items():
+                assert im["metrics"][method][metric] == pytest.approx(v, rel=1e-12)
+    s = doc["summary"]["bicubic"]["essim"]
+    vals = [im["metrics"]["bicubic"]["essim"] for im in doc["images"]]
+    assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean(vals))
+    assert s["sem"] == pytest.approx(np.std(vals, ddof=1) / np.sqrt(2))
+    text = capsys.readouterr().out
+    assert "ESSIM" in text and "mean ± standard error over 2 image(s)" in text
+
+
+def test_compare_with_given_lr_and_out_dir(hr_files, tmp_path, capsys):
+    paths, arrays = hr_files
+    lr_path = tmp_path / "cam_lr.tif"
+    tifffile.imwrite(lr_path, downsample(arrays[0], 4))
+    out_dir = tmp_path / "imgs"
+    assert cli.main(["compare", "--hr", str(paths[0]), "--lr", str(lr_path), "--out-dir", str(out_dir)]) == 0
+    for m in ("nearest", "bicubic", "lanczos"):
+        img, _ = io.read_image(out_dir / f"cam_{m}.tif")
+        assert img.shape == (200, 240)
+
+
+def test_compare_mismatched_lr_is_a_clear_error(hr_files, tmp_path, capsys):
+    paths, arrays = hr_files
+    lr_path = tmp_path / "bad_lr.tif"
+    tifffile.imwrite(lr_path, arrays[0][:30, :30])
+    assert cli.main(["compare", "--hr", str(paths[0]), "--lr", str(lr_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match" in err and "Traceback" not in err
+
+
+def test_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["compare", "--hr", str(tmp_path / "nope.tif")]) == 2
+    assert "nope.tif" in capsys.readouterr().err
+
+
+def test_compare_real_sem_uses_pixel_size(shared_data, tmp_path):
+    path = shared_data / "sem" / "aquami__Sample.tif"
+    out = tmp_path / "o.json"
+    assert cli.main(["compare", "--hr", str(path), "--json", str(out)]) == 0
+    im = json.loads(out.read_text())["images"][0]
+    assert im["pixel_size_nm"] == pytest.approx(0.543, rel=0.01)
+    assert im["databar_rows"] > 0
+    m = im["metrics"]
+    # on a real micrograph bicubic beats nearest on every metric
+    assert all(m["bicubic"][k] > m["nearest"][k] for k in ("psnr", "ssim", "essim"))
+
+
+def test_demo_writes_outputs(tmp_path):
+    doc = cli.main(["demo", "--out", str(tmp_path / "demo")])
+    assert doc == 0
+    for name in ("lr.tif", "hr.tif", "bicubic.tif", "side_by_side.png", "metrics.json"):
+        assert (tmp_path / "demo" / name).is_file()
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())["metrics"]
+    assert metrics["bicubic"]["essim"] > metrics["nearest"]["essim"]
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "matrestore.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "matrestore" in r.stdout
