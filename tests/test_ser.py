@@ -84,3 +84,29 @@ def test_register_finds_offset():
     assert (reg2.row, reg2.col) == (100, 200) and reg2.ssim > 0.5
     with pytest.raises(InputError, match="larger"):
         ser.register(img[:50, :50], patch)
+
+
+def test_cli_propose_export_register(tmp_path, capsys):
+    import tifffile
+
+    from matrestore import cli
+
+    img = np.full((120, 160), 200, dtype=np.uint8)
+    img[30:60, 40:80] = 5  # a dark void
+    path = tmp_path / "field.tif"
+    tifffile.imwrite(path, img)
+    assert cli.main(["ser", "propose", str(path), "--mode", "low", "--percentile", "90", "--margin", "4",
+                     "--min-size", "5", "--out", str(tmp_path / "rois")]) == 0
+    doc = json.loads((tmp_path / "rois.json").read_text())
+    r = doc["rois"][0]
+    assert r["row0"] <= 30 and r["row1"] >= 60 and r["col0"] <= 40 and r["col1"] >= 80
+    assert cli.main(["ser", "export", str(tmp_path / "rois.json"), "--pixel-size", "10", "--unit", "nm",
+                     "--out", str(tmp_path / "r.csv")]) == 0
+    assert "width_um" in (tmp_path / "r.csv").read_text().splitlines()[0]
+    cam = data.camera()
+    tifffile.imwrite(tmp_path / "cam.tif", cam)
+    tifffile.imwrite(tmp_path / "patch.tif", cam[50:114, 60:124])
+    capsys.readouterr()
+    assert cli.main(["ser", "register", str(tmp_path / "cam.tif"), str(tmp_path / "patch.tif")]) == 0
+    reg = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (reg["row"], reg["col"]) == (50, 60)

@@ -81,6 +81,44 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _unit_and_scale(meta):
+    px = meta.get("pixel_size")
+    return ("nm", (px, px)) if px else ("px", (1.0, 1.0))
+
+
+def _cmd_ser(args) -> int:
+    from . import io, ser
+
+    if args.ser_command == "propose":
+        img, meta = io.read_image(args.image)
+        rois = ser.propose_rois(img, percentile=args.percentile, min_size=args.min_size, margin=args.margin,
+                                mode=args.mode, max_rois=args.max_rois)
+        unit, scale = _unit_and_scale(meta)
+        recs = ser.rois_to_records(rois, scale=scale, unit=unit, stage_origin_um=tuple(args.stage_origin))
+        frac = ser.area_fraction(rois, img.shape)
+        print(f"{len(rois)} region(s) of interest covering {100 * frac:.1f} % of the field; "
+              f"t_SER/t_HR = {ser.time_ratio(frac, args.scale):.3f} at scale {args.scale}")
+        for r in recs:
+            print(f"  #{r['id']}: rows {r['row0']}-{r['row1']}, cols {r['col0']}-{r['col1']}")
+        out = args.out or str(Path(args.image).with_suffix("")) + "_rois"
+        ser.write_rois_json(out + ".json", recs, image=str(args.image), area_fraction=frac, unit="um")
+        ser.write_rois_csv(out + ".csv", recs)
+        print(f"wrote {out}.json and {out}.csv")
+    elif args.ser_command == "export":
+        doc = json.loads(Path(args.rois).read_text())
+        rois = [(r["row0"], r["col0"], r["row1"], r["col1"]) for r in doc["rois"]]
+        recs = ser.rois_to_records(rois, scale=(args.pixel_size, args.pixel_size), unit=args.unit,
+                                   stage_origin_um=tuple(args.stage_origin))
+        ser.write_rois_csv(args.out, recs)
+        print(f"wrote {len(recs)} ROI(s) to {args.out}")
+    elif args.ser_command == "register":
+        img, _ = io.read_image(args.image)
+        patch, _ = io.read_image(args.rescan)
+        reg = ser.register(img, patch, search=args.search, guess=tuple(args.guess))
+        print(json.dumps({"row": reg.row, "col": reg.col, "ssim": reg.ssim}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matrestore", description="Restore microscopy images (matrestore engine).")
     p.add_argument("--version", action="version", version=f"matrestore {__version__}")
@@ -100,6 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
     d.add_argument("--scale", type=int, default=4, help="integer scale factor (default 4)")
     d.set_defaults(func=_cmd_demo)
+
+    e = sub.add_parser("ser", help="scan-enhance-rescan: propose, export and register regions of interest")
+    esub = e.add_subparsers(dest="ser_command", required=True)
+    ep = esub.add_parser("propose", help="propose ROIs on a score image (uncertainty map, or image with dark voids)")
+    ep.add_argument("image", help="score image: an uncertainty map (--mode high) or the enhanced image (--mode low)")
+    ep.add_argument("--mode", choices=["high", "low"], default="high", help="ROIs where the score is high or low")
+    ep.add_argument("--percentile", type=float, default=95.0, help="threshold percentile (default 95)")
+    ep.add_argument("--min-size", type=int, default=16, help="minimum region side in px (default 16)")
+    ep.add_argument("--margin", type=int, default=8, help="margin added around each region in px (default 8)")
+    ep.add_argument("--max-rois", type=int, default=50, help="at most this many ROIs (default 50)")
+    ep.add_argument("--scale", type=int, default=4, help="scale factor LR -> HR for the time estimate")
+    ep.add_argument("--stage-origin", type=float, nargs=2, default=(0.0, 0.0), metavar=("X_UM", "Y_UM"))
+    ep.add_argument("--out", help="output path without extension (default <image>_rois)")
+    ex = esub.add_parser("export", help="ROI JSON -> CSV with physical coordinates")
+    ex.add_argument("rois", help="ROI JSON written by 'propose' (or the widget)")
+    ex.add_argument("--pixel-size", type=float, required=True, help="pixel size of the image the ROIs refer to")
+    ex.add_argument("--unit", default="nm", choices=["nm", "um", "mm"], help="unit of --pixel-size")
+    ex.add_argument("--stage-origin", type=float, nargs=2, default=(0.0, 0.0), metavar=("X_UM", "Y_UM"))
+    ex.add_argument("--out", required=True, help="CSV file to write")
+    er = esub.add_parser("register", help="find where an HR rescan lies in the enhanced image")
+    er.add_argument("image", help="enhanced image")
+    er.add_argument("rescan", help="HR rescan of a region (same pixel size)")
+    er.add_argument("--search", type=int, default=None, help="search ±px around --guess (default: whole image)")
+    er.add_argument("--guess", type=int, nargs=2, default=(0, 0), metavar=("ROW", "COL"))
+    e.set_defaults(func=_cmd_ser)
 
     try:
         from .sr import cli as sr_cli
