@@ -110,3 +110,12 @@ def test_cli_propose_export_register(tmp_path, capsys):
     assert cli.main(["ser", "register", str(tmp_path / "cam.tif"), str(tmp_path / "patch.tif")]) == 0
     reg = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (reg["row"], reg["col"]) == (50, 60)
+
+
+def test_corners_roundtrip():
+    rois = [(10, 20, 30, 60), (0, 0, 5, 5)]
+    corners = ser.rois_to_corners(rois)
+    assert ser.corners_to_rois(corners) == rois
+    # a user-drawn rectangle (4 vertices, slightly off-grid) beyond the image is clipped
+    drawn = [np.array([[-3.2, 90.1], [-3.2, 130.4], [12.6, 130.4], [12.6, 90.1]])]
+    assert ser.corners_to_rois(drawn, shape=(100, 120)) == [(0, 91, 13, 120)]

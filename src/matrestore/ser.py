@@ -39,6 +39,8 @@ __all__ = [
     "tta_uncertainty",
     "propose_rois",
     "area_fraction",
+    "rois_to_corners",
+    "corners_to_rois",
     "rois_to_records",
     "write_rois_csv",
     "write_rois_json",
@@ -206,6 +208,29 @@ def area_fraction(rois: Iterable[Sequence[float]], shape) -> float:
         c0, c1 = sorted((int(round(c0)), int(round(c1))))
         mask[max(r0, 0) : max(min(r1, h), 0), max(c0, 0) : max(min(c1, w), 0)] = True
     return float(mask.mean())
+
+
+def rois_to_corners(rois) -> list[np.ndarray]:
+    """Rectangles as (2, 2) corner arrays in napari data coordinates (pixel centres at integers,
+    so the box covering pixels ``r0 .. r1 - 1`` spans ``r0 - 0.5 .. r1 - 0.5``)."""
+    return [np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]], dtype=float) for r0, c0, r1, c1 in rois]
+
+
+def corners_to_rois(shapes, shape=None) -> list[tuple]:
+    """Pixel boxes ``(r0, c0, r1, c1)`` from napari shape vertex arrays: the pixels whose centres lie
+    in the shape's bounding box (only the last two axes are used), clipped to ``shape`` when given;
+    empty boxes are dropped."""
+    out = []
+    for verts in shapes:
+        v = np.asarray(verts, dtype=float)[:, -2:]
+        r0, c0 = np.ceil(v.min(axis=0)).astype(int)
+        r1, c1 = (np.floor(v.max(axis=0)) + 1).astype(int)
+        if shape is not None:
+            r0, r1 = np.clip([r0, r1], 0, shape[0])
+            c0, c1 = np.clip([c0, c1], 0, shape[1])
+        if r1 > r0 and c1 > c0:
+            out.append((int(r0), int(c0), int(r1), int(c1)))
+    return out
 
 
 # --------------------------------------------------------------------------------------- export
