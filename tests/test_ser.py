@@ -119,3 +119,17 @@ def test_corners_roundtrip():
     # a user-drawn rectangle (4 vertices, slightly off-grid) beyond the image is clipped
     drawn = [np.array([[-3.2, 90.1], [-3.2, 130.4], [12.6, 130.4], [12.6, 90.1]])]
     assert ser.corners_to_rois(drawn, shape=(100, 120)) == [(0, 91, 13, 120)]
+
+
+def test_area_fraction_matches_pixel_mask():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        rois = []
+        for _ in range(int(rng.integers(1, 5))):
+            r0, r1 = sorted(rng.integers(-5, 60, 2))
+            c0, c1 = sorted(rng.integers(-5, 50, 2))
+            rois.append((r0, c0, r1, c1))
+        mask = np.zeros((50, 40), bool)
+        for r0, c0, r1, c1 in rois:
+            mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
+        assert ser.area_fraction(rois, (50, 40)) == pytest.approx(mask.mean(), abs=1e-12)

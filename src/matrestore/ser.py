@@ -198,16 +198,33 @@ def propose_rois(score, threshold: float | None = None, percentile: float = 95.0
 
 
 def area_fraction(rois: Iterable[Sequence[float]], shape) -> float:
-    """Area of the union of rectangles (clipped to the image) divided by the image area."""
-    h, w = int(shape[0]), int(shape[1])
+    """Area of the union of rectangles (clipped to the image) divided by the image area.
+
+    Exact for any image size (coordinate compression over the box edges, no pixel mask), so it is
+    cheap enough to run on every edit of a Shapes layer.
+    """
+    h, w = float(shape[0]), float(shape[1])
     if h <= 0 or w <= 0:
         raise InputError(f"image shape {shape} has no area.")
-    mask = np.zeros((h, w), dtype=bool)
+    boxes = []
     for r0, c0, r1, c1 in rois:
-        r0, r1 = sorted((int(round(r0)), int(round(r1))))
-        c0, c1 = sorted((int(round(c0)), int(round(c1))))
-        mask[max(r0, 0) : max(min(r1, h), 0), max(c0, 0) : max(min(c1, w), 0)] = True
-    return float(mask.mean())
+        r0, r1 = sorted((min(max(r0, 0.0), h), min(max(r1, 0.0), h)))
+        c0, c1 = sorted((min(max(c0, 0.0), w), min(max(c1, 0.0), w)))
+        if r1 > r0 and c1 > c0:
+            boxes.append((r0, c0, r1, c1))
+    if not boxes:
+        return 0.0
+    rows = sorted({b[0] for b in boxes} | {b[2] for b in boxes})
+    area = 0.0
+    for ra, rb in zip(rows, rows[1:]):
+        spans = sorted((b[1], b[3]) for b in boxes if b[0] <= ra and b[2] >= rb)
+        covered, end = 0.0, -np.inf
+        for c0, c1 in spans:
+            if c1 > end:
+                covered += c1 - max(c0, end)
+                end = c1
+        area += covered * (rb - ra)
+    return float(area / (h * w))
 
 
 def rois_to_corners(rois) -> list[np.ndarray]:
