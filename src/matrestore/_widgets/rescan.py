@@ -1,0 +1,431 @@
+"""Scan-enhance-rescan dock widget: propose and edit regions of interest, see the time they cost,
+export them for the microscope and bring the high-resolution rescans back.
+
+Thin layer over :mod:`matrestore.ser`: every number shown here comes from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import ser
+from .._validate import InputError
+
+SOURCES = {
+    "dark features (voids)": "low",
+    "bright features": "high",
+    "high values of a map layer (e.g. uncertainty)": "map",
+}
+ROLE_KEY = "matrestore_role"  # layer.metadata[ROLE_KEY] == "reference": HR rescans for the reference bank
+
+
+def _unit_of(layer) -> str:
+    return str(layer.metadata.get("unit", layer.metadata.get("pixel_size_unit", "px"))) if layer is not None else "px"
+
+
+class TimePlot(QWidget):
+    """Fig. 11 of the SEM paper: t_SER/t_HR against A_interest/A_total, with this session's point."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(150)
+        self.offset = 1 / 16  # (dwell_lr / dwell_hr) / s²
+        self.fraction = 0.0
+        self.setToolTip("Relative imaging time of scan-enhance-rescan against a full high-resolution scan.\n"
+                        "Blue: time is saved. The dot marks the regions picked now.")
+
+    def set_state(self, offset: float, fraction: float) -> None:
+        self.offset, self.fraction = float(offset), float(fraction)
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 (Qt API)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.Antialiasing)
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 44, 10, 8, 30
+        pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
+        ymax = max(1.2, self.offset + 1.05)
+
+        def pt(x, y):
+            return QPointF(left + x * pw, top + (1 - y / ymax) * ph)
+
+        p.fillRect(self.rect(), QColor(38, 41, 48))
+        be = min(max(1 - self.offset, 0.0), 1.0)
+        saved = QRectF(pt(0, ymax), pt(be, 0))
+        p.fillRect(saved, QColor(40, 90, 160, 110))
+        axis = QPen(QColor(200, 200, 200))
+        p.setPen(axis)
+        p.drawLine(pt(0, 0), pt(1, 0))
+        p.drawLine(pt(0, 0), pt(0, ymax))
+        p.setPen(QPen(QColor(160, 160, 160), 1, Qt.DashLine))
+        p.drawLine(pt(0, 1), pt(1, 1))
+        p.setPen(QPen(QColor(255, 200, 60), 2))
+        p.drawLine(pt(0, self.offset), pt(1, self.offset + 1))
+        y = self.offset + self.fraction
+        p.setBrush(QColor(255, 80, 80))
+        p.setPen(Qt.NoPen)
+        p.drawEllipse(pt(self.fraction, y), 5, 5)
+        p.setPen(axis)
+        for x in (0, 0.5, 1):
+            p.drawText(pt(x, 0) + QPointF(-8, 14), f"{x:g}")
+        for yy in (0, 0.5, 1):
+            p.drawText(pt(0, yy) + QPointF(-30, 4), f"{yy:g}")
+        p.drawText(QPointF(left + pw / 2 - 50, h - 2), "A_interest / A_total")
+        p.drawText(pt(0, ymax) + QPointF(4, 12), "t_SER / t_HR")
+        p.end()
+
+
+class RescanWidget(QWidget):
+    """Pick regions of interest on an enhanced micrograph and plan their high-resolution rescan."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.rois_layer = None
+        self._worker = None
+        self.last_stats: dict = {}
+
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The enhanced (or any) 2-D micrograph on which regions of interest are picked.")
+        form.addRow("image", self.image_combo)
+        lay.addLayout(form)
+
+        g = QGroupBox("Propose regions")
+        f = QFormLayout(g)
+        self.source_combo = QComboBox()
+        self.source_combo.addItems(list(SOURCES))
+        self.source_combo.setToolTip("What makes a region interesting: dark features such as voids, bright "
+                                     "features, or high values of another layer (an uncertainty map).")
+        self.map_combo = QComboBox()
+        self.map_combo.setToolTip("Score layer (same shape as the image) for the 'map layer' source.")
+        self.percentile = QDoubleSpinBox(minimum=50.0, maximum=99.99, value=97.0, singleStep=0.5, decimals=2)
+        self.percentile.setToolTip("Pixels beyond this percentile of the score are candidates "
+                                   "(for dark features: below 100 - percentile).")
+        self.min_size = QSpinBox(minimum=1, maximum=4096, value=16)
+        self.min_size.setToolTip("Smallest region kept: at least min_size² pixels.")
+        self.margin = QSpinBox(minimum=0, maximum=4096, value=16)
+        self.margin.setToolTip("Margin in pixels added around each region before rescanning.")
+        self.max_rois = QSpinBox(minimum=1, maximum=1000, value=30)
+        self.max_rois.setToolTip("At most this many regions, strongest first.")
+        self.propose_btn = QPushButton("Propose regions")
+        self.propose_btn.setToolTip("Replace the rectangles in the ROI layer by proposed ones. Edit them "
+                                    "afterwards: add, move, resize or delete rectangles in the Shapes layer.")
+        f.addRow("source", self.source_combo)
+        f.addRow("map layer", self.map_combo)
+        f.addRow("percentile", self.percentile)
+        f.addRow("min size (px)", self.min_size)
+        f.addRow("margin (px)", self.margin)
+        f.addRow("max regions", self.max_rois)
+        f.addRow(self.propose_btn)
+        lay.addWidget(g)
+
+        t = QGroupBox("Time (eq. 10)")
+        tf = QFormLayout(t)
+        self.scale = QSpinBox(minimum=1, maximum=32, value=4)
+        self.scale.setToolTip("Resolution factor between the low-resolution scan and the rescan.")
+        self.dwell_lr = QDoubleSpinBox(minimum=0.01, maximum=1e5, value=100.0, decimals=2, suffix=" µs")
+        self.dwell_lr.setToolTip("Dwell time per pixel of the low-resolution scan.")
+        self.dwell_hr = QDoubleSpinBox(minimum=0.01, maximum=1e5, value=100.0, decimals=2, suffix=" µs")
+        self.dwell_hr.setToolTip("Dwell time per pixel of the high-resolution (re)scan.")
+        self.stats_label = QLabel("no regions yet")
+        self.stats_label.setWordWrap(True)
+        self.stats_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.plot = TimePlot()
+        tf.addRow("scale", self.scale)
+        tf.addRow("dwell LR", self.dwell_lr)
+        tf.addRow("dwell HR", self.dwell_hr)
+        tf.addRow(self.stats_label)
+        tf.addRow(self.plot)
+        lay.addWidget(t)
+
+        e = QGroupBox("Export and rescan")
+        ef = QFormLayout(e)
+        row = QHBoxLayout()
+        self.stage_x = QDoubleSpinBox(minimum=-1e9, maximum=1e9, value=0.0, decimals=3, suffix=" µm")
+        self.stage_y = QDoubleSpinBox(minimum=-1e9, maximum=1e9, value=0.0, decimals=3, suffix=" µm")
+        for sb in (self.stage_x, self.stage_y):
+            sb.setToolTip("Stage position of the image's top-left corner, added to the exported coordinates.")
+        row.addWidget(self.stage_x)
+        row.addWidget(self.stage_y)
+        ef.addRow("stage origin x, y", row)
+        self.export_btn = QPushButton("Export ROIs (CSV + JSON)…")
+        self.export_btn.setToolTip("Write the regions with pixel and physical (µm) coordinates for a microscope script.")
+        self.rescan_btn = QPushButton("Load HR rescan…")
+        self.rescan_btn.setToolTip("Open a high-resolution rescan: it is registered onto the image, shown in "
+                                   "place and marked as a reference for the next enhancement of this sample.")
+        self.rescan_label = QLabel("")
+        self.rescan_label.setWordWrap(True)
+        ef.addRow(self.export_btn)
+        ef.addRow(self.rescan_btn)
+        ef.addRow(self.rescan_label)
+        lay.addWidget(e)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.propose_btn.clicked.connect(self.propose)
+        self.export_btn.clicked.connect(self._export_dialog)
+        self.rescan_btn.clicked.connect(self._rescan_dialog)
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.source_combo.currentIndexChanged.connect(self._sync_enabled)
+        for sb in (self.scale, self.dwell_lr, self.dwell_hr):
+            sb.valueChanged.connect(self.update_stats)
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._refresh_layers)
+        ev.removed.connect(self._refresh_layers)
+        ev.reordered.connect(self._refresh_layers)
+        self._refresh_layers()
+        self._sync_enabled()
+
+    # ------------------------------------------------------------------ layers
+    def _image_layers(self):
+        from napari.layers import Image
+
+        return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 2 and not l.rgb]
+
+    def _refresh_layers(self, event=None):
+        names = [l.name for l in self._image_layers()]
+        for combo in (self.image_combo, self.map_combo):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._on_image_changed()
+
+    def _sync_enabled(self, *_):
+        self.map_combo.setEnabled(SOURCES[self.source_combo.currentText()] == "map")
+
+    def image_layer(self):
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _message(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6060;" if error else "")
+
+    def _on_image_changed(self, *_):
+        layer = self.image_layer()
+        if layer is None:
+            return
+        name = f"{layer.name}_rois"
+        if self.rois_layer is not None and self.rois_layer.name == name and name in self.viewer.layers:
+            self.update_stats()
+            return
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        self._attach_rois_layer(existing)
+        self.update_stats()
+
+    def _attach_rois_layer(self, layer):
+        if self.rois_layer is not None:
+            try:
+                self.rois_layer.events.data.disconnect(self.update_stats)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self.rois_layer = layer
+        if layer is not None:
+            layer.events.data.connect(self.update_stats)
+
+    def _ensure_rois_layer(self):
+        image = self.image_layer()
+        name = f"{image.name}_rois"
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+        else:
+            width = max(2.0, max(image.data.shape[-2:]) / 400.0)
+            layer = self.viewer.add_shapes(
+                name=name, shape_type="rectangle", edge_color="yellow", face_color=[1, 1, 0, 0.08],
+                edge_width=width, scale=image.scale[-2:], translate=image.translate[-2:],
+                metadata={"matrestore_rois_for": image.name},
+            )
+            layer.mode = "select"
+        if layer is not self.rois_layer:
+            self._attach_rois_layer(layer)
+        return layer
+
+    # ------------------------------------------------------------------ proposing
+    def _score(self):
+        image = self.image_layer()
+        if image is None:
+            raise InputError("open or pick an image layer first.")
+        kind = SOURCES[self.source_combo.currentText()]
+        if kind == "map":
+            name = self.map_combo.currentText()
+            if name not in self.viewer.layers:
+                raise InputError("pick the map layer that scores the regions (e.g. an uncertainty map).")
+            score = np.asarray(self.viewer.layers[name].data)
+            if score.shape != tuple(image.data.shape):
+                raise InputError(f"map layer {name!r} has shape {score.shape}, the image {tuple(image.data.shape)}; "
+                                 "they must match.")
+            return score, "high"
+        return np.asarray(image.data), kind
+
+    def propose(self):
+        """Propose ROIs (off the GUI thread) and put them into the ROI Shapes layer."""
+        from napari.qt.threading import create_worker
+
+        try:
+            score, mode = self._score()
+        except InputError as exc:
+            self._message(str(exc), error=True)
+            return
+        params = dict(percentile=self.percentile.value(), min_size=self.min_size.value(),
+                      margin=self.margin.value(), max_rois=self.max_rois.value(), mode=mode)
+        self.propose_btn.setEnabled(False)
+        self._message("proposing regions…")
+        worker = create_worker(ser.propose_rois, score, **params, _start_thread=False)
+        worker.returned.connect(self._set_rois)
+        worker.errored.connect(lambda exc: self._message(f"proposal failed: {exc}", error=True))
+        worker.finished.connect(lambda: self.propose_btn.setEnabled(True))
+        self._worker = worker
+        worker.start()
+
+    def _set_rois(self, rois):
+        layer = self._ensure_rois_layer()
+        corners = ser.rois_to_corners(rois)
+        layer.data = []
+        if corners:
+            layer.add_rectangles(corners, edge_color="yellow", face_color=[1, 1, 0, 0.08])
+        self._message(f"{len(rois)} region(s) proposed; edit them in the '{layer.name}' layer.")
+        self.update_stats()
+
+    def rois(self) -> list[tuple]:
+        """The current ROI boxes in image pixels (after the user's edits)."""
+        image = self.image_layer()
+        if image is None or self.rois_layer is None or self.rois_layer.name not in self.viewer.layers:
+            return []
+        return ser.corners_to_rois(self.rois_layer.data, shape=image.data.shape[-2:])
+
+    # ------------------------------------------------------------------ time
+    def update_stats(self, *_):
+        image = self.image_layer()
+        if image is None:
+            self.stats_label.setText("no image")
+            return
+        shape = image.data.shape[-2:]
+        rois = self.rois()
+        frac = ser.area_fraction(rois, shape)
+        s = self.scale.value()
+        shape_lr = (max(shape[0] // s, 1), max(shape[1] // s, 1))
+        t = ser.scan_times(shape_lr, frac, scale=s, dwell_lr_us=self.dwell_lr.value(), dwell_hr_us=self.dwell_hr.value())
+        self.last_stats = {"n_rois": len(rois), "area_fraction": frac, **t}
+        verdict = "saves" if t["ratio"] < 1 else "costs"
+        self.stats_label.setText(
+            f"{len(rois)} region(s): A_interest/A_total = {100 * frac:.2f} %\n"
+            f"t_SER/t_HR = {t['ratio']:.3f}  (LR scan {t['t_lr_min']:.2f} min + rescan {t['t_rescan_min']:.2f} min "
+            f"vs full HR {t['t_hr_min']:.2f} min: {verdict} {abs(t['saved_min']):.2f} min)\n"
+            f"break-even at {100 * t['break_even']:.1f} % of the area"
+        )
+        self.plot.set_state(1 - t["break_even"], frac)
+
+    # ------------------------------------------------------------------ export
+    def export(self, path) -> tuple[Path, Path]:
+        """Write ``<path>.csv`` and ``<path>.json`` (suffix of ``path`` ignored)."""
+        image = self.image_layer()
+        if image is None:
+            raise InputError("no image layer.")
+        base = Path(path).with_suffix("")
+        unit = _unit_of(image)
+        recs = ser.rois_to_records(self.rois(), scale=image.scale[-2:], translate=image.translate[-2:],
+                                   unit=unit if unit in ("nm", "um", "µm", "mm") else "px",
+                                   stage_origin_um=(self.stage_x.value(), self.stage_y.value()))
+        csv_path = ser.write_rois_csv(base.with_suffix(".csv"), recs)
+        json_path = ser.write_rois_json(base.with_suffix(".json"), recs, image=image.name, unit="um",
+                                        layer_unit=unit, stats=self.last_stats)
+        self._message(f"wrote {csv_path} and {json_path}")
+        return csv_path, json_path
+
+    def _export_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Export regions of interest", "rois.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.export(path)
+            except (InputError, OSError) as exc:
+                self._message(str(exc), error=True)
+
+    # ------------------------------------------------------------------ rescan feedback
+    def add_rescan(self, data, name: str = "rescan", pixel_size=None, guess=None, search=None):
+        """Register an HR rescan onto the image (off the GUI thread), then show it in place as a
+        reference layer. ``pixel_size`` in the image layer's unit; None: same as the image."""
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer()
+        if image is None:
+            self._message("pick the image the rescan belongs to first.", error=True)
+            return None
+        img = np.asarray(image.data)
+        patch = np.asarray(data)
+        factor = 1.0 if pixel_size is None else float(pixel_size) / float(image.scale[-1])
+
+        def work():
+            from skimage.transform import rescale
+
+            p = patch if abs(factor - 1) < 1e-6 else rescale(patch.astype(np.float64), factor, anti_aliasing=factor < 1,
+                                                             preserve_range=True)
+            return ser.register(img, p, search=search, guess=guess or (0, 0))
+
+        def done(reg):
+            translate = np.asarray(image.translate[-2:]) + np.array([reg.row, reg.col]) * np.asarray(image.scale[-2:])
+            if factor != 1.0:  # pixel centres of the finer rescan relative to the image's pixel (row, col)
+                translate = translate - 0.5 * np.asarray(image.scale[-2:]) + 0.5 * float(pixel_size)
+            px = float(pixel_size) if pixel_size is not None else float(image.scale[-1])
+            meta = {ROLE_KEY: "reference", "registered_to": image.name, "offset_px": [reg.row, reg.col],
+                    "ssim": reg.ssim, "unit": _unit_of(image)}
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data, layer.translate, layer.metadata = patch, translate, meta
+            else:
+                self.viewer.add_image(patch, name=name, scale=(px, px), translate=translate, metadata=meta,
+                                      colormap="gray", blending="translucent")
+            self.rescan_label.setText(f"{name}: placed at row {reg.row}, col {reg.col} (SSIM {reg.ssim:.3f}); "
+                                      "marked as a reference for the next enhancement.")
+
+        worker = create_worker(work, _start_thread=False)
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: self._message(f"registration failed: {exc}", error=True))
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _rescan_dialog(self):
+        from .. import io
+
+        path, _ = QFileDialog.getOpenFileName(self, "Open a high-resolution rescan", "", "Images (*.tif *.tiff *.png *.jpg)")
+        if not path:
+            return
+        try:
+            data, meta = io.read_image(path)
+        except InputError as exc:
+            self._message(str(exc), error=True)
+            return
+        px = meta.get("pixel_size")
+        unit = _unit_of(self.image_layer())
+        factor = {"nm": 1.0, "um": 1e-3, "µm": 1e-3}.get(unit)
+        self.add_rescan(data, name=Path(path).stem, pixel_size=None if (px is None or factor is None) else px * factor)
+
+    def closeEvent(self, event):  # noqa: N802
+        if self._worker is not None:
+            self._worker.quit()
+        super().closeEvent(event)
