@@ -9,6 +9,10 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
 
+# X11/xcb libraries that PyQt5's bundled Qt needs at run time (Debian names).
+QT_LIBS := libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 libegl1
+
 .PHONY: demo test install sysdeps clean screenshot
 
 $(PY):
@@ -30,7 +34,10 @@ sysdeps:
 	@if ! command -v xvfb-run >/dev/null 2>&1 || ! ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1; then \
 		echo "installing xvfb and libgl1-mesa-dri (apt-get)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq xvfb xauth libgl1-mesa-dri libglib2.0-0 libfontconfig1 libxkbcommon-x11-0 libdbus-1-3 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 >/dev/null; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq xvfb xauth libgl1-mesa-dri >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(QT_LIBS) >/dev/null 2>&1 || \
+		  echo "note: some Qt runtime libraries could not be installed: $(QT_LIBS)"; }; \
 	fi
 
 test: $(STAMP) sysdeps
