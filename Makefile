@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # System packages for the napari GUI tests (virtual X server and software OpenGL).
 sysdeps:
-	@if ! command -v xvfb-run >/dev/null 2>&1 || ! ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1; then \
+	@if ! command -v xvfb-run >/dev/null 2>&1 || ! ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || ! ldconfig -p | grep -q libxkbcommon-x11; then \
 		echo "installing xvfb and libgl1-mesa-dri (apt-get)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
