@@ -1,0 +1,38 @@
+"""Array + metadata (from :mod:`matrestore.io`) -> napari layer-data tuples. No Qt, no napari import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .io import display_unit
+
+
+def image_layer_tuple(data: np.ndarray, meta: dict, name: str, stack: bool = False) -> tuple:
+    """``(data, add_kwargs, "image")`` with the physical scale in the unit named in the metadata.
+
+    ``metadata["unit"]`` says the unit of ``scale`` ("nm" or "µm"; "px" when the file has no
+    calibration) and ``metadata["pixel_size_nm"]`` the pixel size in nm.
+    """
+    px = meta.get("pixel_size")
+    unit, factor = display_unit(px)
+    if px is None:
+        unit, size = "px", 1.0
+    else:
+        size = px * factor
+    md = dict(meta)
+    md.update(unit=unit, pixel_size_nm=px)
+    rgb = bool(meta.get("rgb")) and data.shape[-1] in (3, 4)
+    nspatial = 2
+    scale = [size] * nspatial
+    if stack:
+        scale = [1.0] + scale
+    kwargs = {"name": name, "scale": scale, "metadata": md}
+    if rgb:
+        kwargs["rgb"] = True
+    return (data, kwargs, "image")
+
+
+def name_for(path) -> str:
+    return Path(path).stem

@@ -1,0 +1,42 @@
+"""npe2 reader: micrographs and projection stacks, with pixel sizes and instrument metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._layerdata import image_layer_tuple, name_for
+from .io import IMAGE_SUFFIXES, TIFF_SUFFIXES, read_image, read_stack
+
+
+def _is_frame_folder(p: Path) -> bool:
+    return p.is_dir() and any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir())
+
+
+def _supported(p: Path) -> bool:
+    return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or _is_frame_folder(p)
+
+
+def get_reader(path):
+    """Return a reader for supported paths (image files, folders of numbered TIFFs), else None."""
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    if not paths or not all(_supported(p) for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path) -> list[tuple]:
+    """One image layer per path; multi-page TIFFs and folders become 3-D stack layers."""
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    layers = []
+    for p in paths:
+        if p.is_dir():
+            data, meta = read_stack(p)
+            layers.append(image_layer_tuple(data, meta, p.name, stack=True))
+            continue
+        data, meta = read_image(p)
+        if meta.get("n_pages", 1) > 1 and not meta.get("vendor") in ("fei", "zeiss", "tescan", "jeol"):
+            data, meta = read_stack(p)  # a plain multi-page TIFF: a projection stack
+            layers.append(image_layer_tuple(data, meta, name_for(p), stack=True))
+        else:
+            layers.append(image_layer_tuple(data, meta, name_for(p)))
+    return layers
