@@ -174,3 +174,22 @@ def test_to_float_and_samples():
     u16 = (arr.astype(np.uint16) * 16)
     # 8-bit data ×16 in a uint16 container is scaled by its 12-bit range, not by 65535
     np.testing.assert_allclose(io.to_float(u16), io.to_float(arr) * (255 * 16 / 4095), rtol=1e-5)
+
+
+def test_no_databar_found_in_natural_images():
+    from skimage import data
+
+    for img in (data.camera(), data.moon(), data.moon()[:160, :200], data.coins(), data.brick(), data.grass(), data.text()):
+        assert io.detect_databar(img) == 0
+
+
+def test_synthetic_databar_detected_without_metadata(tmp_path):
+    rng = np.random.default_rng(0)
+    img = (rng.random((300, 400)) * 200 + 20).astype(np.uint8)
+    img[260:] = 0  # black bar of 40 rows
+    img[275:285, 30:200:3] = 255  # "text"
+    tifffile.imwrite(tmp_path / "bar.tif", img)
+    arr, meta = io.read_image(tmp_path / "bar.tif")
+    assert meta["databar_rows"] == 40 and arr.shape == (260, 400)
+    arr, meta = io.read_image(tmp_path / "bar.tif", crop_databar=False)
+    assert arr.shape == (300, 400) and meta["databar_rows"] == 0

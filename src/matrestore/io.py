@@ -141,13 +141,14 @@ def detect_databar(image: np.ndarray, max_fraction: float = 0.3, min_rows: int =
     """Number of rows of an instrument data bar at the bottom of ``image`` (0 if none).
 
     Looks at the bottom ``max_fraction`` of the rows. A row belongs to a data bar when nearly all its
-    pixels (≥ 90 %) take one or two values (background and text/lines), which real image rows
+    pixels (≥ 85 %) take one or two values (background and text/lines), which real image rows
     rarely do. Two kinds of bars are found:
 
     * solid bars (FEI/TFS, Zeiss, JPEG exports): the run of such rows that ends at the last row
-      (gaps of up to 2 rows, e.g. a partial grid line, are bridged);
+      (gaps of up to 2 rows, e.g. a partial grid line, are bridged), whose pixels are at least half
+      one exact value (a drawn background; flat but noisy image regions are not);
     * outlined overlays (Zeiss "data zone" frames drawn over the image): the top-most full-width
-      line (≥ 95 % of the row one value) that has a second such line below it.
+      line (≥ 95 % of the row one value, black or white) that has a second such line below it.
 
     The larger of the two is returned when it has at least ``min_rows`` rows.
     """
@@ -162,7 +163,7 @@ def detect_databar(image: np.ndarray, max_fraction: float = 0.3, min_rows: int =
     lo, hi = np.percentile(img, [0.5, 99.5])
     tol = max((hi - lo) * 0.03, 1e-9)
     u1, u2 = _row_uniformity(bottom, tol)
-    barlike = u2 >= 0.9
+    barlike = u2 >= 0.85
     line = u1 >= 0.95
     # solid bar: run of bar-like rows from the bottom, bridging gaps of <= 2 rows
     top_solid, gap = n, 0
@@ -174,8 +175,15 @@ def detect_databar(image: np.ndarray, max_fraction: float = 0.3, min_rows: int =
             if gap > 2:
                 break
     solid = n - top_solid
-    # outlined overlay: top-most full-width line with another line below it
-    lines = np.flatnonzero(line)
+    if solid:
+        # a drawn bar has a background of one exact value (natural flat regions have noise)
+        _, counts = np.unique(bottom[top_solid:], return_counts=True)
+        if counts.max() < 0.5 * bottom[top_solid:].size:
+            solid = 0
+    # outlined overlay: top-most full-width line, drawn in black or white, with another line below it
+    medians = np.median(bottom, axis=1)
+    extreme = (medians <= lo + tol) | (medians >= hi - tol)
+    lines = np.flatnonzero(line & extreme)
     outlined = 0
     if len(lines) >= 2 and lines[-1] - lines[0] >= min_rows and lines[-1] >= n - 4:
         outlined = n - lines[0]
