@@ -27,7 +27,19 @@ def side_by_side(panels: dict[str, np.ndarray], data_range: float, crop: int = 1
     out = tiles[0]
     for t in tiles[1:]:
         out = np.concatenate([out, sep, t], axis=1)
-    return out
+    return _label(out, list(panels), c * zoom + gap)
+
+
+def _label(montage: np.ndarray, names, step: int, height: int = 22) -> np.ndarray:
+    """Add a white header row with each panel's name (Pillow's built-in font)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (montage.shape[1], montage.shape[0] + height), 255)
+    img.paste(Image.fromarray(montage), (0, height))
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(names):
+        draw.text((i * step + 6, 5), name, fill=0)
+    return np.asarray(img)
 
 
 def run_demo(out_dir="demo_output", scale: int = 4) -> dict:
