@@ -7,4 +7,6 @@ on numpy arrays and torch tensors and import neither Qt nor napari; the napari d
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from ._validate import InputError  # noqa: E402  (every bad input raises this, with a clear message)
+
+__all__ = ["__version__", "InputError"]
