@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
 
-# X11/xcb libraries that PyQt5's bundled Qt needs at run time (Debian names).
+# X11/xcb libraries that PyQt6's bundled Qt needs at run time (Debian names).
 QT_LIBS := libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 libegl1
 
