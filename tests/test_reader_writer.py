@@ -71,3 +71,46 @@ def test_napari_opens_with_the_plugin(make_napari_viewer, shared_data):
     assert layers[0].data.shape == (1024, 1536)
     viewer.open_sample("napari-matrestore", "sem_nanoporous_gold")
     assert viewer.layers[-1].data.shape == (691, 1024)
+
+
+def test_manifest_validates_and_points_to_these_functions():
+    npe2 = pytest.importorskip("npe2")
+    import importlib
+    from pathlib import Path
+
+    manifest = Path(__file__).resolve().parents[1] / "napari.yaml"
+    pm = npe2.PluginManifest.from_file(manifest)  # schema validation (what `npe2 validate` checks)
+    assert pm.name == "napari-matrestore"
+    ours = {"get_reader": _reader.get_reader, "write_tiff": _writer.write_tiff,
+            "sample_sem": _samples.sem_sample, "sample_optical": _samples.optical_sample}
+    for cmd in pm.contributions.commands:
+        short = cmd.id.split(".", 1)[1]
+        if short in ours:
+            module, attr = cmd.python_name.split(":")
+            assert getattr(importlib.import_module(module), attr) is ours[short]
+    # the installed distribution's manifest (found through the entry point) validates as well
+    pm2 = npe2.PluginManifest._from_package_or_name("napari-matrestore")
+    assert pm2.contributions.readers and pm2.contributions.writers and pm2.contributions.sample_data
+
+
+def test_writer_refuses_to_replace_the_opened_file_and_uses_napari_units(tmp_path):
+    from matrestore._validate import InputError
+
+    src = tmp_path / "orig.tif"
+    src.write_bytes(io.sample_path("sem").read_bytes())
+    (data, kwargs, _), = _reader.get_reader(str(src))(str(src))
+    with pytest.raises(InputError, match="read from"):
+        _writer.write_tiff(str(src), data, {"name": "x", **kwargs})
+    # a layer made in napari: no unit in the metadata, napari's own units say nm
+    pint = pytest.importorskip("pint")
+    ureg = pint.UnitRegistry()
+    out = _writer.write_tiff(str(tmp_path / "new.tif"), data,
+                             {"name": "new", "scale": (2.0, 2.0), "metadata": {}, "units": (ureg.nanometer, ureg.nanometer)})
+    assert io.read_image(out[0])[1]["pixel_size"] == pytest.approx(2.0)
+
+
+def test_reader_stack_of_our_own_multipage_file(tmp_path):
+    st = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    path = str(io.write_tiff(tmp_path / "st.tif", st, pixel_size_nm=40.0, metadata={"vendor": "zeiss"}))
+    (data, kwargs, _), = _reader.get_reader(path)(path)
+    assert data.shape == (3, 8, 8) and kwargs["scale"] == pytest.approx([1.0, 40.0, 40.0])

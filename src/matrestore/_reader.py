@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._layerdata import image_layer_tuple, name_for
-from .io import IMAGE_SUFFIXES, TIFF_SUFFIXES, read_image, read_stack
+from .io import IMAGE_SUFFIXES, TIFF_SUFFIXES, VENDORS, read_image, read_stack
 
 
 def _is_frame_folder(p: Path) -> bool:
@@ -34,8 +34,9 @@ def read_layers(path) -> list[tuple]:
             layers.append(image_layer_tuple(data, meta, p.name, stack=True))
             continue
         data, meta = read_image(p)
-        if meta.get("n_pages", 1) > 1 and not meta.get("vendor") in ("fei", "zeiss", "tescan", "jeol"):
-            data, meta = read_stack(p)  # a plain multi-page TIFF: a projection stack
+        instrument = meta.get("vendor") in VENDORS and meta.get("written_by") != "matrestore"
+        if meta.get("n_pages", 1) > 1 and not instrument:
+            data, meta = read_stack(p)  # a plain (or our own) multi-page TIFF: a projection stack
             layers.append(image_layer_tuple(data, meta, name_for(p), stack=True))
         else:
             layers.append(image_layer_tuple(data, meta, name_for(p)))

@@ -10,12 +10,16 @@ Metadata keys (always present):
 ``pixel_size``       pixel size in nm (float), None when the file has none
 ``pixel_size_unit``  "nm"
 ``unit``             the unit a viewer should show ("nm", or "µm" for pixels of 1 µm and more)
-``vendor``           "fei" (Thermo Fisher/FEI), "zeiss", "tescan", "jeol", "matrestore", "imagej" or None
+``vendor``           "fei" (Thermo Fisher/FEI), "zeiss", "tescan", "jeol" or None (for our own TIFFs: the
+                     vendor of the file they were made from)
 ``databar_rows``     rows of the instrument data bar removed at the bottom (0 if none)
 ``shape_original``   shape as stored in the file
 ``source``           the path read
 ``raw``              instrument metadata as a JSON-serialisable dict
-plus, when known, ``dwell_time_us``, ``bit_depth``, ``n_pages``, ``colormap_applied``, ``rgb_to_grey``.
+plus, when known, ``dwell_time_us``, ``bit_depth``, ``n_pages``, ``colormap_applied``, ``rgb_to_grey``,
+``calibration`` ("imagej" or "tiff resolution" when the pixel size came from those tags) and, for TIFFs
+written by :func:`write_tiff`, ``written_by`` ("matrestore") and ``provenance`` (the metadata of the
+image that was written, e.g. its ``source``).
 
 The data bar is *detected from the pixels* (:func:`detect_databar`), not looked up per vendor.
 """
@@ -41,6 +45,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
 ]
 
+VENDORS = ("zeiss", "fei", "tescan", "jeol")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 MATRESTORE_TAG = 65000  # private TIFF tag holding our JSON metadata
@@ -111,86 +116,106 @@ def _to_nm(value, unit: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ data bar
-def _row_uniformity(rows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: fraction of pixels within ``tol`` of the most common value (u1) and of one of the
-    two most common values (u2)."""
-    u1 = np.empty(rows.shape[0])
-    u2 = np.empty(rows.shape[0])
-    q = max(tol / 2, 1e-12)
+def _row_modes(rows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the most common value (counting values within ``tol`` of it) and its pixel fraction."""
+    modes = np.empty(rows.shape[0])
+    frac = np.empty(rows.shape[0])
     for i, row in enumerate(rows):
-        r = row.astype(np.float64)
-        vals, counts = np.unique(np.round(r / q), return_counts=True)
-        order = np.argsort(counts)[::-1]
-        m1 = vals[order[0]] * q
-        near1 = np.abs(r - m1) <= tol
-        u1[i] = near1.mean()
-        if len(order) > 1:
-            rest = r[~near1]
-            if rest.size:
-                v2, c2 = np.unique(np.round(rest / q), return_counts=True)
-                m2 = v2[c2.argmax()] * q
-                u2[i] = (near1 | (np.abs(r - m2) <= tol)).mean()
-            else:
-                u2[i] = 1.0
+        vals, counts = np.unique(row, return_counts=True)
+        if tol > 0:
+            cs = np.concatenate([[0], np.cumsum(counts)])
+            win = cs[np.searchsorted(vals, vals + tol, "right")] - cs[np.searchsorted(vals, vals - tol, "left")]
         else:
-            u2[i] = 1.0
-    return u1, u2
+            win = counts
+        j = int(win.argmax())
+        modes[i], frac[i] = vals[j], win[j] / row.size
+    return modes, frac
 
 
-def detect_databar(image: np.ndarray, max_fraction: float = 0.3, min_rows: int = 8) -> int:
+def _dominant_value(block: np.ndarray, tol: float) -> float:
+    vals, counts = np.unique(block, return_counts=True)
+    if tol > 0:
+        cs = np.concatenate([[0], np.cumsum(counts)])
+        counts = cs[np.searchsorted(vals, vals + tol, "right")] - cs[np.searchsorted(vals, vals - tol, "left")]
+    return float(vals[int(counts.argmax())])
+
+
+def detect_databar(image: np.ndarray, max_fraction: float = 0.3, min_rows: int = 8, lossy: bool = False) -> int:
     """Number of rows of an instrument data bar at the bottom of ``image`` (0 if none).
 
-    Looks at the bottom ``max_fraction`` of the rows. A row belongs to a data bar when nearly all its
-    pixels (≥ 85 %) take one or two values (background and text/lines), which real image rows
-    rarely do. Two kinds of bars are found:
+    Only the bottom ``max_fraction`` of the rows is searched. A bar is drawn by the instrument
+    software, so its background is one exact value (within 4 % of the range for lossy files such as
+    JPEG, ``lossy=True``), which noisy image rows never are. Two kinds are recognised:
 
-    * solid bars (FEI/TFS, Zeiss, JPEG exports): the run of such rows that ends at the last row
-      (gaps of up to 2 rows, e.g. a partial grid line, are bridged), whose pixels are at least half
-      one exact value (a drawn background; flat but noisy image regions are not);
-    * outlined overlays (Zeiss "data zone" frames drawn over the image): the top-most full-width
-      line (≥ 95 % of the row one value, black or white) that has a second such line below it.
+    * **solid bars** (FEI/TFS black or grey, Zeiss white, JPEG exports): ``B`` is the most common
+      value of the bottom rows; going up from the last row, every row must have ≥ 40 % of its pixels
+      at ``B`` (text and scale bars take the rest) or be a uniform line of another value (≥ 70 %,
+      e.g. a separator). The run must stop at a sharp boundary (the 3 image rows above it have
+      ≤ 30 % of their pixels at ``B``), hold ≥ 50 % ``B`` pixels overall, contain high-contrast
+      marks (text: ≥ 0.2 % of the pixels differ from ``B`` by > 25 % of the range) and stop below
+      the top of the searched zone (a uniform region taller than that is not a bar). One or two
+      image rows under a framed bar are skipped.
+    * **framed overlays** (Zeiss "data zone" drawn over the image): a full-width line (≥ 95 % of the
+      row one value) with a second line of the same value below it and vertical lines of that value
+      at the left and right edges between them: the bar starts at the top line.
 
-    The larger of the two is returned when it has at least ``min_rows`` rows.
+    The larger of the two is returned when it has at least ``min_rows`` rows. Images with fewer
+    than 16 grey levels (binary masks, drawings) are never cropped.
     """
     img = np.asarray(image)
     if img.ndim == 3:
-        img = img[..., :3].mean(axis=-1)
-    h = img.shape[0]
+        img = np.rint(img[..., :3].astype(np.float64).mean(axis=-1))
+    if img.ndim != 2:
+        return 0
+    img = img.astype(np.float64, copy=False)
+    h, w = img.shape
     n = int(h * max_fraction)
-    if n < min_rows or img.shape[1] < 16:
+    if n < min_rows + 4 or w < 16:
         return 0
-    bottom = img[h - n :].astype(np.float64)
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    tol = max((hi - lo) * 0.03, 1e-9)
-    u1, u2 = _row_uniformity(bottom, tol)
-    barlike = u2 >= 0.85
-    line = u1 >= 0.95
-    # solid bar: run of bar-like rows from the bottom, bridging gaps of <= 2 rows
-    top_solid, gap = n, 0
-    for i in range(n - 1, -1, -1):
-        if barlike[i]:
-            top_solid, gap = i, 0
-        else:
-            gap += 1
-            if gap > 2:
-                break
-    solid = n - top_solid
-    if solid:
-        # a drawn bar has a background of one exact value (natural flat regions have noise)
-        _, counts = np.unique(bottom[top_solid:], return_counts=True)
-        if counts.max() < 0.5 * bottom[top_solid:].size:
-            solid = 0
-    # outlined overlay: top-most full-width line, drawn in black or white, with another line below it
-    medians = np.median(bottom, axis=1)
-    extreme = (medians <= lo + tol) | (medians >= hi - tol)
-    lines = np.flatnonzero(line & extreme)
-    outlined = 0
-    if len(lines) >= 2 and lines[-1] - lines[0] >= min_rows and lines[-1] >= n - 4:
-        outlined = n - lines[0]
-    rows = max(solid, outlined)
-    if rows < min_rows or rows >= n:
+    zone = img[h - n :]
+    lo, hi = float(zone.min()), float(img.max())
+    lo = min(lo, float(img.min()))
+    rng = hi - lo
+    if rng <= 0 or len(np.unique(img[:: max(1, h // 64)])) < 16:
         return 0
-    return int(rows)
+    tol = 0.04 * rng if lossy else 0.0
+    modes, frac = _row_modes(zone, tol)
+
+    # solid bar
+    solid = 0
+    B = _dominant_value(zone[-max(3, int(round(0.04 * h))) :], tol)
+    near_b = np.mean(np.abs(zone - B) <= tol, axis=1)
+    ok = (near_b >= 0.4) | (frac >= 0.7)
+    i, skip = n, 0
+    while skip < 2 and i > 0 and not ok[i - 1]:
+        i, skip = i - 1, skip + 1
+    while i > 0 and ok[i - 1]:
+        i -= 1
+    if i > 0 and n - i - skip >= min_rows:
+        block = zone[i:]
+        frac_b = float(np.mean(np.abs(block - B) <= tol))
+        text = float(np.mean(np.abs(block - B) > 0.25 * rng))
+        above = float(near_b[max(0, i - 3) : i].mean())
+        if frac_b >= 0.5 and text >= 0.002 and above <= 0.3:
+            solid = n - i
+
+    # framed overlay
+    framed = 0
+    lines = np.flatnonzero(frac >= 0.95)
+    edge = max(2, int(round(0.03 * w)))
+    for r in lines:
+        if r == 0 or frac[r - 1] >= 0.95:
+            continue
+        below = [r2 for r2 in lines if r2 >= r + min_rows and abs(modes[r2] - modes[r]) <= tol]
+        if not below:
+            continue
+        sides = (np.abs(zone[r : below[-1] + 1] - modes[r]) <= tol).mean(axis=0)
+        if sides[:edge].max() >= 0.9 and sides[-edge:].max() >= 0.9:
+            framed = n - r
+            break
+
+    rows = max(solid, framed)
+    return int(rows) if rows >= min_rows else 0
 
 
 # ------------------------------------------------------------------------------------------ metadata
@@ -262,9 +287,17 @@ def _tiff_metadata(tf, page, path: Path) -> dict:
     if own is not None:
         try:
             doc = json.loads(own.value)
-            meta.update(vendor="matrestore", pixel_size=doc.get("pixel_size_nm"), raw=doc.get("metadata", {}))
-            meta["matrestore"] = doc
-            return meta
+            if isinstance(doc, dict) and doc.get("writer") == "matrestore":
+                prev = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                vendor = prev.get("vendor")
+                raw = prev.get("raw")
+                meta.update(vendor=vendor if vendor in VENDORS else None, pixel_size=doc.get("pixel_size_nm"),
+                            raw=raw if isinstance(raw, dict) else {})
+                # what the file was made from (source, shape_original, databar_rows, ...), without raw
+                meta["provenance"] = {k: v for k, v in prev.items() if k != "raw"}
+                meta["written_by"] = "matrestore"
+                meta["matrestore"] = doc
+                return meta
         except (ValueError, TypeError):
             pass
     fei = tf.fei_metadata
@@ -318,13 +351,14 @@ def _tiff_metadata(tf, page, path: Path) -> dict:
             per_unit = num / den if den else 0
             if per_unit > 0 and unit:
                 meta["pixel_size"] = _to_nm(1.0 / per_unit, str(unit).replace("\\u00B5", "µ"))
-                meta["vendor"] = "imagej"
+                meta["calibration"] = "imagej"
             elif per_unit > 0:
                 ru = page.tags.get("ResolutionUnit")
                 ru = int(ru.value) if ru is not None else 2
                 # ResolutionUnit 3 = cm; 2 = inch is the default of every writer and rarely physical
                 if ru == 3 and per_unit > 1000:
                     meta["pixel_size"] = _to_nm(1.0 / per_unit, "cm")
+                    meta["calibration"] = "tiff resolution"
         if ij:
             meta["raw"] = _jsonable(ij)
     return meta
@@ -397,6 +431,7 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
                     if not grey:
                         meta["rgb"] = True
                 meta["bit_depth"] = int(page.bitspersample)
+                lossy = int(page.compression) in (6, 7, 33007, 34892, 50001)  # JPEG, JPEG-XR, WebP ...
         except InputError:
             raise
         except Exception as exc:  # tifffile raises many kinds for corrupt files
@@ -409,6 +444,8 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
         except Exception as exc:
             raise _open_error(path, exc) from exc
         meta["n_pages"] = 1
+        meta["bit_depth"] = int(arr.dtype.itemsize * 8)
+        lossy = suffix in (".jpg", ".jpeg", ".webp")
         jeol = _jeol_sidecar(path)
         if jeol is not None:
             meta.update(vendor="jeol", raw=jeol, pixel_size=_jeol_pixel_size(jeol))
@@ -422,18 +459,18 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
         arr = arr[0]  # a multi-sample page: keep the first plane
     own = meta.get("matrestore") or {}
     bar = 0
-    if crop_databar and not own and meta["vendor"] not in ("matrestore", "imagej") and arr.shape[0] >= 64:
-        bar = detect_databar(arr)
+    if crop_databar and not own and arr.shape[0] >= 64:
+        bar = detect_databar(arr, lossy=lossy)
         hint = meta.pop("image_rows_hint", None)
         if bar == 0 and hint and 0 < arr.shape[0] - hint <= 0.3 * arr.shape[0]:
-            bar = arr.shape[0] - hint
+            bar = arr.shape[0] - hint  # FEI: the instrument's image height, when the pixels were inconclusive
     meta.pop("image_rows_hint", None)
     if bar:
         arr = arr[: arr.shape[0] - bar]
     # our own files: the bar was removed before writing; its row count travels in the metadata
     ours = own.get("metadata", {}) if own else {}
     meta["databar_rows"] = int(ours.get("databar_rows", 0)) if own else int(bar)
-    for k in ("dwell_time_us", "vendor_original"):
+    for k in ("dwell_time_us", "pixel_size_source"):
         if k in ours:
             meta[k] = ours[k]
     meta["pixel_size_unit"] = "nm"
@@ -452,12 +489,14 @@ def _frame_number(p: Path) -> int | None:
     return int(nums[-1]) if nums else None
 
 
-def read_stack(path) -> tuple[np.ndarray, dict]:
+def read_stack(path, max_bytes: int = 16 * 2**30) -> tuple[np.ndarray, dict]:
     """Read a projection stack: a multi-page TIFF or a folder of numbered TIFFs, as (N, H, W).
 
     Folder frames are sorted by the number in their names (natural order: 2 before 10); the numbers
     are kept in ``metadata["frame_indices"]`` and the files in ``metadata["files"]``. All frames must
-    have the same shape. Data bars are not removed (detector frames have none).
+    have the same shape and dtype; the stack is allocated once and filled frame by frame (40 frames
+    of 1024×1024 uint16 take 80 MiB), and a folder that would need more than ``max_bytes`` is an
+    error rather than an out-of-memory crash. Data bars are not removed (detector frames have none).
     """
     path = Path(path)
     if not path.exists():
@@ -468,45 +507,114 @@ def read_stack(path) -> tuple[np.ndarray, dict]:
         files = sorted((f for f in path.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()), key=_natural_key)
         if not files:
             raise InputError(f"{path} contains no TIFF frames.")
-        frames, shapes = [], set()
-        first_meta = None
-        for f in files:
-            arr, meta = read_image(f, crop_databar=False)
-            if first_meta is None:
-                first_meta = meta
-            shapes.add(arr.shape)
-            if len(shapes) > 1:
-                raise InputError(f"frame {f.name} has shape {arr.shape}, unlike the frames before it {sorted(shapes)[0]}.")
-            frames.append(arr)
-        stack = np.stack(frames)
-        meta = dict(first_meta)
+        stack = None
+        meta: dict = {}
+        for k, f in enumerate(files):
+            arr, m = read_image(f, crop_databar=False)
+            if stack is None:
+                meta = m
+                nbytes = len(files) * arr.nbytes
+                if nbytes > max_bytes:
+                    raise InputError(f"{path}: {len(files)} frames of {arr.shape} {arr.dtype} need "
+                                     f"{nbytes / 2**30:.1f} GiB (more than max_bytes = {max_bytes / 2**30:.1f} GiB).")
+                stack = np.empty((len(files),) + arr.shape, dtype=arr.dtype)  # filled in place: no 2x peak
+            elif arr.shape != stack.shape[1:] or arr.dtype != stack.dtype:
+                raise InputError(f"frame {f.name} has shape {arr.shape} ({arr.dtype}), unlike the frames "
+                                 f"before it {stack.shape[1:]} ({stack.dtype}).")
+            stack[k] = arr
+        meta = dict(meta)
         meta.update(source=str(path), files=[f.name for f in files],
                     frame_indices=[_frame_number(f) for f in files], n_frames=len(files), databar_rows=0)
         return stack, meta
     try:
         with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
             stack = tf.asarray()  # the first series: all pages of a stack
-            if stack.ndim > 3:
-                stack = stack.reshape((-1,) + stack.shape[-2:])
+            rgb = page.photometric == 2 and stack.shape[-1] in (3, 4)  # RGB pages: (..., H, W, 3)
+            nspatial = 3 if rgb else 2
+            if stack.ndim > nspatial + 1:
+                stack = stack.reshape((-1,) + stack.shape[-nspatial:])
+            if page.photometric == 3 and page.colormap is not None:  # palette pages -> grey levels
+                stack, _ = _palette_to_grey(page, stack, {})
+    except InputError:
+        raise
     except Exception as exc:
         raise _open_error(path, exc) from exc
     _, meta = read_image(path, crop_databar=False)
-    if stack.ndim == 2:
+    if stack.ndim == (3 if meta.get("rgb") else 2):
         stack = stack[None]
     meta.update(frame_indices=list(range(stack.shape[0])), n_frames=int(stack.shape[0]), databar_rows=0)
     return stack, meta
 
 
 # ------------------------------------------------------------------------------------------ writing
+def _same_file(a: Path, b) -> bool:
+    try:
+        return Path(b).resolve() == a.resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _source_paths(metadata: dict | None) -> list:
+    """The files an image was read from, as recorded in its metadata."""
+    if not isinstance(metadata, dict):
+        return []
+    out = [metadata.get("source")]
+    prov = metadata.get("provenance")
+    if isinstance(prov, dict):
+        out.append(prov.get("source"))
+    files = metadata.get("files")
+    if isinstance(files, (list, tuple)) and metadata.get("source"):
+        out += [Path(metadata["source"]) / f for f in files]
+    return [p for p in out if p]
+
+
+def _storable(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The array in a dtype an ImageJ TIFF holds (uint8, uint16, int16, float32), converted without
+    loss where possible; ``(arr, False)`` when only a plain TIFF keeps the values exactly."""
+    dt = arr.dtype
+    if dt in (np.uint8, np.uint16, np.int16, np.float32):
+        return arr, True
+    if dt == bool:
+        return arr.astype(np.uint8), True
+    if dt == np.int8:
+        return arr.astype(np.int16), True
+    if dt == np.float16:
+        return arr.astype(np.float32), True
+    if dt == np.float64:
+        return arr.astype(np.float32), True  # ImageJ has no float64; float32 keeps ~7 digits
+    if np.issubdtype(dt, np.integer):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo >= 0 and hi <= 65535:
+            return arr.astype(np.uint16), True
+        if lo >= -32768 and hi <= 32767:
+            return arr.astype(np.int16), True
+        if max(abs(lo), abs(hi)) <= 2**24:
+            return arr.astype(np.float32), True  # exact: float32 holds every integer up to 2**24
+    return arr, False
+
+
 def write_tiff(path, array, pixel_size_nm: float | None = None, metadata: dict | None = None,
-               overwrite: bool = True) -> Path:
+               overwrite: bool | None = None) -> Path:
     """Write ``array`` as a TIFF that keeps the pixel size, for matrestore and for Fiji.
 
-    The file is an ImageJ TIFF (``unit`` "nm" or "micron", XResolution/YResolution in pixels per
-    unit: what Fiji reads) with matrestore's JSON (pixel size in nm, ``metadata``) in a private tag.
-    The data are written as they are (dtype kept; float NaN allowed). With ``overwrite=False`` an
-    existing file is an error. The file is written to a temporary name and moved into place, so an
-    interrupted write never leaves a half-written file under ``path``.
+    The file is an ImageJ TIFF (``unit`` "nm", or "micron" for pixels of 1 µm and more;
+    XResolution/YResolution in pixels per unit: what Fiji reads) with matrestore's JSON (exact pixel
+    size in nm, ``metadata`` such as ``databar_rows``, ``vendor``, ``source``) in a private tag
+    (65000). 2-D grey, RGB (H, W, 3) and stacks (N, H, W) are written.
+
+    Data: uint8, uint16, int16 and float32 are written unchanged; bool, int8 and float16 are widened
+    and other integers narrowed to uint16/int16/float32 when that is lossless; float64 becomes
+    float32 (ImageJ has no 64-bit floats). Integers that fit none of those are written as a plain
+    TIFF in their own dtype (calibration in ResolutionUnit = cm, which Fiji also reads). NaN and
+    infinite float values are written as they are (TIFF allows them); check with ``np.isfinite``
+    before writing if that matters downstream.
+
+    Overwriting: ``overwrite=None`` (default) replaces an existing file, except the file the image
+    was read from (``metadata["source"]``): the original instrument file (with its data bar and
+    metadata) is never replaced silently; pass ``overwrite=True`` to allow that. ``overwrite=False``
+    refuses every existing file. The file is written under a temporary name and moved into place,
+    so an interrupted write never leaves a half-written file under ``path``.
     """
     import tifffile
 
@@ -514,30 +622,43 @@ def write_tiff(path, array, pixel_size_nm: float | None = None, metadata: dict |
     arr = np.asarray(array)
     if arr.size == 0:
         raise InputError("refusing to write an empty image.")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; choose another name or allow overwriting.")
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)  # ImageJ TIFFs hold float32
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if arr.dtype == np.int64 or arr.dtype == np.uint32:
-        arr = arr.astype(np.float32)
-    doc = {"pixel_size_nm": None if pixel_size_nm is None else float(pixel_size_nm),
-           "metadata": _jsonable(metadata or {}), "writer": "matrestore"}
-    kwargs: dict = {"imagej": True, "metadata": {}}
-    rgb = arr.ndim == 3 and arr.shape[-1] in (3, 4)
-    if rgb and arr.dtype != np.uint8:
-        kwargs = {"photometric": "rgb", "metadata": None}
-    elif rgb:
-        kwargs["photometric"] = "rgb"
-    if pixel_size_nm:
-        unit, factor = display_unit(pixel_size_nm)
-        size = pixel_size_nm * factor
-        kwargs["resolution"] = (1.0 / size, 1.0 / size)
-        if kwargs.get("metadata") is not None:
+    if path.exists():
+        if overwrite is False:
+            raise InputError(f"{path} exists; choose another name or allow overwriting.")
+        if overwrite is None and any(_same_file(path, s) for s in _source_paths(metadata)):
+            raise InputError(f"{path} is the file this image was read from; write to another name "
+                             "(or pass overwrite=True to replace the original).")
+    if pixel_size_nm is not None:
+        pixel_size_nm = float(pixel_size_nm)
+        if not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+            raise InputError(f"pixel_size_nm must be a positive number, got {pixel_size_nm}.")
+    original_dtype = str(arr.dtype)
+    arr, imagej = _storable(arr)
+    rgb = arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype != np.uint8:
+        imagej = False  # ImageJ RGB is 8-bit only
+    meta_doc = _jsonable(metadata or {})
+    if original_dtype != str(arr.dtype):
+        meta_doc["dtype_original"] = original_dtype
+    doc = {"pixel_size_nm": pixel_size_nm, "metadata": meta_doc, "writer": "matrestore"}
+    kwargs: dict = {}
+    if imagej:
+        kwargs = {"imagej": True, "metadata": {}}
+        if rgb:
+            kwargs["photometric"] = "rgb"
+        if pixel_size_nm:
+            unit, factor = display_unit(pixel_size_nm)
+            size = pixel_size_nm * factor
+            kwargs["resolution"] = (1.0 / size, 1.0 / size)
             kwargs["metadata"]["unit"] = "micron" if unit == "µm" else unit
-        else:
-            kwargs["resolutionunit"] = "NONE"
+    else:
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            kwargs["photometric"] = "rgb"
+        elif arr.ndim >= 2:
+            kwargs["photometric"] = "minisblack"
+        if pixel_size_nm:
+            per_cm = 1e7 / pixel_size_nm
+            kwargs.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
     tmp = path.with_name(f".{path.name}.part")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
