@@ -4,9 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if "MATRESTORE_SHARED_DATA" in os.environ:
-    SHARED_DATA = Path(os.environ["MATRESTORE_SHARED_DATA"])
+# Real test images (never copied into the project): $MATRESTORE_SHARED_DATA, else ../shared/data
+# beside the repository, else the workplace's /work/shared/data.
+_CANDIDATES = [os.environ.get("MATRESTORE_SHARED_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data",
+               "/work/shared/data"]
+SHARED_DATA = next((Path(c) for c in _CANDIDATES if c and Path(c).is_dir()), Path(_CANDIDATES[1]))
 
 
 @pytest.fixture
