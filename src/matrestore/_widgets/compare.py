@@ -1,0 +1,671 @@
+"""Compare dock widget: PSNR / SSIM / ESSIM of restored images against a ground truth.
+
+Thin over :mod:`matrestore.evaluation` (the engine behind ``matrestore compare`` too, so the widget
+and the CLI give the same numbers): the widget collects layers and parameters, runs
+:func:`compare_job` in a worker thread (:class:`~matrestore._widgets._worker.TaskRunner`) and shows
+what comes back: a table, the three baseline layers of an LR input, and optionally an SSIM / ESSIM
+map layer. Input layers are only read, never changed.
+
+Layer pickers offer 2-D single-channel image layers. Other image layers (RGB, 3-D stacks,
+multiscale) stay visible in the candidate list, greyed out with the reason, and are named in a note
+under the pickers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtGui import QBrush, QColor, QFont, QKeySequence
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import evaluation
+from .. import metrics as _metrics
+from .._validate import InputError, as_2d_image
+from ..baselines import METHODS, upsampled_geometry
+from ._worker import ERROR_STYLE, State, TaskRunner
+
+__all__ = ["CompareWidget", "compare_job", "layer_problem"]
+
+MAPS = {"none": None, "SSIM map": "ssim", "ESSIM map": "essim"}
+BEST = "best candidate"
+BEST_BRUSH = QColor(46, 125, 70)
+OUTPUT_KEY = "matrestore"  # metadata key of the layers this widget makes
+
+
+# ---------------------------------------------------------------------------------------- engine calls
+def compare_job(gt, *, lr=None, candidates=None, scale: int = 4, data_range=None, map_metric=None,
+                map_of=None, cancel=None):
+    """The engine calls behind the widget, one step at a time (a generator; no Qt, no layers).
+
+    With ``lr``: :func:`evaluation.evaluate_baselines` once per baseline method (so progress and
+    cancel come between methods; the numbers are those of one call with all methods). Otherwise
+    :func:`evaluation.compare_images` once per candidate (``{name: array}``). ``map_metric``
+    ("ssim" / "essim") adds the full map of the candidate ``map_of`` (None: the best one in that
+    metric). Yields ``{"step", "total", "message"}``; returns ``None`` when cancelled, else
+    ``{"mode", "metrics", "images", "data_range", "scale", "shape", "map"}``.
+    """
+    stopped = lambda: cancel is not None and cancel.is_set()  # noqa: E731
+    gt = np.asarray(gt)
+    scores: dict = {}
+    images: dict = {}
+    if lr is not None:
+        lr = np.asarray(lr)
+        total = len(METHODS) + bool(map_metric)
+        ref, L = gt, data_range
+        for i, method in enumerate(METHODS):
+            if stopped():
+                return None
+            yield {"step": i, "total": total, "message": f"{method}: upsampling ×{scale} and scoring…"}
+            res = evaluation.evaluate_baselines(gt, lr, scale, methods=(method,), data_range=data_range)
+            scores[method] = res["metrics"][method]
+            images[method] = res["images"][method]
+            ref, L = res["hr"], res["data_range"]
+        mode = "lr"
+    else:
+        if not candidates:
+            raise InputError("check at least one candidate layer to compare with the ground truth.")
+        total = len(candidates) + bool(map_metric)
+        ref = as_2d_image(gt, "ground truth")
+        L = _metrics.effective_data_range(ref) if data_range is None else data_range
+        for i, (name, img) in enumerate(candidates.items()):
+            if stopped():
+                return None
+            yield {"step": i, "total": total, "message": f"{name}: scoring…"}
+            img = np.asarray(img)
+            scores.update(evaluation.compare_images(ref, {name: img}, data_range=L))
+            images[name] = img
+        mode = "candidates"
+    result_map = None
+    if map_metric:
+        if stopped():
+            return None
+        name = map_of if map_of in scores else max(scores, key=lambda k: scores[k][map_metric])
+        yield {"step": total - 1, "total": total, "message": f"{map_metric.upper()} map of {name}…"}
+        func = _metrics.ssim if map_metric == "ssim" else _metrics.essim
+        value, full = func(ref, images[name], data_range=L, full=True)
+        result_map = {"metric": map_metric, "candidate": name, "value": value, "data": full.astype(np.float32)}
+    return {"mode": mode, "metrics": scores, "images": images if mode == "lr" else {}, "data_range": L,
+            "scale": scale, "shape": tuple(ref.shape), "map": result_map}
+
+
+# ---------------------------------------------------------------------------------------- layer helpers
+def layer_problem(layer) -> str | None:
+    """Why an image layer cannot be compared (None when it can: 2-D, one channel, one scale)."""
+    if getattr(layer, "rgb", False):
+        return "RGB: convert it to greyscale first"
+    if getattr(layer, "multiscale", False):
+        return "multiscale: not supported"
+    if layer.ndim != 2:
+        return f"{layer.ndim}-D: only 2-D images can be compared"
+    return None
+
+
+def _shape(layer) -> tuple:
+    return tuple(int(n) for n in layer.data.shape)
+
+
+def _infer_factor(gt, lr) -> tuple[int | None, str]:
+    """Scale factor from the layers' scale ratio, else from their sizes (None when neither says)."""
+    r = np.asarray(lr.scale[-2:], float) / np.asarray(gt.scale[-2:], float)
+    f = int(round(r[0]))
+    if f >= 2 and np.allclose(r, f, rtol=1e-3):
+        return f, "layer scales"
+    (gh, gw), (lh, lw) = _shape(gt), _shape(lr)
+    if lh and lw:
+        f = gh // lh
+        if f >= 2 and gw // lw == f and gh - f * lh < f and gw - f * lw < f:
+            return f, "image sizes"
+    return None, ""
+
+
+class _CopyTable(QTableWidget):
+    """A table whose Ctrl+C copies the whole table (not only the current cell)."""
+
+    def __init__(self, copy_callback, *args):
+        super().__init__(*args)
+        self._copy = copy_callback
+
+    def event(self, ev):  # take Ctrl+C before any window-wide shortcut
+        if ev.type() == QEvent.ShortcutOverride and ev.matches(QKeySequence.Copy):
+            ev.accept()
+            return True
+        return super().event(ev)
+
+    def keyPressEvent(self, ev):  # noqa: N802 (Qt API)
+        if ev.matches(QKeySequence.Copy):
+            self._copy()
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
+
+# ---------------------------------------------------------------------------------------- widget
+class CompareWidget(QWidget):
+    """Score candidate images (or the interpolation baselines of an LR image) against a ground truth."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.last_results: dict | None = None
+        self._gt_choices: list = []
+        self._lr_choices: list = []
+        self._cand_layers: list = []
+        self._checked: set[int] = set()
+        self._inferred_for: tuple | None = None
+        self._job: dict | None = None
+        self._build()
+        self.runner = TaskRunner(self.progress_bar, self.progress_label, self.status, parent=self)
+        self.runner.state_changed.connect(self._follow_state)
+        self.runner.stop_when_closed(self)
+        ev = self.viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            getattr(ev, name).connect(self._refresh_layers)
+        self._refresh_layers()
+        self._sync_mode()
+        self._follow_state(State.IDLE)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.gt_combo = QComboBox()
+        self.gt_combo.setToolTip("Ground truth: the high-resolution (or clean) image the others are scored against.")
+        form.addRow("ground truth", self.gt_combo)
+        lay.addLayout(form)
+
+        mode_row = QHBoxLayout()
+        self.mode_lr = QRadioButton("LR input → baselines")
+        self.mode_lr.setToolTip("Upsample one low-resolution layer with nearest, bicubic and Lanczos "
+                                "interpolation, add the results as layers and score them.")
+        self.mode_cand = QRadioButton("candidate layers")
+        self.mode_cand.setToolTip("Score layers you already have (e.g. a network's output) against the ground truth.")
+        self.mode_group = QButtonGroup(self)
+        self.mode_group.addButton(self.mode_lr)
+        self.mode_group.addButton(self.mode_cand)
+        self.mode_lr.setChecked(True)
+        mode_row.addWidget(self.mode_lr)
+        mode_row.addWidget(self.mode_cand)
+        mode_row.addStretch(1)
+        lay.addLayout(mode_row)
+
+        self.lr_box = QGroupBox("Low-resolution input")
+        lf = QFormLayout(self.lr_box)
+        self.lr_combo = QComboBox()
+        self.lr_combo.setToolTip("The low-resolution image; its size × the scale factor must match the ground truth.")
+        self.scale_spin = QSpinBox(minimum=1, maximum=32, value=4)
+        self.scale_spin.setPrefix("×")
+        self.scale_spin.setToolTip("Integer scale factor between the LR layer and the ground truth. Inferred from "
+                                   "the layers' scale ratio (or their sizes) when the layers are picked.")
+        self.scale_hint = QLabel("")
+        self.scale_hint.setToolTip("Where the scale factor came from.")
+        srow = QHBoxLayout()
+        srow.addWidget(self.scale_spin)
+        srow.addWidget(self.scale_hint, 1)
+        lf.addRow("LR layer", self.lr_combo)
+        lf.addRow("scale factor", srow)
+        lay.addWidget(self.lr_box)
+
+        self.cand_box = QGroupBox("Candidates (same shape as the ground truth)")
+        cf = QVBoxLayout(self.cand_box)
+        self.cand_list = QListWidget()
+        self.cand_list.setToolTip("Check the layers to score. Greyed-out layers cannot be compared (reason shown).")
+        self.cand_list.setMaximumHeight(110)
+        cf.addWidget(self.cand_list)
+        lay.addWidget(self.cand_box)
+
+        self.invalid_note = QLabel("")
+        self.invalid_note.setWordWrap(True)
+        self.invalid_note.setToolTip("Image layers that are not offered in the pickers, and why.")
+        lay.addWidget(self.invalid_note)
+
+        opts = QFormLayout()
+        rrow = QHBoxLayout()
+        self.range_auto = QCheckBox("auto")
+        self.range_auto.setChecked(True)
+        self.range_auto.setToolTip("Data range L of PSNR/SSIM/ESSIM: the effective range of the ground truth\n"
+                                   "(1 for floats in [0, 1]; 255 for 8-bit, 4095 for 12-bit data, …).\n"
+                                   "Uncheck to enter L yourself.")
+        self.range_spin = QDoubleSpinBox(minimum=1e-6, maximum=1e12, value=255.0, decimals=4)
+        self.range_spin.setToolTip("Data range L used when 'auto' is unchecked (maximum possible pixel value "
+                                   "minus minimum).")
+        rrow.addWidget(self.range_auto)
+        rrow.addWidget(self.range_spin, 1)
+        opts.addRow("data range", rrow)
+        mrow = QHBoxLayout()
+        self.map_combo = QComboBox()
+        self.map_combo.addItems(list(MAPS))
+        self.map_combo.setToolTip("Also add a per-pixel similarity map layer ('<ground truth>_ssim_map' or "
+                                  "'_essim_map', 0 = dissimilar, 1 = identical), aligned with the ground truth.")
+        self.map_of = QComboBox()
+        self.map_of.setToolTip("Which candidate the map is made for (default: the best one in that metric).")
+        mrow.addWidget(self.map_combo)
+        mrow.addWidget(QLabel("of"))
+        mrow.addWidget(self.map_of, 1)
+        opts.addRow("map layer", mrow)
+        lay.addLayout(opts)
+
+        brow = QHBoxLayout()
+        self.run_btn = QPushButton("Compare")
+        self.run_btn.setToolTip("Compute PSNR, SSIM and ESSIM (in the background; the viewer stays usable).")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running comparison; nothing is added or changed.")
+        brow.addWidget(self.run_btn, 1)
+        brow.addWidget(self.cancel_btn)
+        lay.addLayout(brow)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Progress of the running comparison.")
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("%v / %m")
+        self.progress_label = QLabel("")
+        self.progress_label.setToolTip("The step being computed.")
+        lay.addWidget(self.progress_bar)
+        lay.addWidget(self.progress_label)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setToolTip("Result or error of the last run.")
+        lay.addWidget(self.status)
+
+        self.table = _CopyTable(self.copy_table, 0, 4)
+        self.table.setHorizontalHeaderLabels(["candidate"] + [evaluation.LABELS[m] for m in _metrics.METRICS])
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.Stretch)
+        for c in (1, 2, 3):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        self.table.setToolTip("PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of each candidate; "
+                              "the best value of each column is highlighted.\nCtrl+C copies the whole table.")
+        lay.addWidget(self.table)
+        self.range_label = QLabel("")
+        self.range_label.setWordWrap(True)
+        self.range_label.setToolTip("The data range L the metrics use (PSNR = 10 log10(L² / MSE)).")
+        lay.addWidget(self.range_label)
+        crow = QHBoxLayout()
+        self.copy_btn = QPushButton("Copy")
+        self.copy_btn.setToolTip("Copy the table (tab-separated, full precision) to the clipboard, for a "
+                                 "spreadsheet.")
+        self.save_btn = QPushButton("Save CSV…")
+        self.save_btn.setToolTip("Save the table as CSV (method,psnr,ssim,essim; full precision), chosen in a file dialog.")
+        crow.addWidget(self.copy_btn)
+        crow.addWidget(self.save_btn)
+        lay.addLayout(crow)
+        lay.addStretch(1)
+        self._fit_table()
+
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.copy_btn.clicked.connect(self.copy_table)
+        self.save_btn.clicked.connect(self._save_dialog)
+        self.mode_lr.toggled.connect(self._sync_mode)
+        self.gt_combo.currentIndexChanged.connect(self._on_selection)
+        self.lr_combo.currentIndexChanged.connect(self._on_selection)
+        self.cand_list.itemChanged.connect(self._on_check)
+        self.range_auto.toggled.connect(self._sync_range)
+        self.map_combo.currentIndexChanged.connect(self._sync_map)
+
+    # ------------------------------------------------------------------ layer pickers
+    def _image_layers(self) -> list:
+        from napari.layers import Image
+
+        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
+
+    @staticmethod
+    def _fill_combo(combo: QComboBox, layers: list, keep, default) -> None:
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems([lyr.name for lyr in layers])
+        pick = keep if any(lyr is keep for lyr in layers) else default
+        idx = next((i for i, lyr in enumerate(layers) if lyr is pick), -1)
+        combo.setCurrentIndex(idx)
+        combo.blockSignals(False)
+
+    def _refresh_layers(self, event=None) -> None:
+        images = self._image_layers()
+        valid = [lyr for lyr in images if layer_problem(lyr) is None]
+        gt_keep, lr_keep = self.gt_layer(), self.lr_layer()
+        by_size = sorted(valid, key=lambda lyr: np.prod(_shape(lyr)))
+        gt_default = by_size[-1] if by_size else None
+        lr_default = next((lyr for lyr in by_size if lyr is not gt_default), None)
+        self._gt_choices = list(valid)
+        self._lr_choices = list(valid)
+        self._fill_combo(self.gt_combo, self._gt_choices, gt_keep, gt_default)
+        self._fill_combo(self.lr_combo, self._lr_choices, lr_keep, lr_default)
+        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
+        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
+        self.invalid_note.setVisible(bool(bad))
+        self._on_selection()
+
+    def _fill_candidates(self) -> None:
+        gt = self.gt_layer()
+        lst = self.cand_list
+        lst.blockSignals(True)
+        lst.clear()
+        self._cand_layers = []
+        for lyr in self._image_layers():
+            why = layer_problem(lyr) or ("ground truth" if lyr is gt else None)
+            item = QListWidgetItem(lyr.name if why is None else f"{lyr.name}  ({why})")
+            if why is None:
+                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
+                item.setCheckState(Qt.Checked if id(lyr) in self._checked else Qt.Unchecked)
+                item.setToolTip(f"{lyr.name}: {_shape(lyr)[0]}×{_shape(lyr)[1]} px")
+            else:
+                item.setFlags(Qt.NoItemFlags)
+                item.setToolTip(f"{lyr.name} cannot be a candidate: {why}.")
+            lst.addItem(item)
+            self._cand_layers.append(lyr)
+        lst.blockSignals(False)
+        self._sync_map()
+
+    def _on_check(self, item) -> None:
+        lyr = self._cand_layers[self.cand_list.row(item)]
+        (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(id(lyr))
+        self._sync_map()
+
+    def _on_selection(self, *_) -> None:
+        self._fill_candidates()
+        gt, lr = self.gt_layer(), self.lr_layer()
+        key = (id(gt), id(lr))
+        if gt is not None and lr is not None and gt is not lr and key != self._inferred_for:
+            self._inferred_for = key
+            factor, source = _infer_factor(gt, lr)
+            if factor is not None:
+                self.scale_spin.setValue(factor)
+                self.scale_hint.setText(f"from the {source}")
+            else:
+                self.scale_hint.setText("")
+        self._sync_range()
+
+    def gt_layer(self):
+        i = self.gt_combo.currentIndex()
+        return self._gt_choices[i] if 0 <= i < len(self._gt_choices) else None
+
+    def lr_layer(self):
+        i = self.lr_combo.currentIndex()
+        return self._lr_choices[i] if 0 <= i < len(self._lr_choices) else None
+
+    def candidate_layers(self) -> list:
+        """The checked candidate layers, in list order."""
+        out = []
+        for i, lyr in enumerate(self._cand_layers):
+            item = self.cand_list.item(i)
+            if item.flags() & Qt.ItemIsEnabled and item.checkState() == Qt.Checked:
+                out.append(lyr)
+        return out
+
+    def set_candidates(self, names) -> None:
+        """Check exactly the candidate layers named in ``names`` (for scripts and tests)."""
+        names = set(names)
+        for i, lyr in enumerate(self._cand_layers):
+            item = self.cand_list.item(i)
+            if item.flags() & Qt.ItemIsUserCheckable:
+                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+
+    # ------------------------------------------------------------------ options
+    def _sync_mode(self, *_) -> None:
+        lr_mode = self.mode_lr.isChecked()
+        self.lr_box.setVisible(lr_mode)
+        self.cand_box.setVisible(not lr_mode)
+        self._sync_map()
+
+    def _sync_map(self, *_) -> None:
+        names = list(METHODS) if self.mode_lr.isChecked() else [lyr.name for lyr in self.candidate_layers()]
+        keep = self.map_of.currentText()
+        self.map_of.blockSignals(True)
+        self.map_of.clear()
+        self.map_of.addItems([BEST] + names)
+        self.map_of.setCurrentText(keep if keep in names else BEST)
+        self.map_of.blockSignals(False)
+        self.map_of.setEnabled(MAPS[self.map_combo.currentText()] is not None)
+
+    def _sync_range(self, *_) -> None:
+        auto = self.range_auto.isChecked()
+        self.range_spin.setEnabled(not auto)
+        if not auto:
+            self.range_label.setText(f"Data range L = {self.range_spin.value():g} (set by hand).")
+            return
+        gt = self.gt_layer()
+        text = "Data range L: auto, the effective range of the ground truth"
+        if gt is not None and isinstance(gt.data, np.ndarray) and gt.data.size <= 16_000_000 and layer_problem(gt) is None:
+            text += f" ('{gt.name}': L = {_metrics.effective_data_range(gt.data):g})"
+        self.range_label.setText(text + ".")
+
+    def data_range(self):
+        """The data range to use: None for auto (the engine's effective range of the ground truth)."""
+        return None if self.range_auto.isChecked() else float(self.range_spin.value())
+
+    # ------------------------------------------------------------------ running
+    def _collect(self) -> dict:
+        """Snapshot of the inputs (layer data objects, names, geometry) or InputError."""
+        gt = self.gt_layer()
+        if gt is None:
+            raise InputError("pick the ground-truth layer (a 2-D greyscale image layer).")
+        if layer_problem(gt):
+            raise InputError(f"ground truth '{gt.name}': {layer_problem(gt)}.")
+        job = {"gt": gt, "gt_name": gt.name, "gt_scale": tuple(gt.scale[-2:]), "gt_translate": tuple(gt.translate[-2:]),
+               "map_metric": MAPS[self.map_combo.currentText()], "data_range": self.data_range()}
+        map_of = self.map_of.currentText()
+        job["map_of"] = None if map_of == BEST else map_of
+        if self.mode_lr.isChecked():
+            lr = self.lr_layer()
+            if lr is None:
+                raise InputError("pick the low-resolution layer to upsample.")
+            if lr is gt:
+                raise InputError("the LR layer and the ground truth are the same layer; pick two different layers.")
+            if layer_problem(lr):
+                raise InputError(f"LR layer '{lr.name}': {layer_problem(lr)}.")
+            factor = int(self.scale_spin.value())
+            scale, translate = upsampled_geometry(lr.scale[-2:], lr.translate[-2:], factor)
+            job.update(mode="lr", lr=lr, lr_name=lr.name, factor=factor, out_scale=scale, out_translate=translate,
+                       outputs=[f"{lr.name}_{m}" for m in METHODS], inputs=[gt, lr])
+        else:
+            cands = self.candidate_layers()
+            if not cands:
+                raise InputError("check at least one candidate layer to compare with the ground truth.")
+            for c in cands:
+                if layer_problem(c):
+                    raise InputError(f"candidate '{c.name}': {layer_problem(c)}.")
+            job.update(mode="candidates", candidates=cands, outputs=[], inputs=[gt, *cands])
+        if job["map_metric"]:
+            job["map_name"] = f"{gt.name}_{job['map_metric']}_map"
+            job["outputs"].append(job["map_name"])
+        taken = {lyr.name for lyr in job["inputs"]}
+        clash = [n for n in job["outputs"] if n in taken]
+        if clash:
+            raise InputError(f"the output layer '{clash[0]}' would replace an input layer; rename that input.")
+        return job
+
+    def run(self) -> None:
+        """Start the comparison in a worker thread (results arrive in :meth:`_show_results`)."""
+        if self.runner.is_running:
+            return
+        try:
+            job = self._collect()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return
+        self._job = job
+        kwargs = dict(data_range=job["data_range"], map_metric=job["map_metric"], map_of=job["map_of"])
+        if job["mode"] == "lr":
+            kwargs.update(lr=job["lr"].data, scale=job["factor"])
+        else:
+            kwargs.update(candidates={c.name: c.data for c in job["candidates"]})
+        self.runner.start(compare_job, job["gt"].data, on_returned=self._show_results, message="starting…", **kwargs)
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def _follow_state(self, state) -> None:
+        running = state is State.RUNNING
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    # ------------------------------------------------------------------ results (GUI thread)
+    def _show_results(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        scores = res["metrics"]
+        if job["mode"] == "lr":
+            lr = job["lr"]
+            for method, name in zip(METHODS, job["outputs"]):
+                md = {k: lr.metadata[k] for k in ("unit",) if k in lr.metadata}
+                for k in ("pixel_size", "pixel_size_nm"):
+                    if isinstance(lr.metadata.get(k), (int, float)):
+                        md[k] = lr.metadata[k] / job["factor"]
+                md[OUTPUT_KEY] = {"made_by": "compare", "method": method, "source": job["lr_name"],
+                                  "scale_factor": job["factor"], "ground_truth": job["gt_name"],
+                                  "metrics": dict(scores[method]), "data_range": res["data_range"]}
+                self._put_layer(name, res["images"][method], job["out_scale"], job["out_translate"], md,
+                                contrast_limits=tuple(lr.contrast_limits), colormap="gray")
+        if res["map"] is not None:
+            m = res["map"]
+            md = {OUTPUT_KEY: {"made_by": "compare", "metric": m["metric"], "candidate": m["candidate"],
+                               "mean": m["value"], "ground_truth": job["gt_name"], "data_range": res["data_range"]}}
+            layer = self._put_layer(job["map_name"], m["data"], job["gt_scale"], job["gt_translate"], md,
+                                    contrast_limits=(0.0, 1.0), colormap="magma")
+            layer.contrast_limits = (0.0, 1.0)
+        self.last_results = {
+            "mode": job["mode"], "ground_truth": job["gt_name"], "metrics": scores, "data_range": res["data_range"],
+            "scale": res["scale"] if job["mode"] == "lr" else None, "shape": res["shape"],
+            "layers": list(job["outputs"]),
+            "map": None if res["map"] is None else {k: v for k, v in res["map"].items() if k != "data"},
+        }
+        self._fill_table(scores)
+        auto = job["data_range"] is None
+        self.range_label.setText(f"Data range L = {res['data_range']:g} "
+                                 + (f"(auto: effective range of '{job['gt_name']}')." if auto else "(set by hand)."))
+        best = max(scores, key=lambda k: scores[k]["essim"])
+        h, w = res["shape"]
+        what = f"{len(scores)} baseline(s) of '{job['lr_name']}' ×{job['factor']}" if job["mode"] == "lr" \
+            else f"{len(scores)} candidate(s)"
+        self.status.setStyleSheet("")
+        self.status.setText(f"Done: {what} against '{job['gt_name']}' ({h}×{w} px). Best ESSIM: {best}.")
+
+    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, colormap):
+        """Update the layer called ``name`` in place (second run) or add it."""
+        from napari.layers import Image
+
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.scale = scale
+            layer.translate = translate
+            layer.metadata = metadata
+            return layer
+        return self.viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=metadata,
+                                     contrast_limits=contrast_limits, colormap=colormap)
+
+    def _fill_table(self, scores: dict) -> None:
+        t = self.table
+        cols = list(_metrics.METRICS)
+        t.setRowCount(len(scores))
+        best = {m: max(v[m] for v in scores.values()) for m in cols}
+        bold = QFont()
+        bold.setBold(True)
+        for r, (name, vals) in enumerate(scores.items()):
+            item = QTableWidgetItem(name)
+            item.setToolTip(name)
+            t.setItem(r, 0, item)
+            for c, m in enumerate(cols, start=1):
+                v = float(vals[m])
+                item = QTableWidgetItem(evaluation._fmt(m, v))
+                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                item.setData(Qt.UserRole, v)
+                item.setToolTip(f"{evaluation.LABELS[m]} = {v!r}" + ("  (best)" if v == best[m] else ""))
+                if v == best[m]:
+                    item.setFont(bold)
+                    item.setBackground(QBrush(BEST_BRUSH))
+                    item.setForeground(QBrush(QColor("white")))
+                t.setItem(r, c, item)
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        t = self.table
+        rows = max(t.rowCount(), 3)
+        h = t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth() + 4
+        h += sum(t.rowHeight(r) for r in range(t.rowCount())) + (rows - t.rowCount()) * t.verticalHeader().defaultSectionSize()
+        t.setMinimumHeight(min(h, 400))
+        t.setMaximumHeight(max(h, 120))
+
+    # ------------------------------------------------------------------ export
+    def table_csv(self) -> str:
+        """CSV of the last results (``method,psnr,ssim,essim``, full precision), as the CLI writes it."""
+        if not self.last_results:
+            raise InputError("nothing to export yet: run a comparison first.")
+        return evaluation.table_to_csv(self.last_results["metrics"])
+
+    def table_text(self) -> str:
+        """The last results as tab-separated text (pastes into spreadsheets as columns)."""
+        rows = csv.reader(_io.StringIO(self.table_csv()))
+        return "".join("\t".join(r) + "\n" for r in rows)
+
+    def copy_table(self) -> None:
+        try:
+            text = self.table_text()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return
+        QApplication.clipboard().setText(text)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Copied {len(self.last_results['metrics'])} row(s) to the clipboard.")
+
+    def save_csv(self, path) -> Path:
+        """Write the table as CSV to ``path`` and return it."""
+        path = Path(path)
+        path.write_text(self.table_csv(), encoding="utf-8")
+        self.status.setStyleSheet("")
+        self.status.setText(f"Saved {path}")
+        return path
+
+    def _save_dialog(self) -> None:
+        if not self.last_results:
+            self.runner.fail(InputError("nothing to save yet: run a comparison first."))
+            return
+        default = f"{self.last_results['ground_truth']}_compare.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Save comparison table", default, "CSV (*.csv)")
+        if path:
+            try:
+                self.save_csv(path)
+            except OSError as exc:
+                self.status.setStyleSheet(ERROR_STYLE)
+                self.status.setText(f"could not save {path}: {exc}")
+
+    # ------------------------------------------------------------------ teardown
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.runner.stop()  # (also done by the runner's event filter)
+        ev = self.viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            try:
+                getattr(ev, name).disconnect(self._refresh_layers)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        super().closeEvent(event)
