@@ -30,7 +30,6 @@ def main(out="docs/images/rescan_widget.png"):
         app.processEvents()
         if w.rois():
             break
-        w._worker and w._worker.await_workers(100) if hasattr(w._worker, "await_workers") else None
         import time
 
         time.sleep(0.05)

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from .. import ser
 from .._validate import InputError
+from ._worker import ERROR_STYLE, State, TaskRunner
 
 SOURCES = {
     "dark features (voids)": "low",
@@ -99,7 +100,6 @@ class RescanWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.rois_layer = None
-        self._worker = None
         self.last_stats: dict = {}
 
         lay = QVBoxLayout(self)
@@ -182,6 +182,9 @@ class RescanWidget(QWidget):
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        self.runner = TaskRunner(status_label=self.status)
+        self.runner.state_changed.connect(self._follow_state)
+        self.runner.stop_when_closed(self)
 
         self.propose_btn.clicked.connect(self.propose)
         self.export_btn.clicked.connect(self._export_dialog)
@@ -224,7 +227,12 @@ class RescanWidget(QWidget):
 
     def _message(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6060;" if error else "")
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
+
+    def _follow_state(self, state) -> None:
+        busy = state is State.RUNNING
+        for b in (self.propose_btn, self.rescan_btn):
+            b.setEnabled(not busy)
 
     def _on_image_changed(self, *_):
         layer = self.image_layer()
@@ -284,23 +292,18 @@ class RescanWidget(QWidget):
 
     def propose(self):
         """Propose ROIs (off the GUI thread) and put them into the ROI Shapes layer."""
-        from napari.qt.threading import create_worker
-
         try:
             score, mode = self._score()
         except InputError as exc:
-            self._message(str(exc), error=True)
-            return
+            self.runner.fail(exc)
+            return None
         params = dict(percentile=self.percentile.value(), min_size=self.min_size.value(),
                       margin=self.margin.value(), max_rois=self.max_rois.value(), mode=mode)
-        self.propose_btn.setEnabled(False)
-        self._message("proposing regions…")
-        worker = create_worker(ser.propose_rois, score, **params, _start_thread=False)
-        worker.returned.connect(self._set_rois)
-        worker.errored.connect(lambda exc: self._message(f"proposal failed: {exc}", error=True))
-        worker.finished.connect(lambda: self.propose_btn.setEnabled(True))
-        self._worker = worker
-        worker.start()
+
+        def job(cancel=None):
+            return ser.propose_rois(score, **params)
+
+        return self.runner.start(job, on_returned=self._set_rois, message="proposing regions…")
 
     def _set_rois(self, rois):
         layer = self._ensure_rois_layer()
@@ -363,23 +366,21 @@ class RescanWidget(QWidget):
             try:
                 self.export(path)
             except (InputError, OSError) as exc:
-                self._message(str(exc), error=True)
+                self.runner.fail(str(exc))
 
     # ------------------------------------------------------------------ rescan feedback
     def add_rescan(self, data, name: str = "rescan", pixel_size=None, guess=None, search=None):
         """Register an HR rescan onto the image (off the GUI thread), then show it in place as a
         reference layer. ``pixel_size`` in the image layer's unit; None: same as the image."""
-        from napari.qt.threading import create_worker
-
         image = self.image_layer()
         if image is None:
-            self._message("pick the image the rescan belongs to first.", error=True)
+            self.runner.fail("pick the image the rescan belongs to first.")
             return None
         img = np.asarray(image.data)
         patch = np.asarray(data)
         factor = 1.0 if pixel_size is None else float(pixel_size) / float(image.scale[-1])
 
-        def work():
+        def work(cancel=None):
             from skimage.transform import rescale
 
             p = patch if abs(factor - 1) < 1e-6 else rescale(patch.astype(np.float64), factor, anti_aliasing=factor < 1,
@@ -402,12 +403,7 @@ class RescanWidget(QWidget):
             self.rescan_label.setText(f"{name}: placed at row {reg.row}, col {reg.col} (SSIM {reg.ssim:.3f}); "
                                       "marked as a reference for the next enhancement.")
 
-        worker = create_worker(work, _start_thread=False)
-        worker.returned.connect(done)
-        worker.errored.connect(lambda exc: self._message(f"registration failed: {exc}", error=True))
-        self._worker = worker
-        worker.start()
-        return worker
+        return self.runner.start(work, on_returned=done, message="registering the rescan…")
 
     def _rescan_dialog(self):
         from .. import io
@@ -418,14 +414,9 @@ class RescanWidget(QWidget):
         try:
             data, meta = io.read_image(path)
         except InputError as exc:
-            self._message(str(exc), error=True)
+            self.runner.fail(exc)
             return
         px = meta.get("pixel_size")
         unit = _unit_of(self.image_layer())
         factor = {"nm": 1.0, "um": 1e-3, "µm": 1e-3}.get(unit)
         self.add_rescan(data, name=Path(path).stem, pixel_size=None if (px is None or factor is None) else px * factor)
-
-    def closeEvent(self, event):  # noqa: N802
-        if self._worker is not None:
-            self._worker.quit()
-        super().closeEvent(event)
