@@ -1,0 +1,15 @@
+"""Shared network building blocks (no Qt/napari): VGG19 feature extractors with torchvision parameter
+names, residual blocks and an exact torch version of :func:`matrestore.baselines.upsample` (bicubic)."""
+
+from .blocks import BicubicUpsample, ResBlock, conv1x1, conv3x3
+from .vgg import VGG19Features, find_vgg19_weights, load_vgg19_imagenet
+
+__all__ = [
+    "BicubicUpsample",
+    "ResBlock",
+    "conv1x1",
+    "conv3x3",
+    "VGG19Features",
+    "find_vgg19_weights",
+    "load_vgg19_imagenet",
+]

@@ -1,0 +1,78 @@
+"""Save and load TTSR models as one self-describing safetensors file (see :mod:`matrestore.modelfile`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import modelfile
+from .._validate import InputError
+from .model import NORM, TTSR, SRConfig, count_parameters
+
+__all__ = ["save_model", "load_model", "DEFAULT_MODEL", "resolve_model"]
+
+TASK = "sr"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
+
+
+def save_model(model: TTSR, path, half: bool = False, **meta) -> Path:
+    """Write ``model`` to ``path`` (``.safetensors``): weights, architecture, scale, normalisation and
+    whatever ``meta`` adds (``training`` data summary, ``metrics``, ``lte_init``, ``perceptual`` ...).
+    ``half=True`` stores the weights as float16 (half the size; loaded back as float32)."""
+    if not isinstance(model, TTSR):
+        raise InputError(f"save_model expects a TTSR model, got {type(model).__name__}.")
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    doc = {
+        "config": model.cfg.to_dict(),
+        "scale": model.scale,
+        "normalisation": dict(NORM, source="each image's own percentiles (LR input; references: their source image)"),
+        "architecture": "TTSR (texture transformer) with bicubic residual output" if model.cfg.residual else "TTSR",
+        "parameters": count_parameters(model),
+    }
+    doc.update(getattr(model, "meta", {}) or {})
+    doc.update(meta)
+    doc["config"] = model.cfg.to_dict()
+    return modelfile.save(path, tensors, doc, task=TASK)
+
+
+def load_model(path="default", device=None) -> TTSR:
+    """A TTSR model from a model file, or ``"default"``: the model shipped with matrestore
+    (``matrestore/sr/models/default.safetensors``). The model is in eval mode, on ``device`` (default CPU);
+    its metadata is in ``model.meta``."""
+    if isinstance(path, str) and path == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise InputError(
+                "no default super-resolution model is installed yet "
+                f"(expected {DEFAULT_MODEL}); train one with `matrestore sr train` and pass it with --model FILE."
+            )
+        path = DEFAULT_MODEL
+    tensors, meta = modelfile.load(path, task=TASK)
+    if "config" not in meta:
+        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
+    try:
+        cfg = SRConfig.from_dict(meta["config"])
+        model = TTSR(cfg)
+        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
+    model.meta = meta
+    model.eval()
+    if device is not None:
+        from ..device import pick_device
+
+        model.to(pick_device(device))
+    return model
+
+
+def resolve_model(model) -> TTSR:
+    """A TTSR instance from a model, a path or ``"default"``."""
+    if isinstance(model, TTSR):
+        return model
+    if model is None:
+        model = "default"
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    raise InputError(f"expected a TTSR model, a model file or 'default', got {type(model).__name__}.")
