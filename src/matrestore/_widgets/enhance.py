@@ -1,0 +1,718 @@
+"""Enhance dock widget: reference-based super-resolution (TTSR) of a 2-D micrograph layer.
+
+Thin over :func:`matrestore.sr.enhance_iter` (the engine behind ``matrestore sr enhance`` too): the
+widget collects the input layer, the references (image layers and/or a folder), the model and the
+tiling options, runs :func:`enhance_job` in a worker thread
+(:class:`~matrestore._widgets._worker.TaskRunner`: progress, cancel, errors) and puts the result into
+the layer ``<input>_sr``, scaled and shifted so that it overlays the input
+(:func:`matrestore.baselines.upsampled_geometry`). A second run updates that layer in place. With a
+ground-truth layer, the nearest / bicubic / Lanczos baselines and the result are scored
+(:func:`matrestore.evaluation.evaluate_baselines`) and shown in a copyable table. Input layers are
+only read, never changed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import evaluation
+from .. import metrics as _metrics
+from .._validate import InputError, as_2d_image
+from ..baselines import upsampled_geometry
+from ._worker import ERROR_STYLE, State, TaskRunner
+from .compare import CompareWidget, _CopyTable, layer_problem
+from .rescan import ROLE_KEY
+
+__all__ = ["EnhanceWidget", "enhance_job", "MIN_SIZE"]
+
+MIN_SIZE = 8  # LR px a side: smaller inputs are refused with a message
+OUTPUT_KEY = "matrestore"  # metadata key of the layers this widget makes (as the Compare widget)
+DEFAULT = "default"
+MODES = {"fast (whole-image quality)": "fast", "paper (32 px tiles, per-tile references)": "paper"}
+RESULT_NAME = "ttsr"
+
+
+def _model_key(spec) -> tuple:
+    """Cache key of a model choice: (resolved path, modification time); the file must exist."""
+    from ..sr.modelio import DEFAULT_MODEL
+
+    path = DEFAULT_MODEL if spec == DEFAULT else Path(spec).expanduser()
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _load_model(spec, cache: dict):
+    """The model for ``spec`` ("default" or a path) from ``cache`` or freshly loaded (and cached)."""
+    from ..sr import load_model
+
+    if spec == DEFAULT:
+        from ..sr.modelio import DEFAULT_MODEL
+
+        if not DEFAULT_MODEL.is_file():
+            load_model(DEFAULT)  # raises the engine's InputError ("no default ... installed yet")
+    else:
+        p = Path(spec).expanduser()
+        if not p.exists():
+            raise InputError(f"model file not found: {p}")
+        if not p.is_file():
+            raise InputError(f"model path is not a file: {p}")
+    key = _model_key(spec)
+    model = cache.get("model") if cache.get("key") == key else None
+    if model is not None:
+        return model, key, True
+    model = load_model(DEFAULT if spec == DEFAULT else str(Path(spec).expanduser()))
+    cache.clear()
+    cache.update(key=key, model=model)  # one dict assignment: safe to read later on the GUI thread
+    return model, key, False
+
+
+def model_summary(model) -> dict:
+    """A short, JSON-able description of a model (for the result layer's metadata)."""
+    meta = dict(getattr(model, "meta", {}) or {})
+    cfg = meta.get("config", {})
+    out = {k: meta[k] for k in ("architecture", "scale", "parameters", "note", "name", "created", "task") if k in meta}
+    out.setdefault("scale", int(model.scale))
+    if "preset" in cfg:
+        out["preset"] = cfg["preset"]
+    if isinstance(meta.get("training"), dict):
+        out["training"] = {k: v for k, v in meta["training"].items() if isinstance(v, (int, float, str))}
+    if isinstance(meta.get("metrics"), dict):
+        out["metrics"] = meta["metrics"]
+    if isinstance(meta.get("versions"), dict):
+        out["versions"] = meta["versions"]
+    return out
+
+
+def _eta(rec: dict) -> str:
+    step, total, el = rec.get("step") or 0, rec.get("total") or 0, rec.get("elapsed_s")
+    if not total or el is None:
+        return rec.get("message", "")
+    text = f"tile {step}/{total} · {el:.1f} s"
+    if 0 < step < total:
+        text += f" · about {el / step * (total - step):.0f} s left"
+    return text
+
+
+# ---------------------------------------------------------------------------------------- engine calls
+def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch=None, device=None,
+                mode="fast", top_k=None, gt=None, name="input", cancel=None):
+    """The engine calls behind the widget (a generator; no Qt, no layers).
+
+    Loads the model (``"default"`` or a path; reused from ``cache`` when the file has not changed),
+    checks the input, runs :func:`matrestore.sr.enhance_iter` (yielding its progress records with an
+    estimate of the time left) and, with ``gt``, scores the baselines and the result with
+    :func:`matrestore.evaluation.evaluate_baselines`. Returns ``None`` when cancelled, else
+    ``{"image", "scale", "model_key", "model_meta", "device", "elapsed_s", "tiles", "references",
+    "metrics", "data_range"}``.
+    """
+    from .. import device as _device
+    from ..sr import enhance_iter, load_references
+
+    cache = {} if cache is None else cache
+    yield {"message": "loading the model…"}
+    mdl, key, cached = _load_model(model, cache)
+    s = int(mdl.scale)
+    img = as_2d_image(lr, f"input '{name}'", min_size=MIN_SIZE)
+    if gt is not None:
+        evaluation.match_lr_hr(as_2d_image(gt, "ground truth"), img, s)  # refuse a misfit before the long part
+    dev = _device.pick_device(device)
+    yield {"message": f"reading the references{' (model cached)' if cached else ''}…"}
+    bank = load_references(references, crop=mdl.cfg.ref_crop, scale=s)
+    t0 = time.perf_counter()
+    result = None
+    try:
+        gen = enhance_iter(img, bank, mdl, tile=tile, batch=batch, device=dev, cancel=cancel, mode=mode, top_k=top_k)
+        last = {}
+        while True:
+            try:
+                rec = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            last = rec
+            yield {**rec, "message": _eta(rec)}
+        if result is None or (cancel is not None and cancel.is_set()):
+            return None
+        elapsed = time.perf_counter() - t0
+        out = {"image": result, "scale": s, "model_key": key, "model_meta": model_summary(mdl),
+               "device": _device.describe(dev), "device_name": str(dev), "elapsed_s": elapsed,
+               "tiles": last.get("total"), "tile": last.get("tile"), "batch": last.get("batch"),
+               "references": bank.summary(), "metrics": None, "data_range": None}
+        if gt is not None:
+            total = last.get("total") or 1
+            yield {"step": total, "total": total, "message": "scoring against the ground truth…"}
+            if cancel is not None and cancel.is_set():
+                return None
+            res = evaluation.evaluate_baselines(gt, lr=img, scale=s, extra={RESULT_NAME: result})
+            out["metrics"], out["data_range"] = res["metrics"], res["data_range"]
+        return out
+    finally:
+        if dev.type in ("cuda", "mps"):
+            mdl.to("cpu")  # the cached model waits on the CPU; the accelerator is given back
+            _device.free_memory(dev)
+
+
+# ---------------------------------------------------------------------------------------- widget
+class EnhanceWidget(QWidget):
+    """Super-resolve a 2-D micrograph layer with a TTSR model and HR reference images."""
+
+    # the Compare widget's table code, reused as is (it needs self.table, self.last_results, self.runner, self.status)
+    _fill_table = CompareWidget._fill_table
+    _fit_table = CompareWidget._fit_table
+    table_text = CompareWidget.table_text
+    copy_table = CompareWidget.copy_table
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.last_results: dict | None = None
+        self.model_cache: dict = {}
+        self._input_choices: list = []
+        self._gt_choices: list = []
+        self._ref_layers: list = []
+        self._checked: set[int] = set()
+        self._unchecked: set[int] = set()
+        self._job: dict | None = None
+        self._build()
+        self.runner = TaskRunner(self.progress_bar, self.progress_label, self.status, parent=self)
+        self.runner.state_changed.connect(self._follow_state)
+        self.runner.stop_when_closed(self)
+        ev = self.viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            getattr(ev, name).connect(self._refresh_layers)
+        self._refresh_layers()
+        self._sync_model()
+        self._sync_device()
+        self._follow_state(State.IDLE)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.input_combo = QComboBox()
+        self.input_combo.setToolTip("The low-resolution 2-D greyscale image to super-resolve. RGB, 3-D and "
+                                    "multiscale layers are not offered (see the note below).")
+        form.addRow("input", self.input_combo)
+        self.gt_combo = QComboBox()
+        self.gt_combo.setToolTip("Optional ground truth (a high-resolution image of the same field, s × the input's "
+                                 "size): after enhancing, the result and the nearest / bicubic / Lanczos baselines "
+                                 "are scored against it (PSNR, SSIM, ESSIM).")
+        form.addRow("ground truth", self.gt_combo)
+        lay.addLayout(form)
+
+        rbox = QGroupBox("References (high-resolution images of similar material)")
+        rl = QVBoxLayout(rbox)
+        self.ref_list = QListWidget()
+        self.ref_list.setToolTip("Check the image layers to use as references. Layers marked as references "
+                                 f"(metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) are checked for you.")
+        self.ref_list.setMaximumHeight(100)
+        rl.addWidget(self.ref_list)
+        frow = QHBoxLayout()
+        self.ref_folder = QLineEdit()
+        self.ref_folder.setPlaceholderText("and/or a folder of reference images")
+        self.ref_folder.setClearButtonEnabled(True)
+        self.ref_folder.setToolTip("A folder of HR reference images (tif, png, jpg, bmp); used together with the "
+                                   "checked layers. Leave empty to use the layers only.")
+        self.ref_browse = QPushButton("Browse…")
+        self.ref_browse.setToolTip("Choose the folder of reference images.")
+        frow.addWidget(self.ref_folder, 1)
+        frow.addWidget(self.ref_browse)
+        rl.addLayout(frow)
+        lay.addWidget(rbox)
+
+        mbox = QGroupBox("Model")
+        ml = QVBoxLayout(mbox)
+        mrow = QHBoxLayout()
+        self.model_default = QRadioButton("bundled default")
+        self.model_default.setToolTip("The super-resolution model shipped with matrestore "
+                                      "(matrestore/sr/models/default.safetensors).")
+        self.model_file_radio = QRadioButton("model file")
+        self.model_file_radio.setToolTip("A model trained with `matrestore sr train` (a .safetensors file).")
+        self.model_default.setChecked(True)
+        mrow.addWidget(self.model_default)
+        mrow.addWidget(self.model_file_radio)
+        mrow.addStretch(1)
+        ml.addLayout(mrow)
+        prow = QHBoxLayout()
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("path/to/model.safetensors")
+        self.model_path.setToolTip("The model file to use when 'model file' is selected.")
+        self.model_browse = QPushButton("Browse…")
+        self.model_browse.setToolTip("Choose a model file.")
+        prow.addWidget(self.model_path, 1)
+        prow.addWidget(self.model_browse)
+        ml.addLayout(prow)
+        self.model_note = QLabel("")
+        self.model_note.setWordWrap(True)
+        self.model_note.setToolTip("Whether the chosen model is available.")
+        ml.addWidget(self.model_note)
+        lay.addWidget(mbox)
+
+        self.adv_toggle = QToolButton()
+        self.adv_toggle.setText("Advanced")
+        self.adv_toggle.setCheckable(True)
+        self.adv_toggle.setChecked(False)
+        self.adv_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.adv_toggle.setArrowType(Qt.RightArrow)
+        self.adv_toggle.setStyleSheet("QToolButton { border: none; }")
+        self.adv_toggle.setToolTip("Show or hide the tiling, device and reference-selection options.")
+        lay.addWidget(self.adv_toggle)
+        self.adv_box = QWidget()
+        af = QFormLayout(self.adv_box)
+        af.setContentsMargins(12, 0, 0, 0)
+        self.tile_spin = QSpinBox(minimum=0, maximum=8192, value=0, singleStep=32)
+        self.tile_spin.setSpecialValueText("auto")
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setToolTip("Tile side in input (LR) pixels, including the overlap that is discarded.\n"
+                                  "auto (0): fast mode 256 on the CPU / 512 on a GPU; paper mode 32.\n"
+                                  "Smaller tiles need less memory; an out-of-memory error halves it automatically.")
+        self.batch_spin = QSpinBox(minimum=0, maximum=1024, value=0)
+        self.batch_spin.setSpecialValueText("auto")
+        self.batch_spin.setToolTip("Tiles computed together. auto (0): fast mode 1 on the CPU / 4 on a GPU; "
+                                   "paper mode 16 / 64.\nCancel takes effect between batches.")
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.")
+        self.device_note = QLabel("")
+        self.device_note.setToolTip("The device 'auto' picks on this computer.")
+        drow = QHBoxLayout()
+        drow.addWidget(self.device_combo)
+        drow.addWidget(self.device_note, 1)
+        self.topk_spin = QSpinBox(minimum=0, maximum=64, value=0)
+        self.topk_spin.setSpecialValueText("model default")
+        self.topk_spin.setToolTip("How many reference crops each image (fast mode) or tile (paper mode) searches "
+                                  "for textures: the top-k most similar by the selector (eq. 4).\n"
+                                  "model default (0): the value the model was trained with.")
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(list(MODES))
+        self.mode_combo.setToolTip("Stitching of the tiles.\nfast: large tiles with a halo of the network's receptive "
+                                   "radius; equals whole-image inference.\npaper: the SEM paper's 32×32 tiles keeping "
+                                   "the central 62.5 %, each tile choosing its own references.")
+        self.defaults_btn = QPushButton("Restore defaults")
+        self.defaults_btn.setToolTip("Set tile, batch, device, top-k and stitching back to their defaults.")
+        af.addRow("tile size", self.tile_spin)
+        af.addRow("batch size", self.batch_spin)
+        af.addRow("device", drow)
+        af.addRow("top-k references", self.topk_spin)
+        af.addRow("stitching", self.mode_combo)
+        af.addRow(self.defaults_btn)
+        self.adv_box.setVisible(False)
+        lay.addWidget(self.adv_box)
+
+        self.invalid_note = QLabel("")
+        self.invalid_note.setWordWrap(True)
+        self.invalid_note.setToolTip("Image layers that are not offered in the pickers, and why.")
+        lay.addWidget(self.invalid_note)
+
+        brow = QHBoxLayout()
+        self.run_btn = QPushButton("Enhance")
+        self.run_btn.setToolTip("Super-resolve the input in the background (the viewer stays usable); the result "
+                                "goes into the layer '<input>_sr', updated in place on later runs.")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop after the current batch of tiles; nothing is added or changed.")
+        brow.addWidget(self.run_btn, 1)
+        brow.addWidget(self.cancel_btn)
+        lay.addLayout(brow)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Tiles done of all tiles.")
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("%v / %m tiles")
+        self.progress_label = QLabel("")
+        self.progress_label.setToolTip("The step being computed, time so far and the estimated time left.")
+        lay.addWidget(self.progress_bar)
+        lay.addWidget(self.progress_label)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setToolTip("Result or error of the last run.")
+        lay.addWidget(self.status)
+
+        self.table_box = QGroupBox("Against the ground truth")
+        tl = QVBoxLayout(self.table_box)
+        self.table = _CopyTable(self.copy_table, 0, 4)
+        self.table.setHorizontalHeaderLabels(["method"] + [evaluation.LABELS[m] for m in _metrics.METRICS])
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.Stretch)
+        for c in (1, 2, 3):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        self.table.setToolTip("PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of the interpolation "
+                              "baselines and the TTSR result against the ground truth; the best value of each "
+                              "column is highlighted.\nCtrl+C copies the whole table.")
+        tl.addWidget(self.table)
+        crow = QHBoxLayout()
+        self.range_label = QLabel("")
+        self.range_label.setWordWrap(True)
+        self.range_label.setToolTip("The data range L the metrics use (the effective range of the ground truth).")
+        self.copy_btn = QPushButton("Copy")
+        self.copy_btn.setToolTip("Copy the table (tab-separated, full precision) to the clipboard, for a spreadsheet.")
+        crow.addWidget(self.range_label, 1)
+        crow.addWidget(self.copy_btn)
+        tl.addLayout(crow)
+        self.table_box.setVisible(False)
+        lay.addWidget(self.table_box)
+        lay.addStretch(1)
+        self._fit_table()
+
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.copy_btn.clicked.connect(self.copy_table)
+        self.ref_browse.clicked.connect(self._browse_folder)
+        self.model_browse.clicked.connect(self._browse_model)
+        self.model_default.toggled.connect(self._sync_model)
+        self.model_path.textChanged.connect(self._sync_model)
+        self.adv_toggle.toggled.connect(self._toggle_advanced)
+        self.defaults_btn.clicked.connect(self.restore_defaults)
+        self.device_combo.currentIndexChanged.connect(self._sync_device)
+        self.input_combo.currentIndexChanged.connect(self._on_input)
+        self.ref_list.itemChanged.connect(self._on_check)
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.adv_toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
+        self.adv_box.setVisible(on)
+
+    def restore_defaults(self) -> None:
+        self.tile_spin.setValue(0)
+        self.batch_spin.setValue(0)
+        self.device_combo.setCurrentIndex(0)
+        self.topk_spin.setValue(0)
+        self.mode_combo.setCurrentIndex(0)
+
+    # ------------------------------------------------------------------ model and device
+    def _sync_model(self, *_) -> None:
+        from ..sr.modelio import DEFAULT_MODEL
+
+        default = self.model_default.isChecked()
+        self.model_path.setEnabled(not default)
+        self.model_browse.setEnabled(not default)
+        if default:
+            ok = DEFAULT_MODEL.is_file()
+            text = "default model installed." if ok else (
+                "No default model is installed yet: choose a model file trained with `matrestore sr train`.")
+        else:
+            p = self.model_path.text().strip()
+            ok = bool(p) and Path(p).expanduser().is_file()
+            text = "" if ok else ("choose a model file." if not p else f"model file not found: {p}")
+        self.model_note.setText(text)
+        self.model_note.setStyleSheet("" if ok else ERROR_STYLE)
+
+    def set_model(self, path=None) -> None:
+        """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
+        if path is None or path == DEFAULT:
+            self.model_default.setChecked(True)
+        else:
+            self.model_path.setText(str(path))
+            self.model_file_radio.setChecked(True)
+        self._sync_model()
+
+    def model_spec(self):
+        if self.model_default.isChecked():
+            return DEFAULT
+        p = self.model_path.text().strip()
+        if not p:
+            raise InputError("choose a model file (or the bundled default model).")
+        return str(Path(p).expanduser())
+
+    def _sync_device(self, *_) -> None:
+        from .. import device as _device
+
+        if self.device_combo.count() == 0:
+            self.device_combo.blockSignals(True)
+            self.device_combo.addItems(["auto"] + _device.available_devices())
+            self.device_combo.blockSignals(False)
+        try:
+            auto = _device.describe("auto")
+        except Exception as exc:  # noqa: BLE001 - a broken driver must not break the widget
+            auto = f"unavailable ({exc})"
+        self.device_note.setText(f"auto → {auto}" if self.device_combo.currentText() == "auto"
+                                 else f"(auto would pick {auto})")
+
+    def device(self):
+        d = self.device_combo.currentText()
+        return None if d in ("", "auto") else d
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of reference images", self.ref_folder.text())
+        if path:
+            self.ref_folder.setText(path)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Super-resolution model", self.model_path.text(),
+                                              "Model files (*.safetensors);;All files (*)")
+        if path:
+            self.set_model(path)
+
+    # ------------------------------------------------------------------ layer pickers
+    def _image_layers(self) -> list:
+        from napari.layers import Image
+
+        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
+
+    @staticmethod
+    def _is_reference(layer) -> bool:
+        return (layer.metadata or {}).get(ROLE_KEY) == "reference"
+
+    @staticmethod
+    def _is_output(layer) -> bool:
+        md = (layer.metadata or {}).get(OUTPUT_KEY)
+        return isinstance(md, dict) and md.get("made_by") == "enhance"
+
+    def _refresh_layers(self, event=None) -> None:
+        images = self._image_layers()
+        valid = [lyr for lyr in images if layer_problem(lyr) is None]
+        keep_in, keep_gt = self.input_layer(), self.gt_layer()
+        plain = [lyr for lyr in valid if not self._is_reference(lyr) and not self._is_output(lyr)]
+        active = self.viewer.layers.selection.active
+        default = active if active in plain else (min(plain, key=lambda l: np.prod(l.data.shape)) if plain else None)
+        if default is None and valid:
+            default = valid[0]
+        self._input_choices = list(valid)
+        self._fill(self.input_combo, self._input_choices, keep_in, default, none=False)
+        self._gt_choices = [None] + list(valid)
+        self._fill(self.gt_combo, self._gt_choices, keep_gt, None, none=True)
+        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
+        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
+        self.invalid_note.setVisible(bool(bad))
+        self._fill_refs()
+
+    @staticmethod
+    def _fill(combo: QComboBox, layers: list, keep, default, none: bool) -> None:
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(["(none)" if lyr is None else lyr.name for lyr in layers])
+        pick = keep if any(lyr is keep for lyr in layers) else default
+        idx = next((i for i, lyr in enumerate(layers) if lyr is pick), 0 if none else -1)
+        combo.setCurrentIndex(idx)
+        combo.blockSignals(False)
+
+    def _on_input(self, *_) -> None:
+        self._fill_refs()
+
+    def _fill_refs(self) -> None:
+        inp = self.input_layer()
+        out_name = f"{inp.name}_sr" if inp is not None else None
+        lst = self.ref_list
+        lst.blockSignals(True)
+        lst.clear()
+        self._ref_layers = []
+        for lyr in self._image_layers():
+            why = layer_problem(lyr)
+            if why is None and lyr is inp:
+                why = "the input"
+            elif why is None and (lyr.name == out_name or self._is_output(lyr)):
+                why = "a super-resolution result"
+            label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
+            item = QListWidgetItem(label if why is None else f"{lyr.name}  ({why})")
+            if why is None:
+                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
+                on = id(lyr) in self._checked or (self._is_reference(lyr) and id(lyr) not in self._unchecked)
+                item.setCheckState(Qt.Checked if on else Qt.Unchecked)
+                h, w = lyr.data.shape[-2:]
+                item.setToolTip(f"{lyr.name}: {h}×{w} px")
+            else:
+                item.setFlags(Qt.NoItemFlags)
+                item.setToolTip(f"{lyr.name} cannot be a reference: {why}.")
+            lst.addItem(item)
+            self._ref_layers.append(lyr)
+        lst.blockSignals(False)
+
+    def _on_check(self, item) -> None:
+        lyr = self._ref_layers[self.ref_list.row(item)]
+        if item.checkState() == Qt.Checked:
+            self._checked.add(id(lyr))
+            self._unchecked.discard(id(lyr))
+        else:
+            self._checked.discard(id(lyr))
+            self._unchecked.add(id(lyr))
+
+    def input_layer(self):
+        i = self.input_combo.currentIndex()
+        return self._input_choices[i] if 0 <= i < len(self._input_choices) else None
+
+    def gt_layer(self):
+        i = self.gt_combo.currentIndex()
+        return self._gt_choices[i] if 0 <= i < len(self._gt_choices) else None
+
+    def reference_layers(self) -> list:
+        """The checked reference layers, in list order."""
+        out = []
+        for i, lyr in enumerate(self._ref_layers):
+            item = self.ref_list.item(i)
+            if item.flags() & Qt.ItemIsEnabled and item.checkState() == Qt.Checked:
+                out.append(lyr)
+        return out
+
+    def set_references(self, names) -> None:
+        """Check exactly the reference layers named in ``names`` (for scripts and tests)."""
+        names = set(names)
+        for i, lyr in enumerate(self._ref_layers):
+            item = self.ref_list.item(i)
+            if item.flags() & Qt.ItemIsUserCheckable:
+                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+
+    # ------------------------------------------------------------------ running
+    def _collect(self) -> dict:
+        """Snapshot of the inputs (layer data objects, names, geometry, options) or InputError."""
+        inp = self.input_layer()
+        if inp is None:
+            raise InputError("open or pick a 2-D greyscale image layer to enhance.")
+        if layer_problem(inp):
+            raise InputError(f"input '{inp.name}': {layer_problem(inp)}.")
+        h, w = (int(n) for n in inp.data.shape[-2:])
+        if min(h, w) < MIN_SIZE:
+            raise InputError(f"input '{inp.name}' is {h}×{w} px: too small to enhance "
+                             f"(at least {MIN_SIZE} px a side).")
+        refs = self.reference_layers()
+        folder = self.ref_folder.text().strip()
+        if not refs and not folder:
+            raise InputError("no references: check at least one reference image layer or choose a folder of "
+                             "high-resolution reference images.")
+        if folder and not Path(folder).expanduser().is_dir():
+            raise InputError(f"reference folder not found: {folder}")
+        gt = self.gt_layer()
+        if gt is not None and gt is inp:
+            raise InputError("the input and the ground truth are the same layer; pick two different layers.")
+        if gt is not None and layer_problem(gt):
+            raise InputError(f"ground truth '{gt.name}': {layer_problem(gt)}.")
+        out_name = f"{inp.name}_sr"
+        inputs = [inp, *refs] + ([gt] if gt is not None else [])
+        if any(lyr.name == out_name for lyr in inputs):
+            raise InputError(f"the output layer '{out_name}' would replace an input layer; rename that input.")
+        spec = self.model_spec()
+        sources = [lyr.data for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
+        ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
+        params = {"tile": self.tile_spin.value() or None, "batch": self.batch_spin.value() or None,
+                  "device": self.device(), "mode": MODES[self.mode_combo.currentText()],
+                  "top_k": self.topk_spin.value() or None}
+        return {"input": inp, "name": inp.name, "out_name": out_name, "gt": gt, "gt_name": gt.name if gt else None,
+                "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
+                "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
+                "sources": sources, "ref_names": ref_names, "model": spec, "params": params}
+
+    def run(self):
+        """Start enhancing in a worker thread (the result arrives in :meth:`_show_result`)."""
+        if self.runner.is_running:
+            return None
+        try:
+            job = self._collect()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return None
+        self._job = job
+        p = job["params"]
+        return self.runner.start(
+            enhance_job, job["input"].data, references=job["sources"], model=job["model"], cache=self.model_cache,
+            tile=p["tile"], batch=p["batch"], device=p["device"], mode=p["mode"], top_k=p["top_k"],
+            gt=None if job["gt"] is None else job["gt"].data, name=job["name"],
+            on_returned=self._show_result, message="starting…")
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def _follow_state(self, state) -> None:
+        running = state is State.RUNNING
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    # ------------------------------------------------------------------ results (GUI thread)
+    def _result_metadata(self, job: dict, res: dict) -> dict:
+        s = res["scale"]
+        src = job["metadata"]
+        md = {k: src[k] for k in ("unit",) if k in src}
+        for k in ("pixel_size", "pixel_size_nm"):
+            if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool):
+                md[k] = src[k] / s
+        info = {
+            "made_by": "enhance", "source": job["name"], "scale_factor": s,
+            "model": job["model"], "model_meta": res["model_meta"],
+            "references": job["ref_names"], "reference_bank": res["references"],
+            "parameters": {**job["params"], "tile_used": res.get("tile"), "batch_used": res.get("batch")},
+            "device": res["device"], "elapsed_s": round(float(res["elapsed_s"]), 3), "tiles": res.get("tiles"),
+        }
+        if res.get("metrics"):
+            info.update(ground_truth=job["gt_name"], metrics={k: dict(v) for k, v in res["metrics"].items()},
+                        data_range=res["data_range"])
+        md[OUTPUT_KEY] = info
+        return md
+
+    def _show_result(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        s = res["scale"]
+        scale, translate = upsampled_geometry(job["scale"], job["translate"], s)
+        md = self._result_metadata(job, res)
+        layer = self._put_layer(job["out_name"], res["image"], scale, translate, md, job["contrast_limits"])
+        h, w = res["image"].shape
+        text = (f"Done: '{layer.name}' ({h}×{w} px, ×{s}) in {res['elapsed_s']:.1f} s on {res['device']}, "
+                f"{len(job['ref_names'])} reference source(s).")
+        self.last_results = {"layer": layer.name, "scale": s, "elapsed_s": res["elapsed_s"], "device": res["device"],
+                             "metrics": res["metrics"], "ground_truth": job["gt_name"], "data_range": res["data_range"]}
+        if res["metrics"]:
+            self._fill_table(res["metrics"])
+            self.range_label.setText(f"'{job['gt_name']}', data range L = {res['data_range']:g}")
+            self.table_box.setVisible(True)
+            best = max(res["metrics"], key=lambda k: res["metrics"][k]["essim"])
+            text += f" Best ESSIM: {best}."
+        else:
+            self.table.setRowCount(0)
+            self.table_box.setVisible(False)
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits):
+        """Update the layer called ``name`` in place (second run) or add it."""
+        from napari.layers import Image
+
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.scale = scale
+            layer.translate = translate
+            layer.metadata = metadata
+            return layer
+        return self.viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=metadata,
+                                     contrast_limits=contrast_limits, colormap="gray")
+
+    # ------------------------------------------------------------------ export
+    def table_csv(self) -> str:
+        """CSV of the last ground-truth table (``method,psnr,ssim,essim``, full precision)."""
+        if not self.last_results or not self.last_results.get("metrics"):
+            raise InputError("nothing to copy yet: enhance with a ground-truth layer chosen first.")
+        return evaluation.table_to_csv(self.last_results["metrics"])
+
+    # ------------------------------------------------------------------ teardown
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.runner.stop()  # (also done by the runner's event filter)
+        ev = self.viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            try:
+                getattr(ev, name).disconnect(self._refresh_layers)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        super().closeEvent(event)

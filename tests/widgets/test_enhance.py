@@ -1,0 +1,297 @@
+import copy
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractButton, QApplication, QComboBox, QLineEdit, QListWidget, QSpinBox
+
+from matrestore import evaluation
+from matrestore._widgets._worker import State
+from matrestore._widgets.enhance import EnhanceWidget
+from matrestore._widgets.rescan import ROLE_KEY
+from matrestore.baselines import upsampled_geometry
+from matrestore.degrade import downsample
+
+TIMEOUT = 60000
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    import torch
+
+    from matrestore import sr
+
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    model = sr.build_model("tiny", seed=0)
+    sr.measure_receptive_radius(model)  # stored in the file's config: no measuring in every test
+    return sr.save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def images():
+    from skimage import data
+
+    cam = data.camera().astype(np.float32)
+    hr = np.ascontiguousarray(cam[200:296, 200:296])  # 96×96 ground truth
+    return {"hr": hr, "lr": downsample(hr, 4), "ref": np.ascontiguousarray(cam[20:84, 300:364])}  # 24×24, 64×64
+
+
+@pytest.fixture
+def setup(make_napari_viewer, images, tiny_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(images["hr"], name="hr", scale=(2.0, 2.0), translate=(10.0, 20.0))
+    viewer.add_image(images["ref"], name="ref", scale=(2.0, 2.0), metadata={ROLE_KEY: "reference"})
+    viewer.add_image(images["lr"], name="lr", scale=(8.0, 8.0), translate=(13.0, 23.0),
+                     metadata={"unit": "nm", "pixel_size_nm": 8.0})
+    w = EnhanceWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.input_combo.setCurrentText("lr")
+    w.set_model(tiny_path)
+    return viewer, w
+
+
+def snapshot(layer):
+    return (np.array(layer.data, copy=True), tuple(layer.scale), tuple(layer.translate), layer.name,
+            copy.deepcopy(dict(layer.metadata)))
+
+
+def assert_unchanged(layer, snap):
+    data, scale, translate, name, metadata = snap
+    np.testing.assert_array_equal(np.asarray(layer.data), data)
+    assert np.asarray(layer.data).dtype == data.dtype
+    assert tuple(layer.scale) == scale and tuple(layer.translate) == translate and layer.name == name
+    assert dict(layer.metadata) == metadata
+
+
+def wait_done(qtbot, w):
+    qtbot.waitUntil(lambda: w.runner.state in (State.DONE, State.FAILED, State.STOPPED), timeout=TIMEOUT)
+
+
+def run_and_wait(qtbot, w):
+    w.run()
+    wait_done(qtbot, w)
+    return w.runner.state
+
+
+def test_pickers_follow_the_viewer_and_references_are_prechecked(setup, images):
+    viewer, w = setup
+    names = lambda c: [c.itemText(i) for i in range(c.count())]  # noqa: E731
+    assert names(w.input_combo) == ["hr", "ref", "lr"]
+    assert names(w.gt_combo) == ["(none)", "hr", "ref", "lr"] and w.gt_combo.currentText() == "(none)"
+    assert [lyr.name for lyr in w.reference_layers()] == ["ref"]  # marked as reference: pre-checked
+    viewer.add_image(np.zeros((16, 16, 3), np.uint8), name="rgb", rgb=True)
+    viewer.add_labels(np.zeros((16, 16), int), name="labels")
+    viewer.add_points([[1, 1]], name="points")
+    viewer.add_image(images["ref"], name="rescan2", metadata={ROLE_KEY: "reference"})
+    assert "rgb" not in names(w.input_combo) and "labels" not in names(w.input_combo)
+    assert "points" not in names(w.gt_combo)
+    assert "rgb" in w.invalid_note.text() and "RGB" in w.invalid_note.text()
+    assert [lyr.name for lyr in w.reference_layers()] == ["ref", "rescan2"]
+    assert w.input_combo.currentText() == "lr"  # the choice survives layer-list changes
+    viewer.layers.remove("rescan2")
+    assert [lyr.name for lyr in w.reference_layers()] == ["ref"]
+    w.set_references([])
+    viewer.add_image(images["hr"], name="another")
+    assert w.reference_layers() == []  # an unchecked reference stays unchecked
+
+
+def test_every_control_has_a_tooltip(setup):
+    _, w = setup
+    from qtpy.QtWidgets import QAbstractItemView
+
+    kinds = (QAbstractButton, QComboBox, QLineEdit, QListWidget, QSpinBox)
+    internal = (QSpinBox, QLineEdit, QAbstractItemView, QComboBox)  # spin box edits, clear buttons, table corner
+    missing = [f"{type(c).__name__} {getattr(c, 'text', lambda: '')()}" for c in w.findChildren(kinds)
+               if not c.toolTip() and not isinstance(c.parent(), internal)]
+    assert not missing
+    assert w.device_combo.itemText(0) == "auto" and "cpu" in [w.device_combo.itemText(i) for i in range(w.device_combo.count())]
+    assert "auto →" in w.device_note.text()
+    assert not w.adv_box.isVisibleTo(w)
+    w.adv_toggle.setChecked(True)
+    assert w.adv_box.isVisibleTo(w)
+
+
+def test_enhance_adds_one_layer_then_updates_it(setup, qtbot, monkeypatch, images, tiny_path):
+    from matrestore import sr
+
+    viewer, w = setup
+    snaps = {lyr.name: snapshot(lyr) for lyr in viewer.layers}
+    n = len(viewer.layers)
+    loads = []
+    real_load = sr.load_model
+    monkeypatch.setattr(sr, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert len(viewer.layers) == n + 1
+    out = viewer.layers["lr_sr"]
+    assert out.data.shape == (96, 96) and out.data.dtype == np.float32
+    scale, translate = upsampled_geometry((8.0, 8.0), (13.0, 23.0), 4)
+    assert tuple(out.scale) == pytest.approx(scale) and tuple(out.translate) == pytest.approx(translate)
+    assert tuple(out.scale) == (2.0, 2.0) and tuple(out.translate) == pytest.approx((10.0, 20.0))  # overlays hr
+    md = out.metadata
+    assert md["unit"] == "nm" and md["pixel_size_nm"] == 2.0
+    info = md["matrestore"]
+    assert info["made_by"] == "enhance" and info["source"] == "lr" and info["model"] == str(tiny_path)
+    assert info["model_meta"]["preset"] == "tiny" and info["references"] == ["ref"] and info["scale_factor"] == 4
+    assert info["device"].startswith("CPU") and info["elapsed_s"] >= 0 and info["parameters"]["mode"] == "fast"
+    assert "Done" in w.status.text() and not w.table_box.isVisibleTo(w)
+    for name, snap in snaps.items():
+        assert_unchanged(viewer.layers[name], snap)
+    assert len(loads) == 1
+
+    # second run, after moving the input: the same layer is updated (data, geometry), the model is not reloaded
+    first = np.array(out.data)
+    viewer.layers["lr"].translate = (5.0, 7.0)
+    viewer.layers["lr"].data = images["lr"][::-1].copy()
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert len(viewer.layers) == n + 1 and viewer.layers["lr_sr"] is out
+    assert tuple(out.translate) == pytest.approx(upsampled_geometry((8.0, 8.0), (5.0, 7.0), 4)[1])
+    assert not np.allclose(out.data, first)
+    assert len(loads) == 1 and w.model_cache["model"] is not None
+
+
+def test_references_from_a_folder(setup, qtbot, tmp_path, images):
+    import tifffile
+
+    viewer, w = setup
+    tifffile.imwrite(tmp_path / "r1.tif", images["ref"].astype(np.uint8))
+    w.set_references([])
+    w.ref_folder.setText(str(tmp_path))
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert viewer.layers["lr_sr"].metadata["matrestore"]["references"] == [f"folder {tmp_path}"]
+
+
+def test_ground_truth_table(setup, qtbot, images):
+    viewer, w = setup
+    w.gt_combo.setCurrentText("hr")
+    snaps = {lyr.name: snapshot(lyr) for lyr in viewer.layers}
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    t = w.table
+    assert t.rowCount() == 4 and w.table_box.isVisibleTo(w)
+    assert [t.item(r, 0).text() for r in range(4)] == ["nearest", "bicubic", "lanczos", "ttsr"]
+    sr_img = np.asarray(viewer.layers["lr_sr"].data)
+    ref = evaluation.evaluate_baselines(images["hr"], lr=images["lr"], scale=4, extra={"ttsr": sr_img})["metrics"]
+    assert w.last_results["metrics"] == ref
+    for c, m in enumerate(("psnr", "ssim", "essim"), start=1):
+        assert t.item(3, c).data(Qt.UserRole) == ref["ttsr"][m]
+        best = max(ref, key=lambda k: ref[k][m])
+        assert t.item(list(ref).index(best), c).font().bold()
+    assert viewer.layers["lr_sr"].metadata["matrestore"]["metrics"]["ttsr"] == ref["ttsr"]
+    w.copy_table()
+    lines = QApplication.clipboard().text().splitlines()
+    assert len(lines) == 5 and lines[0].split("\t") == ["method", "psnr", "ssim", "essim"]
+    for name, snap in snaps.items():
+        assert_unchanged(viewer.layers[name], snap)
+
+
+def test_cancel_immediately(setup, qtbot, images):
+    viewer, w = setup
+    viewer.layers["lr"].data = np.tile(images["lr"], (4, 4))  # 96×96 in 32 px paper tiles: many batches
+    w.mode_combo.setCurrentIndex(1)
+    w.batch_spin.setValue(1)
+    w.run()
+    w.cancel()
+    wait_done(qtbot, w)
+    assert w.runner.state is State.STOPPED
+    assert "lr_sr" not in viewer.layers and "stopped" in w.status.text()
+    assert w.run_btn.isEnabled() and not w.cancel_btn.isEnabled()
+
+
+def test_cancel_during_tiles_stops_within_a_batch(setup, qtbot, monkeypatch):
+    from matrestore import sr
+
+    viewer, w = setup
+    seen = []
+
+    def slow(lr, refs, model, cancel=None, **kw):  # the engine's contract: cancel checked between batches
+        for i in range(200):
+            if cancel.is_set():
+                return None
+            time.sleep(0.02)
+            seen.append(i)
+            yield {"step": i + 1, "total": 200, "message": f"tile {i + 1}/200", "elapsed_s": 0.02 * (i + 1)}
+        return np.zeros((96, 96), np.float32)
+
+    monkeypatch.setattr(sr, "enhance_iter", slow)
+    w.run()
+    qtbot.waitUntil(lambda: w.progress_bar.value() >= 3, timeout=TIMEOUT)
+    assert "left" in w.progress_label.text()  # estimated time left
+    w.cancel()
+    wait_done(qtbot, w)
+    assert w.runner.state is State.STOPPED and "lr_sr" not in viewer.layers
+    n = len(seen)
+    time.sleep(0.1)
+    assert len(seen) == n < 200  # nothing computed after the cancel
+
+
+@pytest.mark.parametrize("case", ["nan", "small", "no_refs", "missing_model", "corrupt_model", "no_default", "bad_folder"])
+def test_bad_inputs_give_messages(setup, qtbot, monkeypatch, tmp_path, images, case):
+    viewer, w = setup
+    expect = {"nan": "NaN", "small": "too small", "no_refs": "no references", "missing_model": "not found",
+              "corrupt_model": "not a readable", "no_default": "no default super-resolution model",
+              "bad_folder": "folder not found"}[case]
+    if case == "nan":
+        bad = images["lr"].copy()
+        bad[3, 4] = np.nan
+        viewer.add_image(bad, name="nan_layer")
+        w.input_combo.setCurrentText("nan_layer")
+    elif case == "small":
+        viewer.add_image(images["lr"][:4, :4], name="small")
+        w.input_combo.setCurrentText("small")
+    elif case == "no_refs":
+        w.set_references([])
+    elif case == "missing_model":
+        w.set_model(tmp_path / "nothing.safetensors")
+        assert "not found" in w.model_note.text()
+    elif case == "corrupt_model":
+        p = tmp_path / "corrupt.safetensors"
+        p.write_bytes(b"not a model at all")
+        w.set_model(p)
+    elif case == "no_default":
+        import matrestore.sr.modelio as modelio
+
+        monkeypatch.setattr(modelio, "DEFAULT_MODEL", tmp_path / "missing" / "default.safetensors")
+        w.set_model("default")
+        assert "No default model" in w.model_note.text()
+    elif case == "bad_folder":
+        w.ref_folder.setText(str(tmp_path / "no_such_folder"))
+    snaps = {lyr.name: snapshot(lyr) for lyr in viewer.layers}
+    n = len(viewer.layers)
+    state = run_and_wait(qtbot, w)
+    assert state is State.FAILED
+    assert expect in w.status.text() and "ff6060" in w.status.styleSheet()
+    assert "Traceback" not in w.status.text()
+    assert len(viewer.layers) == n
+    for name, snap in snaps.items():
+        assert_unchanged(viewer.layers[name], snap)
+
+
+def test_rgb_input_refused(setup, qtbot):
+    viewer, w = setup
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    assert "rgb" not in [w.input_combo.itemText(i) for i in range(w.input_combo.count())]
+    w._input_choices.append(viewer.layers["rgb"])  # forced past the picker: still refused
+    w.input_combo.addItem("rgb")
+    w.input_combo.setCurrentText("rgb")
+    assert run_and_wait(qtbot, w) is State.FAILED and "RGB" in w.status.text()
+
+
+def test_close_stops_the_runner(setup, qtbot, monkeypatch):
+    from matrestore import sr
+
+    viewer, w = setup
+
+    def slow(lr, refs, model, cancel=None, **kw):
+        for i in range(500):
+            if cancel.is_set():
+                return None
+            time.sleep(0.02)
+            yield {"step": i + 1, "total": 500, "message": "tile"}
+        return None
+
+    monkeypatch.setattr(sr, "enhance_iter", slow)
+    w.run()
+    qtbot.waitUntil(lambda: w.progress_bar.value() >= 1, timeout=TIMEOUT)
+    w.close()
+    assert w.runner.wait(5)
+    assert w.runner.state is not State.RUNNING
