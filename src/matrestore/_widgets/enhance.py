@@ -107,6 +107,18 @@ def model_summary(model) -> dict:
     return out
 
 
+def _units_of(layer):
+    """The layer's spatial units for the result: the layer's own (napari ``units``) when it has physical
+    ones, else ``metadata["unit"]`` when napari understands it, else None (pixels)."""
+    units = tuple(getattr(layer, "units", ())[-2:])
+    if units and all(str(u) != "pixel" for u in units):
+        return units
+    unit = (layer.metadata or {}).get("unit")
+    if isinstance(unit, str) and unit not in ("px", "pixel", ""):
+        return (unit, unit)  # parsed by napari when set; ignored there if it cannot be
+    return None
+
+
 def _eta(rec: dict) -> str:
     step, total, el = rec.get("step") or 0, rec.get("total") or 0, rec.get("elapsed_s")
     if not total or el is None:
@@ -420,6 +432,7 @@ class EnhanceWidget(QWidget):
             text = "" if ok else ("choose a model file." if not p else f"model file not found: {p}")
         self.model_note.setText(text)
         self.model_note.setStyleSheet("" if ok else ERROR_STYLE)
+        self.model_note.setVisible(bool(text))
 
     def set_model(self, path=None) -> None:
         """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
@@ -612,6 +625,7 @@ class EnhanceWidget(QWidget):
         return {"input": inp, "name": inp.name, "out_name": out_name, "gt": gt, "gt_name": gt.name if gt else None,
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
+                "units": _units_of(inp),
                 "sources": sources, "ref_names": ref_names, "model": spec, "params": params}
 
     def run(self):
@@ -667,7 +681,8 @@ class EnhanceWidget(QWidget):
         s = res["scale"]
         scale, translate = upsampled_geometry(job["scale"], job["translate"], s)
         md = self._result_metadata(job, res)
-        layer = self._put_layer(job["out_name"], res["image"], scale, translate, md, job["contrast_limits"])
+        layer = self._put_layer(job["out_name"], res["image"], scale, translate, md, job["contrast_limits"],
+                                job["units"])
         h, w = res["image"].shape
         text = (f"Done: '{layer.name}' ({h}×{w} px, ×{s}) in {res['elapsed_s']:.1f} s on {res['device']}, "
                 f"{len(job['ref_names'])} reference source(s).")
@@ -685,7 +700,7 @@ class EnhanceWidget(QWidget):
         self.status.setStyleSheet("")
         self.status.setText(text)
 
-    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits):
+    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, units=None):
         """Update the layer called ``name`` in place (second run) or add it."""
         from napari.layers import Image
 
@@ -695,9 +710,20 @@ class EnhanceWidget(QWidget):
             layer.scale = scale
             layer.translate = translate
             layer.metadata = metadata
+            if units is not None:
+                try:
+                    layer.units = units
+                except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
+                    pass
             return layer
-        return self.viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=metadata,
-                                     contrast_limits=contrast_limits, colormap="gray")
+        kwargs = dict(name=name, scale=scale, translate=translate, metadata=metadata,
+                      contrast_limits=contrast_limits, colormap="gray")
+        if units is not None:
+            try:
+                return self.viewer.add_image(data, units=units, **kwargs)
+            except Exception:  # noqa: BLE001 - a unit napari does not understand: add without it
+                pass
+        return self.viewer.add_image(data, **kwargs)
 
     # ------------------------------------------------------------------ export
     def table_csv(self) -> str:

@@ -1,0 +1,105 @@
+"""Screenshot of the Enhance (super-resolution) widget on a real SEM micrograph, for docs/enhance.md.
+
+Run under a (virtual) X server::
+
+    xvfb-run -a .venv/bin/python scripts/screenshot_enhance.py [--out docs/images/enhance_widget.png]
+
+The nanoporous-gold SEM sample (``matrestore._samples.sem_sample``) is split in two parts that do not
+overlap: a 384×384 crop on the left is degraded 4× with ``matrestore.degrade.downsample`` (the LR
+input, shown with its ×4 pixel size) and kept as the ground truth; the right part of the image is the
+HR reference. So the network never sees the ground truth through its references. The model is
+``src/matrestore/sr/models/default.safetensors`` when it is installed; otherwise an *untrained* tiny
+model (``sr.build_model("tiny", seed=0)``) is used and the script says so (the numbers in the table
+are then those of an untrained network, close to bicubic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "enhance_widget.png")
+    args = ap.parse_args(argv)
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from matrestore import _samples, sr
+    from matrestore._widgets._worker import State
+    from matrestore._widgets.enhance import EnhanceWidget
+    from matrestore._widgets.rescan import ROLE_KEY
+    from matrestore.degrade import downsample
+    from matrestore.sr.modelio import DEFAULT_MODEL
+
+    s = 4
+    (hr, kw, _), = _samples.sem_sample()  # 691×1024, 0.543 nm/px, data bar removed
+    px = float(kw["scale"][-1])
+    unit = kw["metadata"]["unit"]
+    y0, x0, n = 150, 40, 384  # the crop to enhance (left part)
+    gt = np.ascontiguousarray(hr[y0 : y0 + n, x0 : x0 + n])
+    lr = downsample(gt, s)  # 96×96, a 4× coarser scan of the crop
+    rx0 = 560  # references: the right part only, no overlap with the crop (x0 + n = 424 < 560)
+    ref = np.ascontiguousarray(hr[:, rx0:])
+
+    if DEFAULT_MODEL.is_file():
+        model_path, model_text = "default", "bundled default model"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="matrestore_screenshot_"))
+        model_path = sr.save_model(sr.build_model("tiny", seed=0), tmp / "tiny_untrained_seed0.safetensors",
+                                   note="untrained tiny preset, seed 0 (screenshot only)")
+        model_text = "UNTRAINED tiny model (seed 0): no default model is installed yet"
+    print(f"model: {model_text}")
+
+    viewer = napari.Viewer(show=True, title="matrestore - super-resolution")
+    viewer.window._qt_window.resize(1500, 1000)
+    md = {"unit": unit, "pixel_size_nm": px}
+    viewer.add_image(ref, name="sem_reference", scale=(px, px), translate=(0.0, rx0 * px),
+                     metadata={**md, ROLE_KEY: "reference"}, colormap="gray")
+    viewer.add_image(gt, name="sem_ground_truth", scale=(px, px), translate=(y0 * px, x0 * px), metadata=dict(md),
+                     colormap="gray", visible=False)
+    # an LR pixel covers s×s HR pixels: its centre sits (s - 1)/2 HR pixels in
+    viewer.add_image(lr, name="sem_lr", scale=(px * s, px * s),
+                     translate=(y0 * px + px * (s - 1) / 2, x0 * px + px * (s - 1) / 2),
+                     metadata={"unit": unit, "pixel_size_nm": px * s}, colormap="gray")
+    for layer in viewer.layers:
+        layer.units = (unit, unit)
+    viewer.scale_bar.visible = True
+
+    w = EnhanceWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Super-resolution: enhance", area="right")
+    w.input_combo.setCurrentText("sem_lr")
+    w.gt_combo.setCurrentText("sem_ground_truth")
+    w.set_model(model_path)
+    w.adv_toggle.setChecked(True)
+    w.run()
+    t0 = time.time()
+    app = QApplication.instance()
+    while w.runner.state is State.RUNNING and time.time() - t0 < 600:
+        app.processEvents()
+        time.sleep(0.02)
+    if w.runner.state is not State.DONE:
+        raise SystemExit(f"enhancing did not finish: {w.runner.state} {w.status.text()}")
+    viewer.layers.selection.active = viewer.layers["sem_lr_sr"]
+    viewer.reset_view()
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.02)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    print(f"wrote {args.out}")
+    for name, vals in w.last_results["metrics"].items():
+        print(f"{name:8s} " + "  ".join(f"{k}={v:.4f}" for k, v in vals.items()))
+    viewer.close()
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
