@@ -37,6 +37,7 @@ __all__ = [
     "break_even_fraction",
     "scan_times",
     "tta_uncertainty",
+    "tta_uncertainty_iter",
     "propose_rois",
     "area_fraction",
     "rois_to_corners",
@@ -109,13 +110,9 @@ def _dihedral_inverse(img: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(img, -(k % 4))
 
 
-def tta_uncertainty(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug: int = 8, progress=None, cancel=None):
-    """Mean and standard deviation of ``enhance`` over the first ``n_aug`` flips/rotations of ``lr``.
-
-    ``enhance`` maps a 2-D LR array to its enhanced array (any fixed scale). The spread is large where
-    the result depends on the orientation of the input, i.e. where the network guesses. Returns
-    ``(mean, std)`` arrays of the enhanced shape, or None if cancelled.
-    """
+def tta_uncertainty_iter(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug: int = 8, cancel=None):
+    """Generator form of :func:`tta_uncertainty`: yields a progress record per augmentation and
+    returns ``(mean, std)``, or None when cancelled (or when ``enhance`` returns None)."""
     img = as_2d_image(lr, "low-resolution image")
     if not 2 <= n_aug <= 8:
         raise InputError(f"n_aug must be between 2 and 8, got {n_aug}.")
@@ -123,14 +120,36 @@ def tta_uncertainty(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug: int 
     for k in range(n_aug):
         if cancel is not None and (cancel() if callable(cancel) else cancel.is_set()):
             return None
-        out = _dihedral_inverse(np.asarray(enhance(np.ascontiguousarray(_dihedral(img, k))), dtype=np.float64), k)
+        yield {"step": k, "total": n_aug, "message": f"uncertainty: flip/rotation {k + 1} of {n_aug}"}
+        res = enhance(np.ascontiguousarray(_dihedral(img, k)))
+        if res is None:
+            return None
+        out = _dihedral_inverse(np.asarray(res, dtype=np.float64), k)
         s1 = out if s1 is None else s1 + out
         s2 = out * out if s2 is None else s2 + out * out
-        if progress is not None:
-            progress({"step": k + 1, "total": n_aug, "message": f"augmentation {k + 1}/{n_aug}"})
+    yield {"step": n_aug, "total": n_aug, "message": "uncertainty done"}
     mean = s1 / n_aug
     std = np.sqrt(np.maximum(s2 / n_aug - mean * mean, 0.0))
     return mean, std
+
+
+def tta_uncertainty(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug: int = 8, progress=None, cancel=None):
+    """Mean and standard deviation of ``enhance`` over the first ``n_aug`` flips/rotations of ``lr``.
+
+    ``enhance`` maps a 2-D LR array to its enhanced array (any fixed scale). Augmentation ``k`` is
+    ``rot90(lr, k % 4)``, mirrored left-right for ``k >= 4``; each output is transformed back before
+    the statistics. The spread is large where the result depends on the orientation of the input,
+    i.e. where the network guesses. Returns ``(mean, std)`` arrays of the enhanced shape, or None if
+    cancelled.
+    """
+    gen = tta_uncertainty_iter(lr, enhance, n_aug=n_aug, cancel=cancel)
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(rec)
 
 
 # --------------------------------------------------------------------------------------- ROIs

@@ -296,3 +296,26 @@ def test_close_stops_the_runner(setup, qtbot, monkeypatch):
     w.close()
     assert w.runner.wait(5)
     assert w.runner.state is not State.RUNNING
+
+
+def test_uncertainty_map_layer_feeds_scan_enhance_rescan(setup, qtbot):
+    from matrestore._widgets.rescan import RescanWidget
+
+    viewer, w = setup
+    w.unc_spin.setValue(2)
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    sr_layer, unc = viewer.layers["lr_sr"], viewer.layers["lr_sr_uncertainty"]
+    assert unc.data.shape == sr_layer.data.shape
+    assert tuple(unc.scale) == tuple(sr_layer.scale) and tuple(unc.translate) == tuple(sr_layer.translate)
+    assert unc.data.min() >= 0 and float(unc.data.max()) > 0  # an untrained net is not rotation-equivariant
+    assert "flips/rotations" in unc.metadata["matrestore"]["what"]
+    # the ROI widget proposes regions where the enhancement is unsure
+    r = RescanWidget(viewer)
+    r.image_combo.setCurrentText("lr_sr")
+    r.source_combo.setCurrentText("high values of a map layer (e.g. uncertainty)")
+    r.map_combo.setCurrentText("lr_sr_uncertainty")
+    r.min_size.setValue(2)
+    r.margin.setValue(1)
+    r.propose()
+    qtbot.waitUntil(lambda: len(r.rois()) > 0, timeout=10000)
+    assert 0 < r.last_stats["area_fraction"] < 1

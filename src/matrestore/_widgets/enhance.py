@@ -131,7 +131,7 @@ def _eta(rec: dict) -> str:
 
 # ---------------------------------------------------------------------------------------- engine calls
 def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch=None, device=None,
-                mode="fast", top_k=None, gt=None, name="input", cancel=None):
+                mode="fast", top_k=None, gt=None, name="input", uncertainty: int = 0, cancel=None):
     """The engine calls behind the widget (a generator; no Qt, no layers).
 
     Loads the model (``"default"`` or a path; reused from ``cache`` when the file has not changed),
@@ -139,7 +139,9 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
     estimate of the time left) and, with ``gt``, scores the baselines and the result with
     :func:`matrestore.evaluation.evaluate_baselines`. Returns ``None`` when cancelled, else
     ``{"image", "scale", "model_key", "model_meta", "device", "elapsed_s", "tiles", "references",
-    "metrics", "data_range"}``.
+    "metrics", "data_range", "uncertainty"}``. With ``uncertainty = n`` (2..8) it also returns the
+    standard deviation of the enhancement over ``n`` flips/rotations of the input
+    (:func:`matrestore.ser.tta_uncertainty_iter`), the map that scan-enhance-rescan proposes ROIs on.
     """
     from .. import device as _device
     from ..sr import enhance_iter, load_references
@@ -173,7 +175,24 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
         out = {"image": result, "scale": s, "model_key": key, "model_meta": model_summary(mdl),
                "device": _device.describe(dev), "device_name": str(dev), "elapsed_s": elapsed,
                "tiles": last.get("total"), "tile": last.get("tile"), "batch": last.get("batch"),
-               "references": bank.summary(), "metrics": None, "data_range": None}
+               "references": bank.summary(), "metrics": None, "data_range": None, "uncertainty": None}
+        if uncertainty:
+            import torch
+
+            from .. import ser
+            from ..sr import RefFeatures, enhance as sr_enhance
+
+            with torch.no_grad():
+                feats = RefFeatures(mdl, bank, dev)  # reference features once for all augmentations
+
+            def one(a):
+                return sr_enhance(a, bank, mdl, tile=tile, batch=batch, device=dev, cancel=cancel, mode=mode,
+                                  top_k=top_k, ref_features=feats)
+
+            tta = yield from ser.tta_uncertainty_iter(img, one, n_aug=int(uncertainty), cancel=cancel)
+            if tta is None:
+                return None
+            out["uncertainty"] = tta[1].astype(np.float32)
         if gt is not None:
             total = last.get("total") or 1
             yield {"step": total, "total": total, "message": "scoring against the ground truth…"}
@@ -330,6 +349,12 @@ class EnhanceWidget(QWidget):
         af.addRow("device", drow)
         af.addRow("top-k references", self.topk_spin)
         af.addRow("stitching", self.mode_combo)
+        self.unc_spin = QSpinBox(minimum=0, maximum=8, value=0)
+        self.unc_spin.setSpecialValueText("off")
+        self.unc_spin.setToolTip("Also compute an uncertainty map: the standard deviation of the result over this many "
+                                 "flips/rotations of the input (2-8; each costs one more enhancement). Added as "
+                                 "'<input>_sr_uncertainty'; the Scan-enhance-rescan widget proposes regions on it.")
+        af.addRow("uncertainty (TTA)", self.unc_spin)
         af.addRow(self.defaults_btn)
         self.adv_box.setVisible(False)
         lay.addWidget(self.adv_box)
@@ -414,6 +439,7 @@ class EnhanceWidget(QWidget):
         self.device_combo.setCurrentIndex(0)
         self.topk_spin.setValue(0)
         self.mode_combo.setCurrentIndex(0)
+        self.unc_spin.setValue(0)
 
     # ------------------------------------------------------------------ model and device
     def _sync_model(self, *_) -> None:
@@ -621,7 +647,8 @@ class EnhanceWidget(QWidget):
         ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
         params = {"tile": self.tile_spin.value() or None, "batch": self.batch_spin.value() or None,
                   "device": self.device(), "mode": MODES[self.mode_combo.currentText()],
-                  "top_k": self.topk_spin.value() or None}
+                  "top_k": self.topk_spin.value() or None,
+                  "uncertainty": self.unc_spin.value() if self.unc_spin.value() >= 2 else 0}
         return {"input": inp, "name": inp.name, "out_name": out_name, "gt": gt, "gt_name": gt.name if gt else None,
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
@@ -642,7 +669,7 @@ class EnhanceWidget(QWidget):
         return self.runner.start(
             enhance_job, job["input"].data, references=job["sources"], model=job["model"], cache=self.model_cache,
             tile=p["tile"], batch=p["batch"], device=p["device"], mode=p["mode"], top_k=p["top_k"],
-            gt=None if job["gt"] is None else job["gt"].data, name=job["name"],
+            gt=None if job["gt"] is None else job["gt"].data, name=job["name"], uncertainty=p["uncertainty"],
             on_returned=self._show_result, message="starting…")
 
     def cancel(self) -> None:
@@ -683,6 +710,16 @@ class EnhanceWidget(QWidget):
         md = self._result_metadata(job, res)
         layer = self._put_layer(job["out_name"], res["image"], scale, translate, md, job["contrast_limits"],
                                 job["units"])
+        if res.get("uncertainty") is not None:
+            umd = {k: v for k, v in md.items() if k != OUTPUT_KEY}
+            umd[OUTPUT_KEY] = {"made_by": "enhance (uncertainty)", "source": job["name"],
+                               "what": f"standard deviation of the enhancement over {job['params']['uncertainty']} "
+                                       "flips/rotations of the input (test-time augmentation), intensity units"}
+            u = res["uncertainty"]
+            ulayer = self._put_layer(f"{job['out_name']}_uncertainty", u, scale, translate, umd,
+                                     (0.0, float(np.percentile(u, 99.5)) or 1.0), job["units"])
+            ulayer.colormap = "inferno"
+            ulayer.visible = False
         h, w = res["image"].shape
         text = (f"Done: '{layer.name}' ({h}×{w} px, ×{s}) in {res['elapsed_s']:.1f} s on {res['device']}, "
                 f"{len(job['ref_names'])} reference source(s).")
