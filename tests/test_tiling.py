@@ -61,3 +61,15 @@ def test_stitch_reproduces_a_local_operator_when_margin_covers_its_radius():
 
 def test_batched():
     assert [len(b) for b in batched(list(range(10)), 4)] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("n,tile,margin", [(1024, 512, 35), (1024, 384, 35), (1000, 256, 20), (300, 512, 35), (129, 64, 10)])
+def test_balanced_tile_keeps_the_count_and_evens_the_work(n, tile, margin):
+    from matrestore.tiling import balanced_tile
+
+    t = balanced_tile(n, tile, margin)
+    assert t <= tile and len(axis_plan(n, t, margin)) == len(axis_plan(n, tile, margin))
+    segs = axis_plan(n, t, margin)
+    assert len(segs) * t <= len(axis_plan(n, tile, margin)) * tile
+    if len(segs) > 1:
+        assert len(axis_plan(n, t - 1, margin)) > len(segs)  # the smallest such tile

@@ -79,6 +79,9 @@ def save(path, tensors: dict, meta: dict, task: str) -> Path:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         save_file(clean, str(tmp), metadata={META_KEY: json.dumps(doc, allow_nan=False)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not the temporary file's private mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():

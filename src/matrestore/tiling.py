@@ -24,7 +24,7 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["Tile", "axis_plan", "plan_tiles", "margin_for_keep", "batched", "Stitcher", "seam_profile"]
+__all__ = ["Tile", "axis_plan", "plan_tiles", "margin_for_keep", "balanced_tile", "batched", "Stitcher", "seam_profile"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,19 @@ def margin_for_keep(tile: int, keep: float) -> int:
     return int(round(tile * (1.0 - keep) / 2.0))
 
 
+def balanced_tile(n: int, tile: int, margin: int) -> int:
+    """The smallest tile (at most ``tile``) that covers an axis of length ``n`` with as few tiles as
+    ``tile`` needs: spreads the work evenly instead of a last tile that keeps only a sliver."""
+    n, tile, margin = int(n), int(tile), int(margin)
+    if n <= tile:
+        return n
+    inner = tile - 2 * margin
+    if inner < 1:
+        return tile
+    k = -(-(n - 2 * margin) // inner)
+    return min(tile, -(-(n - 2 * margin) // k) + 2 * margin)
+
+
 def axis_plan(n: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
     """``[(start, stop, keep0, keep1), ...]`` along one axis of length ``n``.
 
@@ -79,10 +92,10 @@ def axis_plan(n: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]
         raise InputError(f"cannot tile an axis of length {n}.")
     if margin < 0 or tile < 1:
         raise InputError(f"tile must be >= 1 and margin >= 0 (got tile={tile}, margin={margin}).")
+    if n <= tile:  # one window: nothing is discarded
+        return [(0, n, 0, n)]
     if tile - 2 * margin < 1:
         raise InputError(f"tile {tile} leaves nothing to keep with a margin of {margin} on each side.")
-    if n <= tile:
-        return [(0, n, 0, n)]
     segs = []
     start, keep0 = 0, 0
     while True:

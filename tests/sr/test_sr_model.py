@@ -123,3 +123,13 @@ def test_vgg_has_torchvision_names_and_grey_folding(tmp_path):
 def test_discriminator_any_size():
     d = Discriminator(4)
     assert d(torch.randn(3, 1, 40, 56)).shape == (3,)
+
+
+def test_preset_receptive_radius_is_the_measured_one():
+    from matrestore.sr import measure_receptive_radius
+
+    m = build_model("tiny", seed=5)
+    stored = m.cfg.receptive_radius
+    assert stored is not None and measure_receptive_radius(m, trials=2, seed=1) <= stored
+    assert build_model("tiny", feats=(4, 4, 4)).cfg.receptive_radius is None
+    assert build_model("tiny", top_k=3).cfg.receptive_radius == stored

@@ -28,7 +28,7 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x):
-        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+        return x + self.res_scale * self.conv2(F.relu_(self.conv1(x)))
 
 
 def _cubic(x: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:

@@ -62,7 +62,7 @@ class VGG19Features(nn.Module):
                 block += 1
             else:
                 w = self.widths[block]
-                layers += [nn.Conv2d(cin, w, 3, padding=1), nn.ReLU(inplace=False)]
+                layers += [nn.Conv2d(cin, w, 3, padding=1), nn.ReLU(inplace=True)]
                 cin = w
         self.features = nn.Sequential(*layers[: LAYER_INDEX[upto] + 1])
 

@@ -70,17 +70,20 @@ PRESETS = {
     # the official TTSR network (7.3 M parameters with its LTE); ImageNet VGG19 weights fit its LTE
     "paper": SRConfig(
         preset="paper", feats=(64, 64, 64), res_blocks=(16, 16, 8, 4), lte_channels=(64, 128, 256),
-        lte_in_channels=3, top_k=1, ref_crop=300, disc_feats=32,
+        lte_in_channels=3, top_k=1, ref_crop=300, disc_feats=32, receptive_radius=99,
     ),
     # sized for CPU training and inference (see docs/sr_engine.md for the measured speed)
-    "cpu": SRConfig(preset="cpu"),
+    "cpu": SRConfig(preset="cpu", receptive_radius=33),
     # for tests: a few thousand parameters, receptive radius small enough for exact tiling tests
     "tiny": SRConfig(
         preset="tiny", feats=(8, 8, 4), res_blocks=(1, 1, 1, 1), lte_channels=(4, 8, 8), lte_in_channels=1,
-        top_k=2, ref_crop=32, disc_feats=4,
+        top_k=2, ref_crop=32, disc_feats=4, receptive_radius=19,
     ),
 }
 
+
+# receptive_radius: measured with matrestore.sr.enhance.measure_receptive_radius (depends on the
+# architecture only); enhance's fast mode uses it + 2 as the default halo.
 
 # ----------------------------------------------------------------------------------------------
 # normalisation (whole image, never per tile)
@@ -153,7 +156,7 @@ class SFE(nn.Module):
         self.conv_tail = conv3x3(n, n)
 
     def forward(self, x):
-        x = F.relu(self.conv_head(x))
+        x = F.relu_(self.conv_head(x))
         x1 = x
         for rb in self.RBs:
             x = rb(x)
@@ -172,10 +175,10 @@ class CSFI2(nn.Module):
         self.conv_merge2 = conv3x3(2 * n2, n2)
 
     def forward(self, x1, x2):
-        x12 = F.relu(_up(self.conv12(x1), 2))
-        x21 = F.relu(self.conv21(x2))
-        x1 = F.relu(self.conv_merge1(torch.cat((x1, x21), 1)))
-        x2 = F.relu(self.conv_merge2(torch.cat((x2, x12), 1)))
+        x12 = F.relu_(_up(self.conv12(x1), 2))
+        x21 = F.relu_(self.conv21(x2))
+        x1 = F.relu_(self.conv_merge1(torch.cat((x1, x21), 1)))
+        x2 = F.relu_(self.conv_merge2(torch.cat((x2, x12), 1)))
         return x1, x2
 
 
@@ -194,15 +197,15 @@ class CSFI3(nn.Module):
         self.conv_merge3 = conv3x3(3 * n4, n4)
 
     def forward(self, x1, x2, x3):
-        x12 = F.relu(_up(self.conv12(x1), 2))
-        x13 = F.relu(_up(self.conv13(x1), 4))
-        x21 = F.relu(self.conv21(x2))
-        x23 = F.relu(_up(self.conv23(x2), 2))
-        x31 = F.relu(self.conv31_2(F.relu(self.conv31_1(x3))))
-        x32 = F.relu(self.conv32(x3))
-        x1 = F.relu(self.conv_merge1(torch.cat((x1, x21, x31), 1)))
-        x2 = F.relu(self.conv_merge2(torch.cat((x2, x12, x32), 1)))
-        x3 = F.relu(self.conv_merge3(torch.cat((x3, x13, x23), 1)))
+        x12 = F.relu_(_up(self.conv12(x1), 2))
+        x13 = F.relu_(_up(self.conv13(x1), 4))
+        x21 = F.relu_(self.conv21(x2))
+        x23 = F.relu_(_up(self.conv23(x2), 2))
+        x31 = F.relu_(self.conv31_2(F.relu_(self.conv31_1(x3))))
+        x32 = F.relu_(self.conv32(x3))
+        x1 = F.relu_(self.conv_merge1(torch.cat((x1, x21, x31), 1)))
+        x2 = F.relu_(self.conv_merge2(torch.cat((x2, x12, x32), 1)))
+        x3 = F.relu_(self.conv_merge3(torch.cat((x3, x13, x23), 1)))
         return x1, x2, x3
 
 
@@ -216,9 +219,9 @@ class MergeTail(nn.Module):
         self.conv_tail2 = conv1x1(max(n4 // 2, 1), 1)
 
     def forward(self, x1, x2, x3):
-        x13 = F.relu(_up(self.conv13(x1), 4))
-        x23 = F.relu(_up(self.conv23(x2), 2))
-        x = F.relu(self.conv_merge(torch.cat((x3, x13, x23), 1)))
+        x13 = F.relu_(_up(self.conv13(x1), 4))
+        x23 = F.relu_(_up(self.conv23(x2), 2))
+        x = F.relu_(self.conv_merge(torch.cat((x3, x13, x23), 1)))
         return self.conv_tail2(self.conv_tail1(x))
 
 
@@ -263,7 +266,7 @@ class MainNet(nn.Module):
         x11 = x11 + self.conv11_tail(x11_res)
         # ×2
         x21, x21_res = x11, x11
-        x22 = F.relu(self.ps12(self.conv12(x11)))
+        x22 = F.relu_(self.ps12(self.conv12(x11)))
         x22 = x22 + self.conv22_head(torch.cat((x22, T2), 1)) * _up(S, 2)
         x22_res = x22
         x21_res, x22_res = self.ex12(x21_res, x22_res)
@@ -273,7 +276,7 @@ class MainNet(nn.Module):
         x22 = x22 + self.conv22_tail(x22_res)
         # ×4
         x31, x31_res, x32, x32_res = x21, x21, x22, x22
-        x33 = F.relu(self.ps23(self.conv23(x22)))
+        x33 = F.relu_(self.ps23(self.conv23(x22)))
         x33 = x33 + self.conv33_head(torch.cat((x33, T1), 1)) * _up(S, 4)
         x33_res = x33
         x31_res, x32_res, x33_res = self.ex123(x31_res, x32_res, x33_res)
@@ -490,6 +493,8 @@ def build_model(preset: str = "cpu", seed: int | None = None, **overrides) -> TT
         raise InputError(f"unknown model option(s) {sorted(bad)}.")
     for k, v in overrides.items():
         setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+    if "receptive_radius" not in overrides and set(overrides) & {"feats", "res_blocks", "lte_channels", "lte_in_channels", "scale"}:
+        cfg.receptive_radius = None  # a changed architecture: measured when first needed
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
