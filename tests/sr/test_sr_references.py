@@ -65,11 +65,15 @@ def test_selector_picks_the_matching_reference(tiny_model, ref_images):
 
 def test_feature_cache_is_bounded_and_recomputes(tiny_model, ref_images):
     bank = ReferenceBank.from_images(ref_images, ["a", "b", "c"], crop=32)
-    feats = RefFeatures(tiny_model, bank, cache_mb=0.05)
-    assert feats._bytes <= 0.05 * 2**20 and len(feats._cache) < len(bank)
-    before = feats.computed
+    feats = RefFeatures(tiny_model, bank, cache_mb=0.2)
+    for i in range(len(bank)):
+        feats.get(i)
+    assert feats.computed == len(bank)
+    assert 0 < feats._bytes <= 0.2 * 2**20 and len(feats._cache) < len(bank)
     keys, tables = feats.get(0)  # evicted early: recomputed
-    assert feats.computed == before + 1
+    assert feats.computed == len(bank) + 1
+    feats.get(len(bank) - 1)  # recently used: cached
+    assert feats.computed == len(bank) + 1
     full = RefFeatures(tiny_model, bank)
     k2, t2 = full.get(0)
     torch.testing.assert_close(keys, k2)

@@ -28,7 +28,7 @@ import torch
 from .._validate import InputError, as_2d_image
 from ..device import autocast, free_memory, is_oom, pick_device
 from ..tiling import Stitcher, balanced_tile, margin_for_keep, plan_tiles
-from .model import TTSR, denormalise, norm_stats, normalise, transfer, unfold_normalised
+from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
 from .references import RefFeatures, ReferenceBank, load_references
 
@@ -254,11 +254,15 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
                    "margin": margin, "batch": bsz, "elapsed_s": time.perf_counter() - t0}
         if not restart:
             break
-    out = denormalise(stitch.out, stats)
+    out = stitch.out  # float32; back to the input's units in place (no extra full-size copies)
+    lo, hi = stats
+    out += 1.0
+    out *= (hi - lo) / 2.0
+    out += lo
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
-        out = np.clip(out, info.min, info.max)
-    return out.astype(np.float32)
+        np.clip(out, info.min, info.max, out=out)
+    return out
 
 
 def enhance(lr, references, model="default", tile=None, batch=None, device=None, progress: Callable | None = None,

@@ -4,10 +4,10 @@
   model's ``ref_crop`` size (images smaller than a crop are mirrored up to it), each normalised with
   the percentiles of its whole source image. The Ref↓↑ version (area-average down, bicubic up, to
   match LR↑) is made on the fly by the model.
-* :class:`RefFeatures` — everything a model needs from a bank, computed once per image and reused
-  by every tile: the selector embeddings of all crops (computed up front), and per crop the normalised
-  3×3 key patches of LTE(Ref↓↑) and the value tables of LTE(Ref) at three scales (computed when first
-  needed, kept in a memory-bounded cache).
+* :class:`RefFeatures` — everything a model needs from a bank, computed once per image (or once for
+  many images) and reused by every tile: the selector embeddings of all crops (computed up front), and
+  per crop the normalised 3×3 key patches of LTE(Ref↓↑) and the value tables of LTE(Ref) at three
+  scales (computed when a crop is first selected, kept in a memory-bounded cache).
 * Selection (eqs. 1-5): embeddings ``K`` of LR↑ (or a tile of it) and ``V`` of every Ref↓↑ are the
   channel means and standard deviations of the LTE relu3_1 features (the trained LTE is the embedding
   network, as the paper suggests after training); both are centred on the bank's mean embedding, then
@@ -185,12 +185,9 @@ class RefFeatures:
         embs = []
         with torch.no_grad():
             for i in range(0, len(bank), self.batch):
-                ids = list(range(i, min(i + self.batch, len(bank))))
-                ref = bank.tensor(ids, self.device)
-                k3, values = model.ref_features(ref)
+                ref = bank.tensor(list(range(i, min(i + self.batch, len(bank)))), self.device)
+                k3 = model.query(model.ref_dsup(ref))  # LTE(Ref↓↑) relu3_1: the embedding source
                 embs.append(model.embed(k3))
-                for j, idx in enumerate(ids):
-                    self._store(idx, k3[j : j + 1], [v[j : j + 1] for v in values])
         self.emb = torch.cat(embs, 0)
         self.centre = self.emb.mean(0, keepdim=True)
         self.key_hw = tuple(k3.shape[-2:])
