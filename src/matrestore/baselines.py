@@ -25,7 +25,8 @@ BICUBIC_A = -0.5  # Keys' cubic convolution, as in PIL/OpenCV/Matlab
 __all__ = ["METHODS", "upsample", "upsample_all", "upsampled_geometry"]
 
 
-def _cubic(x: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:
+def cubic_kernel(x: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:
+    """Keys' cubic convolution kernel (a = -0.5, as PIL/OpenCV/Matlab); support [-2, 2]."""
     x = np.abs(x)
     out = np.zeros_like(x)
     m1 = x <= 1
@@ -41,7 +42,7 @@ def _lanczos(x: np.ndarray, a: int = LANCZOS_A) -> np.ndarray:
     return out
 
 
-_KERNELS = {"bicubic": (_cubic, 2), "lanczos": (_lanczos, LANCZOS_A)}
+_KERNELS = {"bicubic": (cubic_kernel, 2), "lanczos": (_lanczos, LANCZOS_A)}
 
 
 def _resample_axis(arr: np.ndarray, scale: int, kernel, support: int, axis: int) -> np.ndarray:

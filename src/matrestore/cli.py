@@ -58,20 +58,25 @@ def compare_files(hr_paths, lr_paths=None, scale=4, noise=None, seed=0, out_dir=
 
 
 def _cmd_compare(args) -> int:
+    doc = compare_files(args.hr, args.lr, scale=args.scale, noise=args.noise, seed=args.seed, out_dir=args.out_dir)
+    report_compare(doc, args.json)
+    return 0
+
+
+def report_compare(doc: dict, json_path=None) -> None:
+    """Print a compare document (per-image tables, then the set summary) and write it as JSON."""
     from .evaluation import format_summary, format_table
 
-    doc = compare_files(args.hr, args.lr, scale=args.scale, noise=args.noise, seed=args.seed, out_dir=args.out_dir)
     for img in doc["images"]:
-        print(f"\n{img['name']}  {img['shape'][0]}×{img['shape'][1]} px, scale {args.scale}, data range {img['data_range']:g}")
+        print(f"\n{img['name']}  {img['shape'][0]}×{img['shape'][1]} px, scale {doc['scale']}, data range {img['data_range']:g}")
         print(format_table(img["metrics"]))
     if len(doc["images"]) > 1:
         print()
         print(format_summary(doc["summary"]))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2))
-        print(f"\nwrote {args.json}")
-    return 0
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(doc, indent=2))
+        print(f"\nwrote {json_path}")
 
 
 def _cmd_demo(args) -> int:

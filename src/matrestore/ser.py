@@ -142,14 +142,9 @@ def tta_uncertainty(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug: int 
     i.e. where the network guesses. Returns ``(mean, std)`` arrays of the enhanced shape, or None if
     cancelled.
     """
-    gen = tta_uncertainty_iter(lr, enhance, n_aug=n_aug, cancel=cancel)
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(rec)
+    from .progress import drive
+
+    return drive(tta_uncertainty_iter(lr, enhance, n_aug=n_aug, cancel=cancel), progress)
 
 
 # --------------------------------------------------------------------------------------- ROIs

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..baselines import BICUBIC_A
+from ..baselines import cubic_kernel
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -31,16 +31,6 @@ class ResBlock(nn.Module):
         return x + self.res_scale * self.conv2(F.relu_(self.conv1(x)))
 
 
-def _cubic(x: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:
-    x = np.abs(x)
-    out = np.zeros_like(x)
-    m1 = x <= 1
-    m2 = (x > 1) & (x < 2)
-    out[m1] = (a + 2) * x[m1] ** 3 - (a + 3) * x[m1] ** 2 + 1
-    out[m2] = a * x[m2] ** 3 - 5 * a * x[m2] ** 2 + 8 * a * x[m2] - 4 * a
-    return out
-
-
 def bicubic_phase_weights(scale: int) -> tuple[np.ndarray, int]:
     """``(weights[scale, 2*pad+1], pad)``: output ``i*s + r`` = sum_k weights[r, k] * in[i + k - pad].
 
@@ -53,7 +43,7 @@ def bicubic_phase_weights(scale: int) -> tuple[np.ndarray, int]:
     for r in range(scale):
         frac = (r + 0.5) / scale - 0.5
         base = int(np.floor(frac))
-        w = _cubic((frac - base) - ks)
+        w = cubic_kernel((frac - base) - ks)
         rows.append(w / w.sum())
         offsets.append(base + ks)
     pad = int(max(np.abs(np.concatenate(offsets))))

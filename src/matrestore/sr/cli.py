@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -139,19 +138,9 @@ def _cmd_enhance(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from ..evaluation import format_summary, format_table
+    from ..cli import report_compare
 
-    doc = evaluate_files(args)
-    for img in doc["images"]:
-        print(f"\n{img['name']}  {img['shape'][0]}×{img['shape'][1]} px, scale {doc['scale']}, data range {img['data_range']:g}")
-        print(format_table(img["metrics"]))
-    if len(doc["images"]) > 1:
-        print()
-        print(format_summary(doc["summary"]))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2))
-        print(f"\nwrote {args.json}")
+    report_compare(evaluate_files(args), args.json)
     return 0
 
 

@@ -30,7 +30,7 @@ from ..device import autocast, free_memory, is_oom, pick_device
 from ..tiling import Stitcher, balanced_tile, margin_for_keep, plan_tiles
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
-from .references import RefFeatures, ReferenceBank, load_references
+from .references import RefFeatures, load_references
 
 __all__ = ["enhance", "enhance_iter", "measure_receptive_radius", "image_embedding", "default_tiling", "output_geometry"]
 
@@ -294,11 +294,6 @@ def enhance(lr, references, model="default", tile=None, batch=None, device=None,
     range for integer inputs), or ``None`` if cancelled. Pixel size is the input's divided by ``s``;
     :func:`matrestore.baselines.upsampled_geometry` gives the layer scale/translate.
     """
-    gen = enhance_iter(lr, references, model, tile=tile, batch=batch, device=device, cancel=cancel, **kw)
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(rec)
+    from ..progress import drive
+
+    return drive(enhance_iter(lr, references, model, tile=tile, batch=batch, device=device, cancel=cancel, **kw), progress)
