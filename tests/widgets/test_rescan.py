@@ -103,3 +103,10 @@ def test_layer_picker_follows_viewer(widget):
     assert w.image_combo.findText("another") < 0
     viewer.add_image(np.zeros((20, 20, 3)), name="rgb", rgb=True)
     assert w.image_combo.findText("rgb") < 0  # RGB layers are not offered
+
+
+def test_dwell_time_taken_from_the_file_metadata(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="fei", metadata={"dwell_time_us": 6.0, "unit": "nm"})
+    w = RescanWidget(viewer)
+    assert w.dwell_hr.value() == pytest.approx(6.0)

@@ -238,6 +238,9 @@ class RescanWidget(QWidget):
         layer = self.image_layer()
         if layer is None:
             return
+        dwell = (layer.metadata or {}).get("dwell_time_us")
+        if isinstance(dwell, (int, float)) and dwell > 0:  # the instrument's dwell time, from the file
+            self.dwell_hr.setValue(float(dwell))
         name = f"{layer.name}_rois"
         if self.rois_layer is not None and self.rois_layer.name == name and name in self.viewer.layers:
             self.update_stats()
