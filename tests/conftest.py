@@ -25,3 +25,9 @@ def textured():
 
     img = data.camera().astype(np.float64) / 255.0
     return transform.resize(img[100:292, 150:342], (96, 96), anti_aliasing=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    """Widgets remember their settings; tests use a throw-away INI file, never the user's QSettings."""
+    monkeypatch.setenv("MATRESTORE_SETTINGS", str(tmp_path / "matrestore_settings.ini"))
