@@ -83,10 +83,25 @@ def test_compare_real_sem_uses_pixel_size(shared_data, tmp_path):
 def test_demo_writes_outputs(tmp_path):
     doc = cli.main(["demo", "--out", str(tmp_path / "demo")])
     assert doc == 0
-    for name in ("lr.tif", "hr.tif", "bicubic.tif", "side_by_side.png", "metrics.json"):
+    for name in ("lr.tif", "hr.tif", "bicubic.tif", "ttsr.tif", "side_by_side.png", "metrics.json"):
         assert (tmp_path / "demo" / name).is_file()
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())["metrics"]
+    doc = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    metrics = doc["metrics"]
     assert metrics["bicubic"]["essim"] > metrics["nearest"]["essim"]
+    # the shipped model beats bicubic on the sample (it was among its training images: see the model card)
+    assert metrics["ttsr"]["essim"] > metrics["bicubic"]["essim"]
+    assert metrics["ttsr"]["psnr"] > metrics["bicubic"]["psnr"]
+    assert doc["panels"] == ["LR (nearest)", "bicubic", "TTSR", "HR"]
+    sr, meta = io.read_image(tmp_path / "demo" / "ttsr.tif")
+    hr, hmeta = io.read_image(tmp_path / "demo" / "hr.tif")
+    assert sr.shape == hr.shape and meta["pixel_size"] == pytest.approx(hmeta["pixel_size"])
+
+
+def test_demo_without_model_and_scale_mismatch(tmp_path, capsys):
+    assert cli.main(["demo", "--no-model", "--out", str(tmp_path / "d")]) == 0
+    assert not (tmp_path / "d" / "ttsr.tif").exists()
+    assert cli.main(["demo", "--scale", "2", "--out", str(tmp_path / "e")]) != 0
+    assert "use --scale 4" in capsys.readouterr().err
 
 
 def test_console_script_entry_point():

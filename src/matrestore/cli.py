@@ -82,7 +82,7 @@ def report_compare(doc: dict, json_path=None) -> None:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, scale=args.scale)
+    run_demo(out_dir=args.out, scale=args.scale, model=None if args.no_model else args.model)
     return 0
 
 
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the main job on the bundled SEM sample")
     d.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
     d.add_argument("--scale", type=int, default=4, help="integer scale factor (default 4)")
+    d.add_argument("--model", default="default", help="SR model file (default: the bundled model)")
+    d.add_argument("--no-model", action="store_true", help="baselines only (nearest, bicubic, Lanczos)")
     d.set_defaults(func=_cmd_demo)
 
     e = sub.add_parser("ser", help="scan-enhance-rescan: propose, export and register regions of interest")
