@@ -12,6 +12,8 @@ scales, runs the widget in LR mode with an ESSIM map and saves the whole window.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "compare_widget.png")
     ap.add_argument("--scale", type=int, default=4)
     args = ap.parse_args(argv)
+    # the widget's default options, whatever this computer's user has chosen in napari (and left as they are)
+    os.environ.setdefault("MATRESTORE_SETTINGS", str(Path(tempfile.mkdtemp(prefix="matrestore_settings_")) / "s.ini"))
 
     import napari
     from qtpy.QtWidgets import QApplication

@@ -248,6 +248,7 @@ def test_bad_inputs_give_messages(setup, qtbot, monkeypatch, tmp_path, images, c
         p = tmp_path / "corrupt.safetensors"
         p.write_bytes(b"not a model at all")
         w.set_model(p)
+        assert "not a readable" in w.model_note.text()  # said before running
     elif case == "no_default":
         import matrestore.sr.modelio as modelio
 
@@ -265,6 +266,17 @@ def test_bad_inputs_give_messages(setup, qtbot, monkeypatch, tmp_path, images, c
     assert len(viewer.layers) == n
     for name, snap in snaps.items():
         assert_unchanged(viewer.layers[name], snap)
+
+
+def test_model_note_describes_the_model(setup, tiny_path):
+    from matrestore.sr.modelio import DEFAULT_MODEL
+
+    _, w = setup
+    assert "tiny preset" in w.model_note.text() and "×4" in w.model_note.text()  # from the file's metadata
+    w.set_model("default")
+    if DEFAULT_MODEL.is_file():
+        assert w.model_note.text().startswith("default model installed: ")
+        assert "preset" in w.model_note.text() and w.model_note.styleSheet() == ""
 
 
 def test_rgb_input_refused(setup, qtbot):

@@ -110,3 +110,11 @@ def test_dwell_time_taken_from_the_file_metadata(make_napari_viewer):
     viewer.add_image(np.zeros((64, 64), np.uint8), name="fei", metadata={"dwell_time_us": 6.0, "unit": "nm"})
     w = RescanWidget(viewer)
     assert w.dwell_hr.value() == pytest.approx(6.0)
+    assert w.dwell_lr.value() == pytest.approx(6.0)  # equal dwell times, as in the paper: break-even 15/16
+    assert w.last_stats["break_even"] == pytest.approx(15 / 16)
+    w.dwell_lr.setValue(12.0)  # the user's edit survives changes to the layer list
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="other")
+    assert w.dwell_lr.value() == pytest.approx(12.0) and w.dwell_hr.value() == pytest.approx(6.0)
+    w.image_combo.setCurrentText("other")  # no dwell time in its metadata: the values stay
+    w.image_combo.setCurrentText("fei")  # picked again: the file's dwell time again
+    assert w.dwell_lr.value() == pytest.approx(6.0)

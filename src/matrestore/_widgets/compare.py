@@ -8,7 +8,8 @@ map layer. Input layers are only read, never changed.
 
 Layer pickers offer 2-D single-channel image layers. Other image layers (RGB, 3-D stacks,
 multiscale) stay visible in the candidate list, greyed out with the reason, and are named in a note
-under the pickers.
+under the pickers. The options (mode, data range, map) are remembered between sessions; "Restore
+defaults" sets them back.
 """
 
 from __future__ import annotations
@@ -33,23 +34,20 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from .. import evaluation
 from .. import metrics as _metrics
 from .._validate import InputError, as_2d_image
 from ..baselines import METHODS, upsampled_geometry
-from ._worker import ERROR_STYLE, State, TaskRunner
+from ._layers import LayerCheckList, LayerCombo, LayerDock, layer_problem, put_image
+from ._worker import ERROR_STYLE
 
 __all__ = ["CompareWidget", "compare_job", "layer_problem"]
 
@@ -116,17 +114,6 @@ def compare_job(gt, *, lr=None, candidates=None, scale: int = 4, data_range=None
 
 
 # ---------------------------------------------------------------------------------------- layer helpers
-def layer_problem(layer) -> str | None:
-    """Why an image layer cannot be compared (None when it can: 2-D, one channel, one scale)."""
-    if getattr(layer, "rgb", False):
-        return "RGB: convert it to greyscale first"
-    if getattr(layer, "multiscale", False):
-        return "multiscale: not supported"
-    if layer.ndim != 2:
-        return f"{layer.ndim}-D: only 2-D images can be compared"
-    return None
-
-
 def _shape(layer) -> tuple:
     return tuple(int(n) for n in layer.data.shape)
 
@@ -166,37 +153,45 @@ class _CopyTable(QTableWidget):
         super().keyPressEvent(ev)
 
 
+def metrics_table(copy_callback, first_column: str, tooltip: str) -> _CopyTable:
+    """The read-only table of PSNR / SSIM / ESSIM, one row a method or candidate (Ctrl+C copies it all)."""
+    table = _CopyTable(copy_callback, 0, 4)
+    table.setHorizontalHeaderLabels([first_column] + [evaluation.LABELS[m] for m in _metrics.METRICS])
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectRows)
+    table.verticalHeader().setVisible(False)
+    hh = table.horizontalHeader()
+    hh.setSectionResizeMode(0, QHeaderView.Stretch)
+    for c in (1, 2, 3):
+        hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+    table.setToolTip(tooltip + "\nCtrl+C copies the whole table.")
+    return table
+
+
 # ---------------------------------------------------------------------------------------- widget
-class CompareWidget(QWidget):
+class CompareWidget(LayerDock):
     """Score candidate images (or the interpolation baselines of an LR image) against a ground truth."""
 
+    settings_group = "compare"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.last_results: dict | None = None
-        self._gt_choices: list = []
-        self._lr_choices: list = []
-        self._cand_layers: list = []
         self._checked: set[int] = set()
         self._inferred_for: tuple | None = None
         self._job: dict | None = None
         self._build()
-        self.runner = TaskRunner(self.progress_bar, self.progress_label, self.status, parent=self)
-        self.runner.state_changed.connect(self._follow_state)
-        self.runner.stop_when_closed(self)
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            getattr(ev, name).connect(self._refresh_layers)
-        self._refresh_layers()
+        self._remember({"mode_lr": self.mode_lr, "mode_candidates": self.mode_cand, "scale": self.scale_spin,
+                        "range_auto": self.range_auto, "range": self.range_spin, "map": self.map_combo})
+        self._start_runner(self.progress_bar, self.progress_label, self.status)
+        self._watch_layers()
         self._sync_mode()
-        self._follow_state(State.IDLE)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         form = QFormLayout()
-        self.gt_combo = QComboBox()
-        self.gt_combo.setToolTip("Ground truth: the high-resolution (or clean) image the others are scored against.")
+        self.gt_combo = LayerCombo("Ground truth: the high-resolution (or clean) image the others are scored against.")
         form.addRow("ground truth", self.gt_combo)
         lay.addLayout(form)
 
@@ -217,8 +212,7 @@ class CompareWidget(QWidget):
 
         self.lr_box = QGroupBox("Low-resolution input")
         lf = QFormLayout(self.lr_box)
-        self.lr_combo = QComboBox()
-        self.lr_combo.setToolTip("The low-resolution image; its size × the scale factor must match the ground truth.")
+        self.lr_combo = LayerCombo("The low-resolution image; its size × the scale factor must match the ground truth.")
         self.scale_spin = QSpinBox(minimum=1, maximum=32, value=4)
         self.scale_spin.setPrefix("×")
         self.scale_spin.setToolTip("Integer scale factor between the LR layer and the ground truth. Inferred from "
@@ -234,15 +228,12 @@ class CompareWidget(QWidget):
 
         self.cand_box = QGroupBox("Candidates (same shape as the ground truth)")
         cf = QVBoxLayout(self.cand_box)
-        self.cand_list = QListWidget()
-        self.cand_list.setToolTip("Check the layers to score. Greyed-out layers cannot be compared (reason shown).")
-        self.cand_list.setMaximumHeight(110)
+        self.cand_list = LayerCheckList("a candidate", "Check the layers to score. Greyed-out layers cannot be "
+                                        "compared (reason shown).", max_height=110)
         cf.addWidget(self.cand_list)
         lay.addWidget(self.cand_box)
 
-        self.invalid_note = QLabel("")
-        self.invalid_note.setWordWrap(True)
-        self.invalid_note.setToolTip("Image layers that are not offered in the pickers, and why.")
+        self.invalid_note = self._unoffered_label()
         lay.addWidget(self.invalid_note)
 
         opts = QFormLayout()
@@ -270,40 +261,17 @@ class CompareWidget(QWidget):
         mrow.addWidget(self.map_of, 1)
         opts.addRow("map layer", mrow)
         lay.addLayout(opts)
+        lay.addLayout(self._defaults_row("Set the mode, scale factor, data range and map layer options back to "
+                                         "their defaults. (They are remembered between sessions.)"))
 
-        brow = QHBoxLayout()
-        self.run_btn = QPushButton("Compare")
-        self.run_btn.setToolTip("Compute PSNR, SSIM and ESSIM (in the background; the viewer stays usable).")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop the running comparison; nothing is added or changed.")
-        brow.addWidget(self.run_btn, 1)
-        brow.addWidget(self.cancel_btn)
-        lay.addLayout(brow)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setToolTip("Progress of the running comparison.")
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setFormat("%v / %m")
-        self.progress_label = QLabel("")
-        self.progress_label.setToolTip("The step being computed.")
-        lay.addWidget(self.progress_bar)
-        lay.addWidget(self.progress_label)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.status.setToolTip("Result or error of the last run.")
-        lay.addWidget(self.status)
+        self._add_run_controls(
+            lay, run=("Compare", "Compute PSNR, SSIM and ESSIM (in the background; the viewer stays usable)."),
+            cancel_tip="Stop the running comparison; nothing is added or changed.",
+            progress=("%v / %m", "Progress of the running comparison."), step_tip="The step being computed.")
 
-        self.table = _CopyTable(self.copy_table, 0, 4)
-        self.table.setHorizontalHeaderLabels(["candidate"] + [evaluation.LABELS[m] for m in _metrics.METRICS])
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(0, QHeaderView.Stretch)
-        for c in (1, 2, 3):
-            hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
-        self.table.setToolTip("PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of each candidate; "
-                              "the best value of each column is highlighted.\nCtrl+C copies the whole table.")
+        self.table = metrics_table(self.copy_table, "candidate",
+                                   "PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of each candidate; "
+                                   "the best value of each column is highlighted.")
         lay.addWidget(self.table)
         self.range_label = QLabel("")
         self.range_label.setWordWrap(True)
@@ -321,8 +289,6 @@ class CompareWidget(QWidget):
         lay.addStretch(1)
         self._fit_table()
 
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
         self.copy_btn.clicked.connect(self.copy_table)
         self.save_btn.clicked.connect(self._save_dialog)
         self.mode_lr.toggled.connect(self._sync_mode)
@@ -333,60 +299,28 @@ class CompareWidget(QWidget):
         self.map_combo.currentIndexChanged.connect(self._sync_map)
 
     # ------------------------------------------------------------------ layer pickers
-    def _image_layers(self) -> list:
-        from napari.layers import Image
-
-        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
-
-    @staticmethod
-    def _fill_combo(combo: QComboBox, layers: list, keep, default) -> None:
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems([lyr.name for lyr in layers])
-        pick = keep if any(lyr is keep for lyr in layers) else default
-        idx = next((i for i, lyr in enumerate(layers) if lyr is pick), -1)
-        combo.setCurrentIndex(idx)
-        combo.blockSignals(False)
-
     def _refresh_layers(self, event=None) -> None:
         images = self._image_layers()
         valid = [lyr for lyr in images if layer_problem(lyr) is None]
-        gt_keep, lr_keep = self.gt_layer(), self.lr_layer()
         by_size = sorted(valid, key=lambda lyr: np.prod(_shape(lyr)))
         gt_default = by_size[-1] if by_size else None
         lr_default = next((lyr for lyr in by_size if lyr is not gt_default), None)
-        self._gt_choices = list(valid)
-        self._lr_choices = list(valid)
-        self._fill_combo(self.gt_combo, self._gt_choices, gt_keep, gt_default)
-        self._fill_combo(self.lr_combo, self._lr_choices, lr_keep, lr_default)
-        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
-        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
-        self.invalid_note.setVisible(bool(bad))
+        self.gt_combo.fill(valid, gt_default)
+        self.lr_combo.fill(valid, lr_default)
+        self._show_unoffered(images)
         self._on_selection()
 
     def _fill_candidates(self) -> None:
         gt = self.gt_layer()
-        lst = self.cand_list
-        lst.blockSignals(True)
-        lst.clear()
-        self._cand_layers = []
+        rows = []
         for lyr in self._image_layers():
             why = layer_problem(lyr) or ("ground truth" if lyr is gt else None)
-            item = QListWidgetItem(lyr.name if why is None else f"{lyr.name}  ({why})")
-            if why is None:
-                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
-                item.setCheckState(Qt.Checked if id(lyr) in self._checked else Qt.Unchecked)
-                item.setToolTip(f"{lyr.name}: {_shape(lyr)[0]}×{_shape(lyr)[1]} px")
-            else:
-                item.setFlags(Qt.NoItemFlags)
-                item.setToolTip(f"{lyr.name} cannot be a candidate: {why}.")
-            lst.addItem(item)
-            self._cand_layers.append(lyr)
-        lst.blockSignals(False)
+            rows.append((lyr, why, lyr.name, id(lyr) in self._checked))
+        self.cand_list.fill(rows)
         self._sync_map()
 
     def _on_check(self, item) -> None:
-        lyr = self._cand_layers[self.cand_list.row(item)]
+        lyr = self.cand_list.layer_of(item)
         (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(id(lyr))
         self._sync_map()
 
@@ -398,36 +332,27 @@ class CompareWidget(QWidget):
             self._inferred_for = key
             factor, source = _infer_factor(gt, lr)
             if factor is not None:
+                self.scale_spin.blockSignals(True)  # inferred from the layers: not remembered as the user's choice
                 self.scale_spin.setValue(factor)
+                self.scale_spin.blockSignals(False)
                 self.scale_hint.setText(f"from the {source}")
             else:
                 self.scale_hint.setText("")
         self._sync_range()
 
     def gt_layer(self):
-        i = self.gt_combo.currentIndex()
-        return self._gt_choices[i] if 0 <= i < len(self._gt_choices) else None
+        return self.gt_combo.layer()
 
     def lr_layer(self):
-        i = self.lr_combo.currentIndex()
-        return self._lr_choices[i] if 0 <= i < len(self._lr_choices) else None
+        return self.lr_combo.layer()
 
     def candidate_layers(self) -> list:
         """The checked candidate layers, in list order."""
-        out = []
-        for i, lyr in enumerate(self._cand_layers):
-            item = self.cand_list.item(i)
-            if item.flags() & Qt.ItemIsEnabled and item.checkState() == Qt.Checked:
-                out.append(lyr)
-        return out
+        return self.cand_list.checked_layers()
 
     def set_candidates(self, names) -> None:
         """Check exactly the candidate layers named in ``names`` (for scripts and tests)."""
-        names = set(names)
-        for i, lyr in enumerate(self._cand_layers):
-            item = self.cand_list.item(i)
-            if item.flags() & Qt.ItemIsUserCheckable:
-                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+        self.cand_list.set_checked(names)
 
     # ------------------------------------------------------------------ options
     def _sync_mode(self, *_) -> None:
@@ -520,14 +445,6 @@ class CompareWidget(QWidget):
             kwargs.update(candidates={c.name: c.data for c in job["candidates"]})
         self.runner.start(compare_job, job["gt"].data, on_returned=self._show_results, message="starting…", **kwargs)
 
-    def cancel(self) -> None:
-        self.runner.cancel()
-
-    def _follow_state(self, state) -> None:
-        running = state is State.RUNNING
-        self.run_btn.setEnabled(not running)
-        self.cancel_btn.setEnabled(running)
-
     # ------------------------------------------------------------------ results (GUI thread)
     def _show_results(self, res) -> None:
         job = self._job
@@ -572,17 +489,8 @@ class CompareWidget(QWidget):
 
     def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, colormap):
         """Update the layer called ``name`` in place (second run) or add it."""
-        from napari.layers import Image
-
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale = scale
-            layer.translate = translate
-            layer.metadata = metadata
-            return layer
-        return self.viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=metadata,
-                                     contrast_limits=contrast_limits, colormap=colormap)
+        return put_image(self.viewer, name, data, scale, translate, metadata, contrast_limits=contrast_limits,
+                         colormap=colormap)
 
     def _fill_table(self, scores: dict) -> None:
         t = self.table
@@ -658,14 +566,3 @@ class CompareWidget(QWidget):
             except OSError as exc:
                 self.status.setStyleSheet(ERROR_STYLE)
                 self.status.setText(f"could not save {path}: {exc}")
-
-    # ------------------------------------------------------------------ teardown
-    def closeEvent(self, event):  # noqa: N802 (Qt API)
-        self.runner.stop()  # (also done by the runner's event filter)
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            try:
-                getattr(ev, name).disconnect(self._refresh_layers)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        super().closeEvent(event)

@@ -8,7 +8,8 @@ the layer ``<input>_sr``, scaled and shifted so that it overlays the input
 (:func:`matrestore.baselines.upsampled_geometry`). A second run updates that layer in place. With a
 ground-truth layer, the nearest / bicubic / Lanczos baselines and the result are scored
 (:func:`matrestore.evaluation.evaluate_baselines`) and shown in a copyable table. Input layers are
-only read, never changed.
+only read, never changed. The model choice, the reference folder and the advanced options are
+remembered between sessions; "Restore defaults" sets them back.
 """
 
 from __future__ import annotations
@@ -19,18 +20,13 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -40,11 +36,11 @@ from qtpy.QtWidgets import (
 )
 
 from .. import evaluation
-from .. import metrics as _metrics
 from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
-from ._worker import ERROR_STYLE, State, TaskRunner
-from .compare import CompareWidget, _CopyTable, layer_problem
+from ._layers import LayerCheckList, LayerCombo, LayerDock, layer_problem, put_image
+from ._worker import ERROR_STYLE
+from .compare import CompareWidget, metrics_table
 from .rescan import ROLE_KEY
 
 __all__ = ["EnhanceWidget", "enhance_job", "MIN_SIZE"]
@@ -88,6 +84,25 @@ def _load_model(spec, cache: dict):
     cache.clear()
     cache.update(key=key, model=model)  # one dict assignment: safe to read later on the GUI thread
     return model, key, False
+
+
+def describe_model_file(path) -> str:
+    """One line about a model file, from its metadata only (the weights are not read): preset, scale,
+    size and the validation gain over bicubic when the file records them. InputError for a file that
+    is not a readable super-resolution model."""
+    from .. import modelfile
+
+    meta = modelfile.read_metadata(path, task="sr")
+    cfg = meta.get("config") or {}
+    parts = [f"{cfg['preset']} preset"] if cfg.get("preset") else []
+    if meta.get("scale"):
+        parts.append(f"×{meta['scale']}")
+    if isinstance(meta.get("parameters"), int):
+        parts.append(f"{meta['parameters'] / 1e3:.0f} k parameters")
+    gain = ((meta.get("metrics") or {}).get("validation") or {}).get("psnr_gain_db")
+    if isinstance(gain, (int, float)):
+        parts.append(f"validation: {gain:+.2f} dB PSNR over bicubic")
+    return ", ".join(parts)
 
 
 def model_summary(model) -> dict:
@@ -208,8 +223,10 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
 
 
 # ---------------------------------------------------------------------------------------- widget
-class EnhanceWidget(QWidget):
+class EnhanceWidget(LayerDock):
     """Super-resolve a 2-D micrograph layer with a TTSR model and HR reference images."""
+
+    settings_group = "enhance"
 
     # the Compare widget's table code, reused as is (it needs self.table, self.last_results, self.runner, self.status)
     _fill_table = CompareWidget._fill_table
@@ -218,49 +235,45 @@ class EnhanceWidget(QWidget):
     copy_table = CompareWidget.copy_table
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.last_results: dict | None = None
         self.model_cache: dict = {}
-        self._input_choices: list = []
-        self._gt_choices: list = []
-        self._ref_layers: list = []
         self._checked: set[int] = set()
         self._unchecked: set[int] = set()
         self._job: dict | None = None
         self._build()
-        self.runner = TaskRunner(self.progress_bar, self.progress_label, self.status, parent=self)
-        self.runner.state_changed.connect(self._follow_state)
-        self.runner.stop_when_closed(self)
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            getattr(ev, name).connect(self._refresh_layers)
-        self._refresh_layers()
+        self._sync_device()  # fills the device list before its remembered choice is applied
+        self._remember({"model_default": self.model_default, "model_file": self.model_file_radio,
+                        "model_path": self.model_path, "reference_folder": self.ref_folder,
+                        "tile": self.tile_spin, "batch": self.batch_spin, "device": self.device_combo,
+                        "top_k": self.topk_spin, "mode": self.mode_combo, "uncertainty": self.unc_spin})
+        self._start_runner(self.progress_bar, self.progress_label, self.status)
+        self._watch_layers()
         self._sync_model()
         self._sync_device()
-        self._follow_state(State.IDLE)
+
+    @property
+    def _input_choices(self) -> list:
+        return self.input_combo.choices
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         form = QFormLayout()
-        self.input_combo = QComboBox()
-        self.input_combo.setToolTip("The low-resolution 2-D greyscale image to super-resolve. RGB, 3-D and "
-                                    "multiscale layers are not offered (see the note below).")
+        self.input_combo = LayerCombo("The low-resolution 2-D greyscale image to super-resolve. RGB, 3-D and "
+                                      "multiscale layers are not offered (see the note below).")
         form.addRow("input", self.input_combo)
-        self.gt_combo = QComboBox()
-        self.gt_combo.setToolTip("Optional ground truth (a high-resolution image of the same field, s × the input's "
-                                 "size): after enhancing, the result and the nearest / bicubic / Lanczos baselines "
-                                 "are scored against it (PSNR, SSIM, ESSIM).")
+        self.gt_combo = LayerCombo("Optional ground truth (a high-resolution image of the same field, s × the "
+                                   "input's size): after enhancing, the result and the nearest / bicubic / Lanczos "
+                                   "baselines are scored against it (PSNR, SSIM, ESSIM).")
         form.addRow("ground truth", self.gt_combo)
         lay.addLayout(form)
 
         rbox = QGroupBox("References (high-resolution images of similar material)")
         rl = QVBoxLayout(rbox)
-        self.ref_list = QListWidget()
-        self.ref_list.setToolTip("Check the image layers to use as references. Layers marked as references "
-                                 f"(metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) are checked for you.")
-        self.ref_list.setMaximumHeight(100)
+        self.ref_list = LayerCheckList("a reference", "Check the image layers to use as references. Layers marked "
+                                       f"as references (metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) "
+                                       "are checked for you.", max_height=100)
         rl.addWidget(self.ref_list)
         frow = QHBoxLayout()
         self.ref_folder = QLineEdit()
@@ -342,8 +355,6 @@ class EnhanceWidget(QWidget):
         self.mode_combo.setToolTip("Stitching of the tiles.\nfast: large tiles with a halo of the network's receptive "
                                    "radius; equals whole-image inference.\npaper: the SEM paper's 32×32 tiles keeping "
                                    "the central 62.5 %, each tile choosing its own references.")
-        self.defaults_btn = QPushButton("Restore defaults")
-        self.defaults_btn.setToolTip("Set tile, batch, device, top-k and stitching back to their defaults.")
         af.addRow("tile size", self.tile_spin)
         af.addRow("batch size", self.batch_spin)
         af.addRow("device", drow)
@@ -355,52 +366,28 @@ class EnhanceWidget(QWidget):
                                  "flips/rotations of the input (2-8; each costs one more enhancement). Added as "
                                  "'<input>_sr_uncertainty'; the Scan-enhance-rescan widget proposes regions on it.")
         af.addRow("uncertainty (TTA)", self.unc_spin)
-        af.addRow(self.defaults_btn)
+        af.addRow(self._defaults_row("Set the model choice, the reference folder and the advanced options (tile, "
+                                     "batch, device, top-k, stitching, uncertainty) back to their defaults. "
+                                     "(They are remembered between sessions.)"))
         self.adv_box.setVisible(False)
         lay.addWidget(self.adv_box)
 
-        self.invalid_note = QLabel("")
-        self.invalid_note.setWordWrap(True)
-        self.invalid_note.setToolTip("Image layers that are not offered in the pickers, and why.")
+        self.invalid_note = self._unoffered_label()
         lay.addWidget(self.invalid_note)
 
-        brow = QHBoxLayout()
-        self.run_btn = QPushButton("Enhance")
-        self.run_btn.setToolTip("Super-resolve the input in the background (the viewer stays usable); the result "
-                                "goes into the layer '<input>_sr', updated in place on later runs.")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop after the current batch of tiles; nothing is added or changed.")
-        brow.addWidget(self.run_btn, 1)
-        brow.addWidget(self.cancel_btn)
-        lay.addLayout(brow)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setToolTip("Tiles done of all tiles.")
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setFormat("%v / %m tiles")
-        self.progress_label = QLabel("")
-        self.progress_label.setToolTip("The step being computed, time so far and the estimated time left.")
-        lay.addWidget(self.progress_bar)
-        lay.addWidget(self.progress_label)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.status.setToolTip("Result or error of the last run.")
-        lay.addWidget(self.status)
+        self._add_run_controls(
+            lay, run=("Enhance", "Super-resolve the input in the background (the viewer stays usable); the result "
+                                 "goes into the layer '<input>_sr', updated in place on later runs."),
+            cancel_tip="Stop after the current batch of tiles; nothing is added or changed.",
+            progress=("%v / %m tiles", "Tiles done of all tiles."),
+            step_tip="The step being computed, time so far and the estimated time left.")
 
         self.table_box = QGroupBox("Against the ground truth")
         tl = QVBoxLayout(self.table_box)
-        self.table = _CopyTable(self.copy_table, 0, 4)
-        self.table.setHorizontalHeaderLabels(["method"] + [evaluation.LABELS[m] for m in _metrics.METRICS])
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(0, QHeaderView.Stretch)
-        for c in (1, 2, 3):
-            hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
-        self.table.setToolTip("PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of the interpolation "
-                              "baselines and the TTSR result against the ground truth; the best value of each "
-                              "column is highlighted.\nCtrl+C copies the whole table.")
+        self.table = metrics_table(self.copy_table, "method",
+                                   "PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of the interpolation "
+                                   "baselines and the TTSR result against the ground truth; the best value of each "
+                                   "column is highlighted.")
         tl.addWidget(self.table)
         crow = QHBoxLayout()
         self.range_label = QLabel("")
@@ -416,15 +403,12 @@ class EnhanceWidget(QWidget):
         lay.addStretch(1)
         self._fit_table()
 
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
         self.copy_btn.clicked.connect(self.copy_table)
         self.ref_browse.clicked.connect(self._browse_folder)
         self.model_browse.clicked.connect(self._browse_model)
         self.model_default.toggled.connect(self._sync_model)
         self.model_path.textChanged.connect(self._sync_model)
         self.adv_toggle.toggled.connect(self._toggle_advanced)
-        self.defaults_btn.clicked.connect(self.restore_defaults)
         self.device_combo.currentIndexChanged.connect(self._sync_device)
         self.input_combo.currentIndexChanged.connect(self._on_input)
         self.ref_list.itemChanged.connect(self._on_check)
@@ -432,14 +416,6 @@ class EnhanceWidget(QWidget):
     def _toggle_advanced(self, on: bool) -> None:
         self.adv_toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
         self.adv_box.setVisible(on)
-
-    def restore_defaults(self) -> None:
-        self.tile_spin.setValue(0)
-        self.batch_spin.setValue(0)
-        self.device_combo.setCurrentIndex(0)
-        self.topk_spin.setValue(0)
-        self.mode_combo.setCurrentIndex(0)
-        self.unc_spin.setValue(0)
 
     # ------------------------------------------------------------------ model and device
     def _sync_model(self, *_) -> None:
@@ -450,12 +426,20 @@ class EnhanceWidget(QWidget):
         self.model_browse.setEnabled(not default)
         if default:
             ok = DEFAULT_MODEL.is_file()
-            text = "default model installed." if ok else (
+            text = "default model installed" if ok else (
                 "No default model is installed yet: choose a model file trained with `matrestore sr train`.")
+            path = DEFAULT_MODEL
         else:
             p = self.model_path.text().strip()
-            ok = bool(p) and Path(p).expanduser().is_file()
+            path = Path(p).expanduser()
+            ok = bool(p) and path.is_file()
             text = "" if ok else ("choose a model file." if not p else f"model file not found: {p}")
+        if ok:
+            try:
+                about = describe_model_file(path)
+                text = f"{text}: {about}." if text and about else (text + "." if text else about)
+            except InputError as exc:
+                ok, text = False, str(exc)
         self.model_note.setText(text)
         self.model_note.setStyleSheet("" if ok else ERROR_STYLE)
         self.model_note.setVisible(bool(text))
@@ -467,6 +451,7 @@ class EnhanceWidget(QWidget):
         else:
             self.model_path.setText(str(path))
             self.model_file_radio.setChecked(True)
+            self.settings.save("model_path")  # set here, not typed: no editingFinished to save it
         self._sync_model()
 
     def model_spec(self):
@@ -499,6 +484,7 @@ class EnhanceWidget(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Folder of reference images", self.ref_folder.text())
         if path:
             self.ref_folder.setText(path)
+            self.settings.save("reference_folder")
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Super-resolution model", self.model_path.text(),
@@ -507,11 +493,6 @@ class EnhanceWidget(QWidget):
             self.set_model(path)
 
     # ------------------------------------------------------------------ layer pickers
-    def _image_layers(self) -> list:
-        from napari.layers import Image
-
-        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
-
     @staticmethod
     def _is_reference(layer) -> bool:
         return (layer.metadata or {}).get(ROLE_KEY) == "reference"
@@ -524,30 +505,15 @@ class EnhanceWidget(QWidget):
     def _refresh_layers(self, event=None) -> None:
         images = self._image_layers()
         valid = [lyr for lyr in images if layer_problem(lyr) is None]
-        keep_in, keep_gt = self.input_layer(), self.gt_layer()
         plain = [lyr for lyr in valid if not self._is_reference(lyr) and not self._is_output(lyr)]
         active = self.viewer.layers.selection.active
         default = active if active in plain else (min(plain, key=lambda l: np.prod(l.data.shape)) if plain else None)
         if default is None and valid:
             default = valid[0]
-        self._input_choices = list(valid)
-        self._fill(self.input_combo, self._input_choices, keep_in, default, none=False)
-        self._gt_choices = [None] + list(valid)
-        self._fill(self.gt_combo, self._gt_choices, keep_gt, None, none=True)
-        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
-        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
-        self.invalid_note.setVisible(bool(bad))
+        self.input_combo.fill(valid, default)
+        self.gt_combo.fill([None] + valid, None)  # "(none)" unless a ground truth is chosen
+        self._show_unoffered(images)
         self._fill_refs()
-
-    @staticmethod
-    def _fill(combo: QComboBox, layers: list, keep, default, none: bool) -> None:
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(["(none)" if lyr is None else lyr.name for lyr in layers])
-        pick = keep if any(lyr is keep for lyr in layers) else default
-        idx = next((i for i, lyr in enumerate(layers) if lyr is pick), 0 if none else -1)
-        combo.setCurrentIndex(idx)
-        combo.blockSignals(False)
 
     def _on_input(self, *_) -> None:
         self._fill_refs()
@@ -555,10 +521,7 @@ class EnhanceWidget(QWidget):
     def _fill_refs(self) -> None:
         inp = self.input_layer()
         out_name = f"{inp.name}_sr" if inp is not None else None
-        lst = self.ref_list
-        lst.blockSignals(True)
-        lst.clear()
-        self._ref_layers = []
+        rows = []
         for lyr in self._image_layers():
             why = layer_problem(lyr)
             if why is None and lyr is inp:
@@ -566,22 +529,12 @@ class EnhanceWidget(QWidget):
             elif why is None and (lyr.name == out_name or self._is_output(lyr)):
                 why = "a super-resolution result"
             label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
-            item = QListWidgetItem(label if why is None else f"{lyr.name}  ({why})")
-            if why is None:
-                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
-                on = id(lyr) in self._checked or (self._is_reference(lyr) and id(lyr) not in self._unchecked)
-                item.setCheckState(Qt.Checked if on else Qt.Unchecked)
-                h, w = lyr.data.shape[-2:]
-                item.setToolTip(f"{lyr.name}: {h}×{w} px")
-            else:
-                item.setFlags(Qt.NoItemFlags)
-                item.setToolTip(f"{lyr.name} cannot be a reference: {why}.")
-            lst.addItem(item)
-            self._ref_layers.append(lyr)
-        lst.blockSignals(False)
+            on = id(lyr) in self._checked or (self._is_reference(lyr) and id(lyr) not in self._unchecked)
+            rows.append((lyr, why, label, on))
+        self.ref_list.fill(rows)
 
     def _on_check(self, item) -> None:
-        lyr = self._ref_layers[self.ref_list.row(item)]
+        lyr = self.ref_list.layer_of(item)
         if item.checkState() == Qt.Checked:
             self._checked.add(id(lyr))
             self._unchecked.discard(id(lyr))
@@ -590,29 +543,18 @@ class EnhanceWidget(QWidget):
             self._unchecked.add(id(lyr))
 
     def input_layer(self):
-        i = self.input_combo.currentIndex()
-        return self._input_choices[i] if 0 <= i < len(self._input_choices) else None
+        return self.input_combo.layer()
 
     def gt_layer(self):
-        i = self.gt_combo.currentIndex()
-        return self._gt_choices[i] if 0 <= i < len(self._gt_choices) else None
+        return self.gt_combo.layer()
 
     def reference_layers(self) -> list:
         """The checked reference layers, in list order."""
-        out = []
-        for i, lyr in enumerate(self._ref_layers):
-            item = self.ref_list.item(i)
-            if item.flags() & Qt.ItemIsEnabled and item.checkState() == Qt.Checked:
-                out.append(lyr)
-        return out
+        return self.ref_list.checked_layers()
 
     def set_references(self, names) -> None:
         """Check exactly the reference layers named in ``names`` (for scripts and tests)."""
-        names = set(names)
-        for i, lyr in enumerate(self._ref_layers):
-            item = self.ref_list.item(i)
-            if item.flags() & Qt.ItemIsUserCheckable:
-                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+        self.ref_list.set_checked(names)
 
     # ------------------------------------------------------------------ running
     def _collect(self) -> dict:
@@ -671,14 +613,6 @@ class EnhanceWidget(QWidget):
             tile=p["tile"], batch=p["batch"], device=p["device"], mode=p["mode"], top_k=p["top_k"],
             gt=None if job["gt"] is None else job["gt"].data, name=job["name"], uncertainty=p["uncertainty"],
             on_returned=self._show_result, message="starting…")
-
-    def cancel(self) -> None:
-        self.runner.cancel()
-
-    def _follow_state(self, state) -> None:
-        running = state is State.RUNNING
-        self.run_btn.setEnabled(not running)
-        self.cancel_btn.setEnabled(running)
 
     # ------------------------------------------------------------------ results (GUI thread)
     def _result_metadata(self, job: dict, res: dict) -> dict:
@@ -739,28 +673,8 @@ class EnhanceWidget(QWidget):
 
     def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, units=None):
         """Update the layer called ``name`` in place (second run) or add it."""
-        from napari.layers import Image
-
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale = scale
-            layer.translate = translate
-            layer.metadata = metadata
-            if units is not None:
-                try:
-                    layer.units = units
-                except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
-                    pass
-            return layer
-        kwargs = dict(name=name, scale=scale, translate=translate, metadata=metadata,
-                      contrast_limits=contrast_limits, colormap="gray")
-        if units is not None:
-            try:
-                return self.viewer.add_image(data, units=units, **kwargs)
-            except Exception:  # noqa: BLE001 - a unit napari does not understand: add without it
-                pass
-        return self.viewer.add_image(data, **kwargs)
+        return put_image(self.viewer, name, data, scale, translate, metadata, units=units,
+                         contrast_limits=contrast_limits, colormap="gray")
 
     # ------------------------------------------------------------------ export
     def table_csv(self) -> str:
@@ -768,14 +682,3 @@ class EnhanceWidget(QWidget):
         if not self.last_results or not self.last_results.get("metrics"):
             raise InputError("nothing to copy yet: enhance with a ground-truth layer chosen first.")
         return evaluation.table_to_csv(self.last_results["metrics"])
-
-    # ------------------------------------------------------------------ teardown
-    def closeEvent(self, event):  # noqa: N802 (Qt API)
-        self.runner.stop()  # (also done by the runner's event filter)
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            try:
-                getattr(ev, name).disconnect(self._refresh_layers)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        super().closeEvent(event)

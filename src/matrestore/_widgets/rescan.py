@@ -1,7 +1,8 @@
 """Scan-enhance-rescan dock widget: propose and edit regions of interest, see the time they cost,
 export them for the microscope and bring the high-resolution rescans back.
 
-Thin layer over :mod:`matrestore.ser`: every number shown here comes from there.
+Thin layer over :mod:`matrestore.ser`: every number shown here comes from there. The proposal and
+time options are remembered between sessions; "Restore defaults" sets them back.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from qtpy.QtWidgets import (
 
 from .. import ser
 from .._validate import InputError
-from ._worker import ERROR_STYLE, State, TaskRunner
+from ._layers import LayerCombo, LayerDock
+from ._worker import ERROR_STYLE, State
 
 SOURCES = {
     "dark features (voids)": "low",
@@ -35,6 +37,14 @@ SOURCES = {
     "high values of a map layer (e.g. uncertainty)": "map",
 }
 ROLE_KEY = "matrestore_role"  # layer.metadata[ROLE_KEY] == "reference": HR rescans for the reference bank
+
+
+def _duration(minutes: float) -> str:
+    """A scan time for people: minutes from one minute on, else seconds or milliseconds."""
+    m = abs(float(minutes))
+    if m >= 1:
+        return f"{m:.2f} min"
+    return f"{m * 60:.1f} s" if m * 60 >= 1 else f"{m * 60e3:.3g} ms"
 
 
 def _unit_of(layer) -> str:
@@ -86,26 +96,27 @@ class TimePlot(QWidget):
         p.setPen(axis)
         for x in (0, 0.5, 1):
             p.drawText(pt(x, 0) + QPointF(-8, 14), f"{x:g}")
-        for yy in (0, 0.5, 1):
+        for yy in (0, 0.5, 1) if ymax <= 2 else (0, round(ymax / 2), int(ymax)):  # labels that do not overlap
             p.drawText(pt(0, yy) + QPointF(-30, 4), f"{yy:g}")
-        p.drawText(QPointF(left + pw / 2 - 50, h - 2), "A_interest / A_total")
+        p.drawText(QPointF(left + pw / 2 - 50, h - 6), "A_interest / A_total")  # room for the underscore
         p.drawText(pt(0, ymax) + QPointF(4, 12), "t_SER / t_HR")
         p.end()
 
 
-class RescanWidget(QWidget):
+class RescanWidget(LayerDock):
     """Pick regions of interest on an enhanced micrograph and plan their high-resolution rescan."""
 
+    settings_group = "rescan"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.rois_layer = None
         self.last_stats: dict = {}
+        self._dwell_for = None  # the image whose file's dwell time was last put into the dwell boxes
 
         lay = QVBoxLayout(self)
         form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The enhanced (or any) 2-D micrograph on which regions of interest are picked.")
+        self.image_combo = LayerCombo("The enhanced (or any) 2-D micrograph on which regions of interest are picked.")
         form.addRow("image", self.image_combo)
         lay.addLayout(form)
 
@@ -115,8 +126,7 @@ class RescanWidget(QWidget):
         self.source_combo.addItems(list(SOURCES))
         self.source_combo.setToolTip("What makes a region interesting: dark features such as voids, bright "
                                      "features, or high values of another layer (an uncertainty map).")
-        self.map_combo = QComboBox()
-        self.map_combo.setToolTip("Score layer (same shape as the image) for the 'map layer' source.")
+        self.map_combo = LayerCombo("Score layer (same shape as the image) for the 'map layer' source.")
         self.percentile = QDoubleSpinBox(minimum=50.0, maximum=99.99, value=97.0, singleStep=0.5, decimals=2)
         self.percentile.setToolTip("Pixels beyond this percentile of the score are candidates "
                                    "(for dark features: below 100 - percentile).")
@@ -178,13 +188,14 @@ class RescanWidget(QWidget):
         ef.addRow(self.rescan_btn)
         ef.addRow(self.rescan_label)
         lay.addWidget(e)
+        lay.addLayout(self._defaults_row("Set the proposal options (source, percentile, sizes, max regions) and "
+                                         "the time options (scale, dwell times) back to their defaults. "
+                                         "(They are remembered between sessions.)"))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
         lay.addStretch(1)
-        self.runner = TaskRunner(status_label=self.status)
-        self.runner.state_changed.connect(self._follow_state)
-        self.runner.stop_when_closed(self)
+        self._start_runner(None, None, self.status)
 
         self.propose_btn.clicked.connect(self.propose)
         self.export_btn.clicked.connect(self._export_dialog)
@@ -193,37 +204,32 @@ class RescanWidget(QWidget):
         self.source_combo.currentIndexChanged.connect(self._sync_enabled)
         for sb in (self.scale, self.dwell_lr, self.dwell_hr):
             sb.valueChanged.connect(self.update_stats)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self._refresh_layers)
-        ev.removed.connect(self._refresh_layers)
-        ev.reordered.connect(self._refresh_layers)
-        self._refresh_layers()
+        self._remember({"source": self.source_combo, "percentile": self.percentile, "min_size": self.min_size,
+                        "margin": self.margin, "max_regions": self.max_rois, "scale": self.scale,
+                        "dwell_lr": self.dwell_lr, "dwell_hr": self.dwell_hr})
+        self._watch_layers()
         self._sync_enabled()
 
     # ------------------------------------------------------------------ layers
     def _image_layers(self):
-        from napari.layers import Image
-
-        return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 2 and not l.rgb]
+        return [l for l in super()._image_layers() if l.ndim == 2 and not l.rgb]
 
     def _refresh_layers(self, event=None):
-        names = [l.name for l in self._image_layers()]
+        layers = self._image_layers()
         for combo in (self.image_combo, self.map_combo):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            combo.fill(layers, layers[0] if layers else None)
         self._on_image_changed()
 
     def _sync_enabled(self, *_):
         self.map_combo.setEnabled(SOURCES[self.source_combo.currentText()] == "map")
 
     def image_layer(self):
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.image_combo.layer()
+
+    def restore_defaults(self) -> None:
+        super().restore_defaults()
+        self._dwell_from_file(again=True)
+        self.update_stats()
 
     def _message(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
@@ -234,13 +240,27 @@ class RescanWidget(QWidget):
         for b in (self.propose_btn, self.rescan_btn):
             b.setEnabled(not busy)
 
+    def _dwell_from_file(self, again: bool = False) -> None:
+        """The instrument's dwell time from the image's file metadata, as the dwell time of both the LR
+        scan and the HR rescan (equal dwell times, as in the paper); once per chosen image (``again``:
+        once more), so that the user's edits survive changes to the layer list. Not remembered as a
+        setting: it belongs to this image."""
+        layer = self.image_layer()
+        if layer is None or (layer is self._dwell_for and not again):
+            return
+        self._dwell_for = layer
+        dwell = (layer.metadata or {}).get("dwell_time_us")
+        if isinstance(dwell, (int, float)) and not isinstance(dwell, bool) and dwell > 0:
+            for box in (self.dwell_lr, self.dwell_hr):
+                box.blockSignals(True)
+                box.setValue(float(dwell))
+                box.blockSignals(False)
+
     def _on_image_changed(self, *_):
         layer = self.image_layer()
         if layer is None:
             return
-        dwell = (layer.metadata or {}).get("dwell_time_us")
-        if isinstance(dwell, (int, float)) and dwell > 0:  # the instrument's dwell time, from the file
-            self.dwell_hr.setValue(float(dwell))
+        self._dwell_from_file()
         name = f"{layer.name}_rois"
         if self.rois_layer is not None and self.rois_layer.name == name and name in self.viewer.layers:
             self.update_stats()
@@ -283,10 +303,11 @@ class RescanWidget(QWidget):
             raise InputError("open or pick an image layer first.")
         kind = SOURCES[self.source_combo.currentText()]
         if kind == "map":
-            name = self.map_combo.currentText()
-            if name not in self.viewer.layers:
+            map_layer = self.map_combo.layer()
+            if map_layer is None:
                 raise InputError("pick the map layer that scores the regions (e.g. an uncertainty map).")
-            score = np.asarray(self.viewer.layers[name].data)
+            name = map_layer.name
+            score = np.asarray(map_layer.data)
             if score.shape != tuple(image.data.shape):
                 raise InputError(f"map layer {name!r} has shape {score.shape}, the image {tuple(image.data.shape)}; "
                                  "they must match.")
@@ -340,8 +361,9 @@ class RescanWidget(QWidget):
         verdict = "saves" if t["ratio"] < 1 else "costs"
         self.stats_label.setText(
             f"{len(rois)} region(s): A_interest/A_total = {100 * frac:.2f} %\n"
-            f"t_SER/t_HR = {t['ratio']:.3f}  (LR scan {t['t_lr_min']:.2f} min + rescan {t['t_rescan_min']:.2f} min "
-            f"vs full HR {t['t_hr_min']:.2f} min: {verdict} {abs(t['saved_min']):.2f} min)\n"
+            f"t_SER/t_HR = {t['ratio']:.3f}  (LR scan {_duration(t['t_lr_min'])} + rescan "
+            f"{_duration(t['t_rescan_min'])} vs full HR {_duration(t['t_hr_min'])}: {verdict} "
+            f"{_duration(t['saved_min'])})\n"
             f"break-even at {100 * t['break_even']:.1f} % of the area"
         )
         self.plot.set_state(1 - t["break_even"], frac)

@@ -1,0 +1,278 @@
+"""What the dock widgets (Compare, Enhance, Scan-enhance-rescan) share: layer pickers that follow the
+viewer's layer list, the run / cancel / progress / status controls, remembered settings with a
+"Restore defaults" button, and adding or updating an output layer.
+
+- :class:`LayerCombo`: a combo box of layers (optionally with a "(none)" entry) that keeps the chosen
+  layer, by identity, when the layer list changes (added, removed, reordered, renamed layers).
+- :class:`LayerCheckList`: a list of layers to check (candidates, references); layers that cannot be
+  used stay visible, greyed out with the reason.
+- :class:`LayerDock`: the base of the dock widgets: follows the layer list (``_refresh_layers``),
+  stops its runner and lets go of the viewer's events when closed.
+- :func:`layer_problem`: why an image layer cannot be used (RGB, multiscale, not 2-D).
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from ._settings import WidgetSettings
+from ._worker import State, TaskRunner
+
+__all__ = ["LAYER_EVENTS", "NONE", "LayerCheckList", "LayerCombo", "LayerDock", "image_layers", "layer_problem",
+           "put_image"]
+
+LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")  # the layer-list events a picker follows
+NONE = "(none)"  # the text of the None entry of a LayerCombo
+
+
+def image_layers(viewer) -> list:
+    """The viewer's image layers, in layer-list order."""
+    from napari.layers import Image
+
+    return [lyr for lyr in viewer.layers if isinstance(lyr, Image)]
+
+
+def layer_problem(layer) -> str | None:
+    """Why an image layer cannot be compared or enhanced (None when it can: 2-D, one channel, one scale)."""
+    if getattr(layer, "rgb", False):
+        return "RGB: convert it to greyscale first"
+    if getattr(layer, "multiscale", False):
+        return "multiscale: not supported"
+    if layer.ndim != 2:
+        return f"{layer.ndim}-D: only 2-D images can be compared"
+    return None
+
+
+class LayerCombo(QComboBox):
+    """A combo box of layers; ``None`` among them is shown as "(none)"."""
+
+    def __init__(self, tooltip: str = "", parent=None):
+        super().__init__(parent)
+        self.choices: list = []
+        self.setToolTip(tooltip)
+
+    def layer(self):
+        """The chosen layer (None for "(none)" or when there is nothing to choose)."""
+        i = self.currentIndex()
+        return self.choices[i] if 0 <= i < len(self.choices) else None
+
+    def fill(self, layers, default=None) -> None:
+        """Offer ``layers``; the chosen layer stays chosen when it is still offered, else ``default``
+        (nothing chosen when that is not offered either). Emits no signals."""
+        keep = self.layer()
+        self.choices = list(layers)
+        self.blockSignals(True)
+        self.clear()
+        self.addItems([NONE if lyr is None else lyr.name for lyr in self.choices])
+        pick = keep if any(lyr is keep for lyr in self.choices) else default
+        self.setCurrentIndex(next((i for i, lyr in enumerate(self.choices) if lyr is pick), -1))
+        self.blockSignals(False)
+
+
+class LayerCheckList(QListWidget):
+    """A list of layers with check boxes; those that cannot be used are greyed out with the reason."""
+
+    def __init__(self, role: str, tooltip: str = "", max_height: int = 110, parent=None):
+        super().__init__(parent)
+        self.role = role  # "a candidate", "a reference": for the tooltip of a greyed-out layer
+        self.layers: list = []
+        self.setToolTip(tooltip)
+        self.setMaximumHeight(max_height)
+
+    def fill(self, rows) -> None:
+        """Show ``rows`` of ``(layer, why, label, checked)``: ``why`` None for a usable layer (shown as
+        ``label``, checked or not), else the reason it is greyed out. Emits no signals."""
+        self.blockSignals(True)
+        self.clear()
+        self.layers = []
+        for lyr, why, label, checked in rows:
+            item = QListWidgetItem(label if why is None else f"{lyr.name}  ({why})")
+            if why is None:
+                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
+                item.setCheckState(Qt.Checked if checked else Qt.Unchecked)
+                h, w = (int(n) for n in lyr.data.shape[-2:])
+                item.setToolTip(f"{lyr.name}: {h}×{w} px")
+            else:
+                item.setFlags(Qt.NoItemFlags)
+                item.setToolTip(f"{lyr.name} cannot be {self.role}: {why}.")
+            self.addItem(item)
+            self.layers.append(lyr)
+        self.blockSignals(False)
+
+    def layer_of(self, item):
+        return self.layers[self.row(item)]
+
+    def checked_layers(self) -> list:
+        """The checked (usable) layers, in list order."""
+        out = []
+        for i, lyr in enumerate(self.layers):
+            item = self.item(i)
+            if item.flags() & Qt.ItemIsEnabled and item.checkState() == Qt.Checked:
+                out.append(lyr)
+        return out
+
+    def set_checked(self, names) -> None:
+        """Check exactly the usable layers named in ``names``."""
+        names = set(names)
+        for i, lyr in enumerate(self.layers):
+            item = self.item(i)
+            if item.flags() & Qt.ItemIsUserCheckable:
+                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+
+
+def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):
+    """Update the image layer called ``name`` in place (data, scale, translate, metadata; a second run)
+    or add it with ``add_kwargs`` (contrast limits, colormap, …). ``units`` (napari's spatial units)
+    are a convenience for the scale bar: a unit napari does not understand is left out."""
+    from napari.layers import Image
+
+    if name in viewer.layers and isinstance(viewer.layers[name], Image):
+        layer = viewer.layers[name]
+        layer.data = data
+        layer.scale = scale
+        layer.translate = translate
+        layer.metadata = metadata
+        if units is not None:
+            try:
+                layer.units = units
+            except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
+                pass
+        return layer
+    kwargs = dict(name=name, scale=scale, translate=translate, metadata=metadata, **add_kwargs)
+    if units is not None:
+        try:
+            return viewer.add_image(data, units=units, **kwargs)
+        except Exception:  # noqa: BLE001 - a unit napari does not understand: add without it
+            pass
+    return viewer.add_image(data, **kwargs)
+
+
+class LayerDock(QWidget):
+    """Base of the dock widgets: a viewer, layer pickers refreshed by :meth:`_refresh_layers` whenever
+    the layer list changes, a :class:`TaskRunner` stopped when the widget closes, and remembered
+    settings (:attr:`settings`, see :mod:`._settings`)."""
+
+    settings_group = ""  # the QSettings group of the remembered settings
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.settings = WidgetSettings(self.settings_group)
+
+    # ------------------------------------------------------------------ layers
+    def _image_layers(self) -> list:
+        return image_layers(self.viewer)
+
+    def _refresh_layers(self, event=None) -> None:
+        raise NotImplementedError
+
+    def _watch_layers(self) -> None:
+        """Refresh the pickers now and whenever layers are added, removed, reordered or renamed."""
+        ev = self.viewer.layers.events
+        for name in LAYER_EVENTS:
+            getattr(ev, name).connect(self._refresh_layers)
+        self._refresh_layers()
+
+    @staticmethod
+    def _unoffered_label() -> QLabel:
+        label = QLabel("")
+        label.setWordWrap(True)
+        label.setToolTip("Image layers that are not offered in the pickers, and why.")
+        return label
+
+    def _show_unoffered(self, images) -> None:
+        """Name the image layers the pickers do not offer, and why, in ``self.invalid_note``."""
+        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
+        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
+        self.invalid_note.setVisible(bool(bad))
+
+    # ------------------------------------------------------------------ remembered settings
+    def _remember(self, controls: dict) -> None:
+        """Remember ``{key: control}`` between sessions; each control's current value is its default."""
+        for key, control in controls.items():
+            self.settings.bind(key, control)
+
+    def _defaults_button(self, tooltip: str) -> QPushButton:
+        self.defaults_btn = QPushButton("Restore defaults")
+        self.defaults_btn.setToolTip(tooltip)
+        self.defaults_btn.clicked.connect(self.restore_defaults)
+        return self.defaults_btn
+
+    def _defaults_row(self, tooltip: str) -> QHBoxLayout:
+        """A row with a small, right-aligned "Restore defaults" button."""
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self._defaults_button(tooltip))
+        return row
+
+    def restore_defaults(self) -> None:
+        """Set the remembered settings back to their defaults (and forget the stored values)."""
+        self.settings.restore_defaults()
+
+    # ------------------------------------------------------------------ running
+    def _add_run_controls(self, lay, run: tuple[str, str], cancel_tip: str, progress: tuple[str, str],
+                          step_tip: str) -> None:
+        """Run and Cancel buttons, progress bar, step label and status label (``run``: text, tooltip;
+        ``progress``: bar format, tooltip), added to the layout ``lay``; then the runner behind them."""
+        brow = QHBoxLayout()
+        self.run_btn = QPushButton(run[0])
+        self.run_btn.setToolTip(run[1])
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip(cancel_tip)
+        brow.addWidget(self.run_btn, 1)
+        brow.addWidget(self.cancel_btn)
+        lay.addLayout(brow)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip(progress[1])
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat(progress[0])
+        self.progress_label = QLabel("")
+        self.progress_label.setToolTip(step_tip)
+        lay.addWidget(self.progress_bar)
+        lay.addWidget(self.progress_label)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setToolTip("Result or error of the last run.")
+        lay.addWidget(self.status)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+
+    def _start_runner(self, *labels) -> None:
+        """The runner of this widget's jobs (``labels``: progress bar, step label, status label)."""
+        self.runner = TaskRunner(*labels, parent=self)
+        self.runner.state_changed.connect(self._follow_state)
+        self.runner.stop_when_closed(self)
+        self._follow_state(State.IDLE)
+
+    def run(self):
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def _follow_state(self, state) -> None:
+        running = state is State.RUNNING
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    # ------------------------------------------------------------------ teardown
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.runner.stop()  # (also done by the runner's event filter)
+        ev = self.viewer.layers.events
+        for name in LAYER_EVENTS:
+            try:
+                getattr(ev, name).disconnect(self._refresh_layers)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        super().closeEvent(event)
