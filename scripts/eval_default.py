@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the compare document here")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", help="folder for the half images (default: a temporary folder)")
+    p.add_argument("--markdown", action="store_true", help="also print the table in Markdown (for the model card)")
     a = p.parse_args(argv)
 
     from matrestore.cli import build_parser, report_compare
@@ -67,7 +68,23 @@ def main(argv=None) -> int:
     worst = min(img["metrics"]["ttsr"]["psnr"] - img["metrics"]["bicubic"]["psnr"] for img in images)
     print(f"\nTTSR vs bicubic: ESSIM x{t['essim']['mean'] / b['essim']['mean']:.3f} (target >= 1.13), "
           f"PSNR {t['psnr']['mean'] - b['psnr']['mean']:+.2f} dB (target >= +0.40), worst image {worst:+.2f} dB (target >= -0.20)")
+    if a.markdown:
+        print("\n" + markdown_table(images, summary))
     return 0
+
+
+def markdown_table(images, summary) -> str:
+    """Per-image PSNR / SSIM / ESSIM of bicubic, Lanczos and TTSR, then the mean ± SEM row."""
+    methods = ("nearest", "bicubic", "lanczos", "ttsr")
+    head = "| held-out image (left half) | HR px | " + " | ".join(f"{m} PSNR / SSIM / ESSIM" for m in methods) + " |"
+    rows = [head, "|" + "---|" * (2 + len(methods))]
+    for img in images:
+        cells = [f"{img['metrics'][m]['psnr']:.2f} / {img['metrics'][m]['ssim']:.4f} / {img['metrics'][m]['essim']:.4f}" for m in methods]
+        rows.append(f"| {img['name']} | {img['shape'][0]}×{img['shape'][1]} | " + " | ".join(cells) + " |")
+    cells = [" / ".join(f"{summary[m][k]['mean']:.{2 if k == 'psnr' else 4}f} ± {summary[m][k]['sem']:.{2 if k == 'psnr' else 4}f}"
+                        for k in ("psnr", "ssim", "essim")) for m in methods]
+    rows.append(f"| **mean ± SEM** ({len(images)} images) | | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
