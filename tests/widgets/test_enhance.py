@@ -164,7 +164,12 @@ def test_references_from_a_folder(setup, qtbot, tmp_path, images):
 
 def test_ground_truth_table(setup, qtbot, images):
     viewer, w = setup
+    w.set_references(["hr", "ref"])
+    assert [lyr.name for lyr in w.reference_layers()] == ["hr", "ref"]
     w.gt_combo.setCurrentText("hr")
+    # the ground truth can no longer be a reference (it would show the scored field to the network)
+    assert [lyr.name for lyr in w.reference_layers()] == ["ref"]
+    assert "ground truth" in w.ref_list.item(0).text()
     snaps = {lyr.name: snapshot(lyr) for lyr in viewer.layers}
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
     t = w.table

@@ -411,6 +411,7 @@ class EnhanceWidget(LayerDock):
         self.adv_toggle.toggled.connect(self._toggle_advanced)
         self.device_combo.currentIndexChanged.connect(self._sync_device)
         self.input_combo.currentIndexChanged.connect(self._on_input)
+        self.gt_combo.currentIndexChanged.connect(self._on_input)
         self.ref_list.itemChanged.connect(self._on_check)
 
     def _toggle_advanced(self, on: bool) -> None:
@@ -519,13 +520,15 @@ class EnhanceWidget(LayerDock):
         self._fill_refs()
 
     def _fill_refs(self) -> None:
-        inp = self.input_layer()
+        inp, gt = self.input_layer(), self.gt_layer()
         out_name = f"{inp.name}_sr" if inp is not None else None
         rows = []
         for lyr in self._image_layers():
             why = layer_problem(lyr)
             if why is None and lyr is inp:
                 why = "the input"
+            elif why is None and lyr is gt:
+                why = "the ground truth: a reference showing the scored field would flatter the result"
             elif why is None and (lyr.name == out_name or self._is_output(lyr)):
                 why = "a super-resolution result"
             label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
