@@ -32,7 +32,8 @@ from ..metrics import effective_data_range, ssim
 from .model import denormalise, norm_stats, normalise
 from .references import IMAGE_SUFFIXES, ReferenceBank, read_image
 
-__all__ = ["Cell", "TrainingData", "align_patch", "split_indices", "build_training_data", "augment", "expand_image_sources"]
+__all__ = ["Cell", "TrainingData", "align_patch", "split_indices", "build_training_data", "augment", "expand_image_sources",
+           "alignment_summary"]
 
 
 @dataclass
@@ -209,13 +210,17 @@ def build_training_data(hr_images=None, pairs=None, scale: int = 4, patch: int =
         sources.append({"name": f"{lname}|{hname}", "stats": stats, "data_range": effective_data_range(hr), "kind": "pair", "shape": list(hr.shape)})
         lrn, hrn = normalise(lr, stats), normalise(hr, stats)
         fy, fx = hr.shape[0] / (lr.shape[0] * scale), hr.shape[1] / (lr.shape[1] * scale)
+        offsets = []  # found (dy, dx) of each aligned cell, HR px from its nominal position
         for (y, x) in _cells_of(lr.shape, cell):
             gy, gx = int(round(y * scale * fy)), int(round(x * scale * fx))
             try:
                 by, bx, _ = align_patch(lrn[y : y + cell, x : x + cell], hrn, gy, gx, scale, search)
             except InputError:
                 continue
+            offsets.append((int(by - gy), int(bx - gx)))
             cells.append(Cell(lrn[y : y + cell, x : x + cell], hrn[by : by + cell * scale, bx : bx + cell * scale], sid, (y, x)))
+        sources[sid]["offsets"] = offsets
+        sources[sid]["search"] = search
         if progress:
             progress(f"aligned {lname} / {hname}")
     if len(cells) < 2:
@@ -248,6 +253,26 @@ def build_training_data(hr_images=None, pairs=None, scale: int = 4, patch: int =
         bank = ReferenceBank(np.stack(crops), names, origins, ref_crop, sources=[s["name"] for s in sources])
         bank_cell = np.asarray(owner)
     return TrainingData(cells, bank, bank_cell, sources, scale, patch, cell)
+
+
+def alignment_summary(data: TrainingData) -> list[dict]:
+    """The realignment found for every LR/HR pair source: ``[{"name", "cells", "dy", "dx", "dy_range",
+    "dx_range", "search"}]`` (median and range of the per-cell offsets, HR px from the nominal position
+    of each cell; ``dy``/``dx`` None when no cell could be aligned). Empty without pairs."""
+    out = []
+    for s in data.sources:
+        if s.get("kind") != "pair" or "offsets" not in s:
+            continue
+        off = np.asarray(s["offsets"], dtype=float).reshape(-1, 2)
+        row = {"name": s["name"], "cells": int(len(off)), "search": s.get("search")}
+        if len(off):
+            row.update(dy=float(np.median(off[:, 0])), dx=float(np.median(off[:, 1])),
+                       dy_range=[int(off[:, 0].min()), int(off[:, 0].max())],
+                       dx_range=[int(off[:, 1].min()), int(off[:, 1].max())])
+        else:
+            row.update(dy=None, dx=None, dy_range=None, dx_range=None)
+        out.append(row)
+    return out
 
 
 @torch.no_grad()

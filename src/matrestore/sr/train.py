@@ -38,12 +38,12 @@ from ..baselines import upsample
 from ..device import describe, pick_device
 from ..metrics import essim, psnr, ssim
 from ..nets.vgg import find_vgg19_weights, load_vgg19_imagenet
-from .data import assign_references, build_training_data, sample_batch, to_original
+from .data import alignment_summary, assign_references, build_training_data, sample_batch, to_original
 from .losses import LOSS_WEIGHTS, PerceptualLoss, gradient_penalty, reconstruction_loss, transferal_perceptual_loss
 from .model import Discriminator, SRConfig, TTSR, build_model, count_parameters
 from .modelio import resolve_model, save_model
 
-__all__ = ["train", "TrainConfig", "validate", "load_checkpoint"]
+__all__ = ["train", "TrainConfig", "validate", "load_checkpoint", "preview_cell"]
 
 
 @dataclass
@@ -111,6 +111,24 @@ def validate(model: TTSR, data, ids, k: int, device, batch: int = 8) -> dict:
     return out
 
 
+@torch.no_grad()
+def preview_cell(model: TTSR, data, idx: int, k: int, device) -> dict:
+    """LR, current SR and HR of cell ``idx`` (float32, original intensity units), for a live preview."""
+    was = model.training
+    model.eval()
+    c = data.cells[idx]
+    r = (c.refs or [0])[:k]
+    r = (r * k)[:k]
+    lr = torch.from_numpy(np.ascontiguousarray(c.lr))[None, None].to(device)
+    ref = torch.from_numpy(np.stack([data.bank.crops[r]]))[:, :, None].to(device)
+    sr = model(lr, ref).float().cpu().numpy()[0, 0]
+    model.train(was)
+    f = lambda a: np.asarray(to_original(a, data, c), dtype=np.float32)  # noqa: E731
+    return {"lr": f(c.lr), "sr": f(sr), "hr": f(c.hr), "cell": int(idx), "split": c.split,
+            "source": data.sources[c.source]["name"], "source_index": int(c.source), "origin": list(c.origin),
+            "scale": int(data.scale)}
+
+
 def _criterion(val: dict, select_by: str) -> float:
     if select_by == "psnr":
         return val["ttsr"]["psnr"]
@@ -134,13 +152,16 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, init=None, resume=False, cancel=None,
           device=None, threads: int | None = None, vgg_weights=None, model_options: dict | None = None,
-          log: bool = True, **options):
+          log: bool = True, preview: bool = False, **options):
     """Train (or fine-tune, ``init=``) a TTSR model; a generator of progress records (see module doc).
 
     ``hr_images``: HR files/folders/arrays (LR made by area averaging); ``pairs``: real (LR, HR) pairs.
     ``options``: :class:`TrainConfig` fields; ``model_options``: :class:`~matrestore.sr.model.SRConfig`
     fields overriding the preset. ``cancel`` (threading.Event or callable) is checked between steps; a
     cancelled run saves a checkpoint and ``last.safetensors`` and ends with a ``"stopped"`` record.
+    ``preview=True`` adds ``"preview"`` to every ``"epoch"`` record: LR, current SR and HR of the first
+    validation cell (:func:`preview_cell`; not written to the log). With LR/HR pairs the second
+    ``"setup"`` record carries ``"alignment"`` (:func:`~matrestore.sr.data.alignment_summary`).
     """
     bad = set(options) - {f.name for f in fields(TrainConfig)}
     if bad:
@@ -228,7 +249,7 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
 
     def emit(rec):
         if logf is not None and (rec["kind"] != "step" or rec.get("step", 0) % 10 == 0):
-            logf.write(json.dumps(rec) + "\n")
+            logf.write(json.dumps({k: v for k, v in rec.items() if k != "preview"}) + "\n")
             logf.flush()
         return rec
 
@@ -251,10 +272,14 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
         meta.update(extra)
         return save_model(model, path, **meta)
 
-    yield emit({"kind": "setup", "message": (
+    setup = {"kind": "setup", "message": (
         f"{summary['cells']['train']} training / {summary['cells']['val']} validation / {summary['cells']['test']} test cells, "
         f"{len(data.bank)} reference crops; {cfg.epochs} epochs × {spe} steps of {cfg.batch_size}; "
-        f"adversarial + perceptual losses from epoch {adv_epoch + 1}"), "total": total, "epoch": start_epoch, "step": start_epoch * spe + start_step})
+        f"adversarial + perceptual losses from epoch {adv_epoch + 1}"), "total": total, "epoch": start_epoch, "step": start_epoch * spe + start_step}
+    alignment = alignment_summary(data)
+    if alignment:
+        setup["alignment"] = alignment
+    yield emit(setup)
 
     w = {**LOSS_WEIGHTS, **(cfg.weights or {})}
     result = {"out_dir": str(out), "best": str(out / "best.safetensors"), "last": str(out / "last.safetensors"), "checkpoint": str(ckpt_path)}
@@ -317,8 +342,11 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
                 save(out / "best.safetensors", val, epoch=epoch + 1)
         history.append({"epoch": epoch + 1, "val": val})
         _save_checkpoint(ckpt_path, state(epoch + 1, 0))
-        yield emit({"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * spe, "total": total, "val": val, "best": is_best,
-                    "elapsed_s": elapsed0 + time.perf_counter() - t0})
+        rec = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * spe, "total": total, "val": val, "best": is_best,
+               "elapsed_s": elapsed0 + time.perf_counter() - t0}
+        if preview and (val_ids or train_ids):
+            rec["preview"] = preview_cell(model, data, (val_ids or train_ids)[0], model.cfg.top_k, dev)
+        yield emit(rec)
     last_val = history[-1]["val"] if history else None
     save(out / "last.safetensors", last_val, epoch=cfg.epochs)
     if not (out / "best.safetensors").exists():
