@@ -59,7 +59,8 @@ def describe(device) -> str:
         return f"CUDA ({torch.cuda.get_device_name(dev)})"
     if dev.type == "mps":
         return "MPS (Apple GPU)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
 def autocast(device, enabled: bool = True):

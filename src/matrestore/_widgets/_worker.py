@@ -163,13 +163,13 @@ class TaskRunner(QObject):
         return worker
 
     def cancel(self) -> None:
-        """Ask the job to stop: sets the cancel event and quits the worker at its next yield."""
+        """Ask the job to stop: sets the cancel event, which every job checks between its steps (one tile
+        batch, one training step), so that it ends through its own cancel branch (a training run saves
+        its checkpoint there). The worker is not killed at its next yield."""
         if self.cancel_event is not None:
             self.cancel_event.set()
-        if self.worker is not None and self.is_running:
-            self.worker.quit()
-            if self.progress_label is not None:
-                self.progress_label.setText("cancelling…")
+        if self.worker is not None and self.is_running and self.progress_label is not None:
+            self.progress_label.setText("cancelling…")
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until the worker thread has finished (True) or ``timeout`` seconds passed."""
@@ -177,14 +177,20 @@ class TaskRunner(QObject):
 
     def stop(self, timeout: float = 10.0) -> bool:
         """For closing: cancel, detach from the worker (no callback runs any more, the widget may be
-        going away) and wait for its thread to end. Returns False if it did not end in time."""
+        going away) and wait for its thread to end; a job that has not ended after ``timeout`` seconds
+        is quit at its next yield. Returns False if it did not end in time."""
+        worker = self.worker
         self.cancel()
         self._callbacks = {}
         self._run_id += 1
         self.worker = None
         if self._state is State.RUNNING:
             self._state = State.STOPPED
-        return self.wait(timeout)
+        if self.wait(timeout):
+            return True
+        if worker is not None:
+            worker.quit()
+        return self.wait(1.0)
 
     def fail(self, error: BaseException | str, tb: str = "") -> None:
         """Report an error (also one found before starting) the same way as a failed job."""

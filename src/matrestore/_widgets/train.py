@@ -1038,8 +1038,8 @@ class TrainWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop after the current step: the engine saves a checkpoint and the last model first."""
-        if self.runner.is_running and self.runner.cancel_event is not None:
-            self.runner.cancel_event.set()  # not worker.quit(): the job must reach its own cancel branch
+        if self.runner.is_running:
+            self.runner.cancel()  # sets the cancel event: the job ends through its own cancel branch
             self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
 
     def _follow_state(self, state) -> None:
