@@ -1,13 +1,15 @@
-"""What the dock widgets (Compare, Enhance, Scan-enhance-rescan) share: layer pickers that follow the
-viewer's layer list, the run / cancel / progress / status controls, remembered settings with a
-"Restore defaults" button, and adding or updating an output layer.
+"""What the dock widgets (Compare, Enhance, Scan-enhance-rescan, Train) share: layer pickers that follow
+the viewer's layer list, the run / cancel / progress / status controls, remembered settings with a
+"Restore defaults" button, the "Advanced" toggle, reference and folder pickers, small control makers
+(:func:`combo_box`, :func:`spin_box`, :func:`radio_row`, :func:`selectable_label`) and adding or
+updating an output layer (:func:`put_image`).
 
 - :class:`LayerCombo`: a combo box of layers (optionally with a "(none)" entry) that keeps the chosen
   layer, by identity, when the layer list changes (added, removed, reordered, renamed layers).
 - :class:`LayerCheckList`: a list of layers to check (candidates, references); layers that cannot be
   used stay visible, greyed out with the reason.
 - :class:`LayerDock`: the base of the dock widgets: follows the layer list (``_refresh_layers``),
-  stops its runner and lets go of the viewer's events when closed.
+  stops its runner and lets go of the viewer's events when closed (then ``_closed`` for the rest).
 - :func:`layer_problem`: why an image layer cannot be used (RGB, multiscale, not 2-D).
 """
 
@@ -16,20 +18,29 @@ from __future__ import annotations
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
 from ._settings import WidgetSettings
 from ._worker import State, TaskRunner
 
-__all__ = ["LAYER_EVENTS", "NONE", "LayerCheckList", "LayerCombo", "LayerDock", "image_layers", "layer_problem",
-           "put_image"]
+__all__ = ["LAYER_EVENTS", "NONE", "LayerCheckList", "LayerCombo", "LayerDock", "combo_box", "image_layers",
+           "layer_problem", "put_image", "radio_row", "selectable_label",
+           "spin_box"]
 
 LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")  # the layer-list events a picker follows
 NONE = "(none)"  # the text of the None entry of a LayerCombo
@@ -112,6 +123,14 @@ class LayerCheckList(QListWidget):
     def layer_of(self, item):
         return self.layers[self.row(item)]
 
+    def remember_check(self, item, checked: set, unchecked: set | None = None) -> None:
+        """Note the user's check of ``item``: its layer's id goes into ``checked`` (checked) or out of it,
+        and the other way round for ``unchecked`` (layers unchecked on purpose), when given."""
+        key, on = id(self.layer_of(item)), item.checkState() == Qt.Checked
+        (checked.add if on else checked.discard)(key)
+        if unchecked is not None:
+            (unchecked.discard if on else unchecked.add)(key)
+
     def checked_layers(self) -> list:
         """The checked (usable) layers, in list order."""
         out = []
@@ -128,6 +147,50 @@ class LayerCheckList(QListWidget):
             item = self.item(i)
             if item.flags() & Qt.ItemIsUserCheckable:
                 item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+
+
+def selectable_label(tooltip: str) -> QLabel:
+    """A word-wrapped label whose text can be selected (and copied) with the mouse."""
+    label = QLabel("")
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    label.setToolTip(tooltip)
+    return label
+
+
+def combo_box(items, tooltip: str) -> QComboBox:
+    """A combo box offering ``items`` (texts), the first chosen."""
+    combo = QComboBox()
+    combo.addItems(list(items))
+    combo.setToolTip(tooltip)
+    return combo
+
+
+def spin_box(tooltip: str, *, suffix: str = "", special: str = "", double: bool = False, **kwargs):
+    """A QSpinBox (QDoubleSpinBox with ``double``) made with ``kwargs`` (minimum, maximum, value, …), its
+    ``suffix`` and ``special`` text (shown for the minimum) when given."""
+    box = (QDoubleSpinBox if double else QSpinBox)(**kwargs)
+    if suffix:
+        box.setSuffix(suffix)
+    if special:
+        box.setSpecialValueText(special)
+    box.setToolTip(tooltip)
+    return box
+
+
+def radio_row(*choices: tuple[str, str]) -> tuple:
+    """A row of radio buttons, one per ``(text, tooltip)`` in ``choices``, the first checked; returns the
+    row (a layout) and the buttons."""
+    row = QHBoxLayout()
+    buttons = []
+    for text, tip in choices:
+        btn = QRadioButton(text)
+        btn.setToolTip(tip)
+        row.addWidget(btn)
+        buttons.append(btn)
+    buttons[0].setChecked(True)
+    row.addStretch(1)
+    return (row, *buttons)
 
 
 def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):
@@ -184,10 +247,10 @@ class LayerDock(QWidget):
         self._refresh_layers()
 
     @staticmethod
-    def _unoffered_label() -> QLabel:
+    def _unoffered_label(tooltip: str = "Image layers that are not offered in the pickers, and why.") -> QLabel:
         label = QLabel("")
         label.setWordWrap(True)
-        label.setToolTip("Image layers that are not offered in the pickers, and why.")
+        label.setToolTip(tooltip)
         return label
 
     def _show_unoffered(self, images) -> None:
@@ -195,6 +258,60 @@ class LayerDock(QWidget):
         bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
         self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
         self.invalid_note.setVisible(bool(bad))
+
+    # ------------------------------------------------------------------ options
+    def _advanced_toggle(self, tooltip: str) -> QToolButton:
+        """An "Advanced" arrow button (``self.adv_toggle``) that shows or hides ``self.adv_box``."""
+        self.adv_toggle = QToolButton()
+        self.adv_toggle.setText("Advanced")
+        self.adv_toggle.setCheckable(True)
+        self.adv_toggle.setChecked(False)
+        self.adv_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.adv_toggle.setArrowType(Qt.RightArrow)
+        self.adv_toggle.setStyleSheet("QToolButton { border: none; }")
+        self.adv_toggle.setToolTip(tooltip)
+        self.adv_toggle.toggled.connect(self._toggle_advanced)
+        return self.adv_toggle
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.adv_toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
+        self.adv_box.setVisible(on)
+
+    def _references_box(self, title: str, role: str, list_tip: str, max_height: int, folder_tip: str) -> QGroupBox:
+        """A group of the reference pickers: ``self.ref_list`` (image layers to check; ``role``, ``list_tip``
+        and ``max_height`` as for :class:`LayerCheckList`) and a folder of reference images
+        (``self.ref_folder``, ``self.ref_browse``; remembered as "reference_folder")."""
+        box = QGroupBox(title)
+        lay = QVBoxLayout(box)
+        self.ref_list = LayerCheckList(role, list_tip, max_height=max_height)
+        lay.addWidget(self.ref_list)
+        row, self.ref_folder, self.ref_browse = self._folder_row(
+            "and/or a folder of reference images", folder_tip, "Choose the folder of reference images.",
+            "Folder of reference images", "reference_folder")
+        lay.addLayout(row)
+        return box
+
+    def _folder_row(self, placeholder: str, tooltip: str, browse_tip: str, title: str,
+                    key: str) -> tuple[QHBoxLayout, QLineEdit, QPushButton]:
+        """A folder path (clearable) and its Browse… button, in a row; a folder chosen with the button is
+        remembered as the setting ``key`` (typed ones through the binding)."""
+        edit = QLineEdit()
+        edit.setPlaceholderText(placeholder)
+        edit.setClearButtonEnabled(True)
+        edit.setToolTip(tooltip)
+        browse = QPushButton("Browse…")
+        browse.setToolTip(browse_tip)
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        browse.clicked.connect(lambda *_: self._browse_dir(edit, title, key))
+        return row, edit, browse
+
+    def _browse_dir(self, edit: QLineEdit, title: str, key: str) -> None:
+        path = QFileDialog.getExistingDirectory(self, title, edit.text())
+        if path:
+            edit.setText(path)
+            self.settings.save(key)
 
     # ------------------------------------------------------------------ remembered settings
     def _remember(self, controls: dict) -> None:
@@ -224,14 +341,26 @@ class LayerDock(QWidget):
                           step_tip: str) -> None:
         """Run and Cancel buttons, progress bar, step label and status label (``run``: text, tooltip;
         ``progress``: bar format, tooltip), added to the layout ``lay``; then the runner behind them."""
+        lay.addLayout(self._run_buttons(run, cancel_tip))
+        self._add_progress(lay, progress, step_tip)
+        lay.addWidget(self._status_label())
+
+    def _run_buttons(self, run: tuple[str, str], cancel_tip: str, extra=()) -> QHBoxLayout:
+        """A row of the Run (``run``: text, tooltip) and Cancel buttons, then the buttons ``extra``."""
         brow = QHBoxLayout()
         self.run_btn = QPushButton(run[0])
         self.run_btn.setToolTip(run[1])
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setToolTip(cancel_tip)
         brow.addWidget(self.run_btn, 1)
-        brow.addWidget(self.cancel_btn)
-        lay.addLayout(brow)
+        for btn in (self.cancel_btn, *extra):
+            brow.addWidget(btn)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        return brow
+
+    def _add_progress(self, lay, progress: tuple[str, str], step_tip: str) -> None:
+        """The progress bar (``progress``: format, tooltip) and the step label, added to ``lay``."""
         self.progress_bar = QProgressBar()
         self.progress_bar.setToolTip(progress[1])
         self.progress_bar.setTextVisible(True)
@@ -240,13 +369,10 @@ class LayerDock(QWidget):
         self.progress_label.setToolTip(step_tip)
         lay.addWidget(self.progress_bar)
         lay.addWidget(self.progress_label)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.status.setToolTip("Result or error of the last run.")
-        lay.addWidget(self.status)
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
+
+    def _status_label(self) -> QLabel:
+        self.status = selectable_label("Result or error of the last run.")
+        return self.status
 
     def _start_runner(self, *labels) -> None:
         """The runner of this widget's jobs (``labels``: progress bar, step label, status label)."""
@@ -268,11 +394,15 @@ class LayerDock(QWidget):
 
     # ------------------------------------------------------------------ teardown
     def closeEvent(self, event):  # noqa: N802 (Qt API)
-        self.runner.stop()  # (also done by the runner's event filter)
+        ended = self.runner.stop()  # (also done by the runner's event filter)
         ev = self.viewer.layers.events
         for name in LAYER_EVENTS:
             try:
                 getattr(ev, name).disconnect(self._refresh_layers)
             except (TypeError, ValueError, RuntimeError):
                 pass
+        self._closed(ended)
         super().closeEvent(event)
+
+    def _closed(self, ended: bool) -> None:
+        """What else to do when the widget closes (``ended``: whether its job has ended)."""

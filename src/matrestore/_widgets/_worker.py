@@ -31,7 +31,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, Signal
 
 from .._validate import InputError
 
-__all__ = ["State", "TaskRunner", "ERROR_STYLE"]
+__all__ = ["State", "TaskRunner", "ERROR_STYLE", "relay"]
 
 log = logging.getLogger("matrestore")
 ERROR_STYLE = "color: #ff6060;"
@@ -61,6 +61,17 @@ class _Outcome:
 
     def __init__(self, kind: str, value: Any = None, tb: str = ""):
         self.kind, self.value, self.tb = kind, value, tb
+
+
+def relay(gen, change: Callable[[dict], dict]):
+    """Yield ``change(record)`` for every record ``gen`` yields; return what ``gen`` returns (for a job
+    that passes an engine's progress on with its own messages: ``result = yield from relay(gen, f)``)."""
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield change(rec)
 
 
 def _drive(job: Callable, args: tuple, kwargs: dict):

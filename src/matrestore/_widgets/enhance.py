@@ -20,17 +20,12 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
-    QRadioButton,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -38,8 +33,9 @@ from qtpy.QtWidgets import (
 from .. import evaluation
 from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
-from ._layers import LayerCheckList, LayerCombo, LayerDock, layer_problem, put_image
-from ._worker import ERROR_STYLE
+from ._layers import LayerCombo, LayerDock, combo_box, layer_problem, put_image, radio_row
+from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
+from ._worker import relay
 from .compare import CompareWidget, metrics_table
 from .rescan import ROLE_KEY
 
@@ -176,14 +172,13 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
     try:
         gen = enhance_iter(img, bank, mdl, tile=tile, batch=batch, device=dev, cancel=cancel, mode=mode, top_k=top_k)
         last = {}
-        while True:
-            try:
-                rec = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
+
+        def with_eta(rec: dict) -> dict:
+            nonlocal last
             last = rec
-            yield {**rec, "message": _eta(rec)}
+            return {**rec, "message": _eta(rec)}
+
+        result = yield from relay(gen, with_eta)
         if result is None or (cancel is not None and cancel.is_set()):
             return None
         elapsed = time.perf_counter() - t0
@@ -223,7 +218,7 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
 
 
 # ---------------------------------------------------------------------------------------- widget
-class EnhanceWidget(LayerDock):
+class EnhanceWidget(ModelDeviceMixin, LayerDock):
     """Super-resolve a 2-D micrograph layer with a TTSR model and HR reference images."""
 
     settings_group = "enhance"
@@ -269,62 +264,26 @@ class EnhanceWidget(LayerDock):
         form.addRow("ground truth", self.gt_combo)
         lay.addLayout(form)
 
-        rbox = QGroupBox("References (high-resolution images of similar material)")
-        rl = QVBoxLayout(rbox)
-        self.ref_list = LayerCheckList("a reference", "Check the image layers to use as references. Layers marked "
-                                       f"as references (metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) "
-                                       "are checked for you.", max_height=100)
-        rl.addWidget(self.ref_list)
-        frow = QHBoxLayout()
-        self.ref_folder = QLineEdit()
-        self.ref_folder.setPlaceholderText("and/or a folder of reference images")
-        self.ref_folder.setClearButtonEnabled(True)
-        self.ref_folder.setToolTip("A folder of HR reference images (tif, png, jpg, bmp); used together with the "
-                                   "checked layers. Leave empty to use the layers only.")
-        self.ref_browse = QPushButton("Browse…")
-        self.ref_browse.setToolTip("Choose the folder of reference images.")
-        frow.addWidget(self.ref_folder, 1)
-        frow.addWidget(self.ref_browse)
-        rl.addLayout(frow)
-        lay.addWidget(rbox)
+        lay.addWidget(self._references_box(
+            "References (high-resolution images of similar material)", "a reference",
+            "Check the image layers to use as references. Layers marked as references "
+            f"(metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) are checked for you.", 100,
+            "A folder of HR reference images (tif, png, jpg, bmp); used together with the checked layers. Leave "
+            "empty to use the layers only."))
 
         mbox = QGroupBox("Model")
         ml = QVBoxLayout(mbox)
-        mrow = QHBoxLayout()
-        self.model_default = QRadioButton("bundled default")
-        self.model_default.setToolTip("The super-resolution model shipped with matrestore "
-                                      "(matrestore/sr/models/default.safetensors).")
-        self.model_file_radio = QRadioButton("model file")
-        self.model_file_radio.setToolTip("A model trained with `matrestore sr train` (a .safetensors file).")
-        self.model_default.setChecked(True)
-        mrow.addWidget(self.model_default)
-        mrow.addWidget(self.model_file_radio)
-        mrow.addStretch(1)
+        mrow, self.model_default, self.model_file_radio = radio_row(
+            ("bundled default", "The super-resolution model shipped with matrestore "
+                                "(matrestore/sr/models/default.safetensors)."),
+            ("model file", "A model trained with `matrestore sr train` (a .safetensors file)."))
         ml.addLayout(mrow)
-        prow = QHBoxLayout()
-        self.model_path = QLineEdit()
-        self.model_path.setPlaceholderText("path/to/model.safetensors")
-        self.model_path.setToolTip("The model file to use when 'model file' is selected.")
-        self.model_browse = QPushButton("Browse…")
-        self.model_browse.setToolTip("Choose a model file.")
-        prow.addWidget(self.model_path, 1)
-        prow.addWidget(self.model_browse)
-        ml.addLayout(prow)
-        self.model_note = QLabel("")
-        self.model_note.setWordWrap(True)
-        self.model_note.setToolTip("Whether the chosen model is available.")
-        ml.addWidget(self.model_note)
+        ml.addLayout(self._model_file_row("The model file to use when 'model file' is selected.",
+                                          "Choose a model file."))
+        ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(mbox)
 
-        self.adv_toggle = QToolButton()
-        self.adv_toggle.setText("Advanced")
-        self.adv_toggle.setCheckable(True)
-        self.adv_toggle.setChecked(False)
-        self.adv_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.adv_toggle.setArrowType(Qt.RightArrow)
-        self.adv_toggle.setStyleSheet("QToolButton { border: none; }")
-        self.adv_toggle.setToolTip("Show or hide the tiling, device and reference-selection options.")
-        lay.addWidget(self.adv_toggle)
+        lay.addWidget(self._advanced_toggle("Show or hide the tiling, device and reference-selection options."))
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
@@ -338,23 +297,17 @@ class EnhanceWidget(LayerDock):
         self.batch_spin.setSpecialValueText("auto")
         self.batch_spin.setToolTip("Tiles computed together. auto (0): fast mode 1 on the CPU / 4 on a GPU; "
                                    "paper mode 16 / 64.\nCancel takes effect between batches.")
-        self.device_combo = QComboBox()
-        self.device_combo.setToolTip("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.")
-        self.device_note = QLabel("")
-        self.device_note.setToolTip("The device 'auto' picks on this computer.")
-        drow = QHBoxLayout()
-        drow.addWidget(self.device_combo)
-        drow.addWidget(self.device_note, 1)
+        drow = self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
+                                "The device 'auto' picks on this computer.")
         self.topk_spin = QSpinBox(minimum=0, maximum=64, value=0)
         self.topk_spin.setSpecialValueText("model default")
         self.topk_spin.setToolTip("How many reference crops each image (fast mode) or tile (paper mode) searches "
                                   "for textures: the top-k most similar by the selector (eq. 4).\n"
                                   "model default (0): the value the model was trained with.")
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(MODES))
-        self.mode_combo.setToolTip("Stitching of the tiles.\nfast: large tiles with a halo of the network's receptive "
-                                   "radius; equals whole-image inference.\npaper: the SEM paper's 32×32 tiles keeping "
-                                   "the central 62.5 %, each tile choosing its own references.")
+        self.mode_combo = combo_box(MODES, "Stitching of the tiles.\nfast: large tiles with a halo of the network's "
+                                           "receptive radius; equals whole-image inference.\npaper: the SEM paper's "
+                                           "32×32 tiles keeping the central 62.5 %, each tile choosing its own "
+                                           "references.")
         af.addRow("tile size", self.tile_spin)
         af.addRow("batch size", self.batch_spin)
         af.addRow("device", drow)
@@ -404,21 +357,12 @@ class EnhanceWidget(LayerDock):
         self._fit_table()
 
         self.copy_btn.clicked.connect(self.copy_table)
-        self.ref_browse.clicked.connect(self._browse_folder)
-        self.model_browse.clicked.connect(self._browse_model)
         self.model_default.toggled.connect(self._sync_model)
-        self.model_path.textChanged.connect(self._sync_model)
-        self.adv_toggle.toggled.connect(self._toggle_advanced)
-        self.device_combo.currentIndexChanged.connect(self._sync_device)
         self.input_combo.currentIndexChanged.connect(self._on_input)
         self.gt_combo.currentIndexChanged.connect(self._on_input)
         self.ref_list.itemChanged.connect(self._on_check)
 
-    def _toggle_advanced(self, on: bool) -> None:
-        self.adv_toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
-        self.adv_box.setVisible(on)
-
-    # ------------------------------------------------------------------ model and device
+    # ------------------------------------------------------------------ model
     def _sync_model(self, *_) -> None:
         from ..sr.modelio import DEFAULT_MODEL
 
@@ -426,23 +370,20 @@ class EnhanceWidget(LayerDock):
         self.model_path.setEnabled(not default)
         self.model_browse.setEnabled(not default)
         if default:
-            ok = DEFAULT_MODEL.is_file()
+            ok = default_model_installed()
             text = "default model installed" if ok else (
                 "No default model is installed yet: choose a model file trained with `matrestore sr train`.")
             path = DEFAULT_MODEL
         else:
-            p = self.model_path.text().strip()
-            path = Path(p).expanduser()
-            ok = bool(p) and path.is_file()
-            text = "" if ok else ("choose a model file." if not p else f"model file not found: {p}")
+            path, problem = model_file_state(self.model_path.text())
+            ok, text = problem is None, problem or ""
         if ok:
             try:
                 about = describe_model_file(path)
                 text = f"{text}: {about}." if text and about else (text + "." if text else about)
             except InputError as exc:
                 ok, text = False, str(exc)
-        self.model_note.setText(text)
-        self.model_note.setStyleSheet("" if ok else ERROR_STYLE)
+        self._show_model_note(ok, text)
         self.model_note.setVisible(bool(text))
 
     def set_model(self, path=None) -> None:
@@ -463,33 +404,8 @@ class EnhanceWidget(LayerDock):
             raise InputError("choose a model file (or the bundled default model).")
         return str(Path(p).expanduser())
 
-    def _sync_device(self, *_) -> None:
-        from .. import device as _device
-
-        if self.device_combo.count() == 0:
-            self.device_combo.blockSignals(True)
-            self.device_combo.addItems(["auto"] + _device.available_devices())
-            self.device_combo.blockSignals(False)
-        try:
-            auto = _device.describe("auto")
-        except Exception as exc:  # noqa: BLE001 - a broken driver must not break the widget
-            auto = f"unavailable ({exc})"
-        self.device_note.setText(f"auto → {auto}" if self.device_combo.currentText() == "auto"
-                                 else f"(auto would pick {auto})")
-
-    def device(self):
-        d = self.device_combo.currentText()
-        return None if d in ("", "auto") else d
-
-    def _browse_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder of reference images", self.ref_folder.text())
-        if path:
-            self.ref_folder.setText(path)
-            self.settings.save("reference_folder")
-
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Super-resolution model", self.model_path.text(),
-                                              "Model files (*.safetensors);;All files (*)")
+        path = self._ask_model_file("Super-resolution model")
         if path:
             self.set_model(path)
 
@@ -537,13 +453,7 @@ class EnhanceWidget(LayerDock):
         self.ref_list.fill(rows)
 
     def _on_check(self, item) -> None:
-        lyr = self.ref_list.layer_of(item)
-        if item.checkState() == Qt.Checked:
-            self._checked.add(id(lyr))
-            self._unchecked.discard(id(lyr))
-        else:
-            self._checked.discard(id(lyr))
-            self._unchecked.add(id(lyr))
+        self.ref_list.remember_check(item, self._checked, self._unchecked)
 
     def input_layer(self):
         return self.input_combo.layer()

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtGui import QColor, QPen
 from qtpy.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -23,12 +22,12 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .. import ser
 from .._validate import InputError
-from ._layers import LayerCombo, LayerDock
+from ._layers import LayerCombo, LayerDock, combo_box
+from ._plot import PlotWidget
 from ._worker import ERROR_STYLE, State
 
 SOURCES = {
@@ -51,7 +50,7 @@ def _unit_of(layer) -> str:
     return str(layer.metadata.get("unit", layer.metadata.get("pixel_size_unit", "px"))) if layer is not None else "px"
 
 
-class TimePlot(QWidget):
+class TimePlot(PlotWidget):
     """Fig. 11 of the SEM paper: t_SER/t_HR against A_interest/A_total, with this session's point."""
 
     def __init__(self, parent=None):
@@ -67,24 +66,14 @@ class TimePlot(QWidget):
         self.update()
 
     def paintEvent(self, event):  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        p.setRenderHint(QPainter.Antialiasing)
-        w, h = self.width(), self.height()
-        left, right, top, bottom = 44, 10, 8, 30
-        pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
+        p = self._begin()
+        left, _, pw, _ = self._area()
         ymax = max(1.2, self.offset + 1.05)
-
-        def pt(x, y):
-            return QPointF(left + x * pw, top + (1 - y / ymax) * ph)
-
-        p.fillRect(self.rect(), QColor(38, 41, 48))
+        pt = self._mapper(0, 1, 0, ymax)
         be = min(max(1 - self.offset, 0.0), 1.0)
         saved = QRectF(pt(0, ymax), pt(be, 0))
         p.fillRect(saved, QColor(40, 90, 160, 110))
-        axis = QPen(QColor(200, 200, 200))
-        p.setPen(axis)
-        p.drawLine(pt(0, 0), pt(1, 0))
-        p.drawLine(pt(0, 0), pt(0, ymax))
+        axis = self._draw_axes(p, pt, 0, 1, 0, ymax)
         p.setPen(QPen(QColor(160, 160, 160), 1, Qt.DashLine))
         p.drawLine(pt(0, 1), pt(1, 1))
         p.setPen(QPen(QColor(255, 200, 60), 2))
@@ -98,7 +87,7 @@ class TimePlot(QWidget):
             p.drawText(pt(x, 0) + QPointF(-8, 14), f"{x:g}")
         for yy in (0, 0.5, 1) if ymax <= 2 else (0, round(ymax / 2), int(ymax)):  # labels that do not overlap
             p.drawText(pt(0, yy) + QPointF(-30, 4), f"{yy:g}")
-        p.drawText(QPointF(left + pw / 2 - 50, h - 6), "A_interest / A_total")  # room for the underscore
+        p.drawText(QPointF(left + pw / 2 - 50, self.height() - 6), "A_interest / A_total")  # room for the underscore
         p.drawText(pt(0, ymax) + QPointF(4, 12), "t_SER / t_HR")
         p.end()
 
@@ -122,10 +111,8 @@ class RescanWidget(LayerDock):
 
         g = QGroupBox("Propose regions")
         f = QFormLayout(g)
-        self.source_combo = QComboBox()
-        self.source_combo.addItems(list(SOURCES))
-        self.source_combo.setToolTip("What makes a region interesting: dark features such as voids, bright "
-                                     "features, or high values of another layer (an uncertainty map).")
+        self.source_combo = combo_box(SOURCES, "What makes a region interesting: dark features such as voids, "
+                                               "bright features, or high values of another layer (an uncertainty map).")
         self.map_combo = LayerCombo("Score layer (same shape as the image) for the 'map layer' source.")
         self.percentile = QDoubleSpinBox(minimum=50.0, maximum=99.99, value=97.0, singleStep=0.5, decimals=2)
         self.percentile.setToolTip("Pixels beyond this percentile of the score are candidates "

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QPointF, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
+from qtpy.QtGui import QColor, QFont, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QFormLayout,
@@ -42,26 +41,22 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QRadioButton,
     QScrollArea,
     QSizePolicy,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from .._validate import InputError, as_2d_image
-from ._settings import WidgetSettings
-from ._worker import ERROR_STYLE, State, TaskRunner
-from .compare import layer_problem
+from ._layers import (LayerCheckList, LayerDock, combo_box, layer_problem, put_image, radio_row, selectable_label,
+                      spin_box)
+from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
+from ._plot import AXIS, BACKGROUND, PlotWidget
+from ._worker import State, relay
 from .enhance import OUTPUT_KEY
 from .rescan import ROLE_KEY
 
@@ -103,13 +98,10 @@ def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resum
     gen = train(list(hr) if hr else None, list(pairs) if pairs else None, out_dir, references=references or None,
                 init=init, resume=resume, cancel=cancel, device=dev, preview=preview, **opts)
     t0 = time.perf_counter()
-    t_steps, n_steps, epochs, result = None, 0, opts.get("epochs"), None
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    t_steps, n_steps, epochs = None, 0, opts.get("epochs")
+
+    def with_message(rec: dict) -> dict:
+        nonlocal t_steps, n_steps
         kind = rec.get("kind")
         msg = rec.get("message", "")
         if kind == "setup" and rec.get("total"):
@@ -131,14 +123,16 @@ def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resum
             msg = "stopped: checkpoint saved."
         elif kind == "done":
             msg = "done."
-        yield {**rec, "message": msg}
+        return {**rec, "message": msg}
+
+    result = yield from relay(gen, with_message)
     if result is not None:
         result = dict(result, device=_device.describe(dev), elapsed_s=time.perf_counter() - t0)
     return result
 
 
 # ---------------------------------------------------------------------------------------- live loss plot
-class LossPlot(QWidget):
+class LossPlot(PlotWidget):
     """A small live plot of training losses against the step (QPainter; no plotting library needed).
 
     ``add(step, losses)`` appends the values of the keys in ``keys``; ``mark(step, text)`` draws a
@@ -147,6 +141,7 @@ class LossPlot(QWidget):
 
     COLORS = {"total": QColor(255, 200, 60), "rec": QColor(90, 170, 255), "per": QColor(120, 220, 120),
               "tper": QColor(220, 120, 220), "adv": QColor(255, 110, 90)}
+    MARGINS = (48, 8, 8, 18)
 
     def __init__(self, keys=("total", "rec"), parent=None):
         super().__init__(parent)
@@ -187,20 +182,15 @@ class LossPlot(QWidget):
             self.update()
 
     def paintEvent(self, event):  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        p.setRenderHint(QPainter.Antialiasing)
-        w, h = self.width(), self.height()
-        left, right, top, bottom = 48, 8, 8, 18
-        pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
-        p.fillRect(self.rect(), QColor(38, 41, 48))
+        p = self._begin()
+        _, top, _, ph = self._area()
         vals = [v for s in self.series.values() for _, v in s]
         steps = [st for s in self.series.values() for st, _ in s]
-        axis = QPen(QColor(200, 200, 200))
         font = QFont(p.font())
         font.setPointSizeF(max(font.pointSizeF() * 0.85, 6.0))
         p.setFont(font)
         if not vals:
-            p.setPen(axis)
+            p.setPen(QPen(AXIS))
             p.drawText(self.rect(), Qt.AlignCenter, "the losses appear here while training")
             p.end()
             return
@@ -210,13 +200,8 @@ class LossPlot(QWidget):
         pad = 0.05 * (hi - lo)
         lo, hi = lo - pad, hi + pad
         xmax = max(self.total, max(steps), 1)
-
-        def pt(x, y):
-            return QPointF(left + x / xmax * pw, top + (1 - (y - lo) / (hi - lo)) * ph)
-
-        p.setPen(axis)
-        p.drawLine(pt(0, lo), pt(xmax, lo))
-        p.drawLine(pt(0, lo), pt(0, hi))
+        pt = self._mapper(0, xmax, lo, hi)
+        self._draw_axes(p, pt, 0, xmax, lo, hi)
         p.drawText(QPointF(2, top + 8), f"{hi:.3g}")
         p.drawText(QPointF(2, top + ph), f"{lo:.3g}")
         p.drawText(pt(0, lo) + QPointF(-2, 14), "0")
@@ -224,7 +209,7 @@ class LossPlot(QWidget):
         for st, text in self.marks:
             p.setPen(QPen(QColor(170, 170, 170), 1, Qt.DashLine))
             p.drawLine(pt(st, lo), pt(st, hi))
-        x_legend = left + 8
+        x_legend = self.MARGINS[0] + 8
         for k in self.keys:
             pts = self.series[k]
             if not pts:
@@ -243,12 +228,25 @@ class LossPlot(QWidget):
         for st, text in self.marks:  # labels over the curves
             at = pt(st, hi) + QPointF(3, 0)
             box = p.fontMetrics().boundingRect(text)
-            p.fillRect(int(at.x()), int(at.y()), box.width() + 4, box.height(), QColor(38, 41, 48))
+            p.fillRect(int(at.x()), int(at.y()), box.width() + 4, box.height(), BACKGROUND)
             p.drawText(at + QPointF(2, box.height() - 3), text)
         p.end()
 
 
 # ---------------------------------------------------------------------------------------- widget
+def _read_only_table(headers: list, tooltip: str) -> QTableWidget:
+    """A read-only table without row numbers; its last column stretches, the others fit their contents."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    hh = table.horizontalHeader()
+    for c in range(len(headers)):
+        hh.setSectionResizeMode(c, QHeaderView.Stretch if c == len(headers) - 1 else QHeaderView.ResizeToContents)
+    table.setToolTip(tooltip)
+    return table
+
+
 class _VScroll(QScrollArea):
     """A vertical-only scroll area as wide as its content needs (a plain one would clip it)."""
 
@@ -270,14 +268,13 @@ class _VScroll(QScrollArea):
         return hint
 
 
-class TrainWidget(QWidget):
+class TrainWidget(ModelDeviceMixin, LayerDock):
     """Train or fine-tune a TTSR super-resolution model on image layers."""
 
+    settings_group = "train"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self._hr_layers: list = []
-        self._ref_layers: list = []
+        super().__init__(napari_viewer)
         self._pairs: list = []  # [(lr_layer, hr_layer)]
         self._checked: set[int] = set()
         self._ref_checked: set[int] = set()
@@ -291,19 +288,13 @@ class TrainWidget(QWidget):
         self.progress: dict = {}
         self.saved_path: Path | None = None
         self._build()
-        self.runner = TaskRunner(self.progress_bar, self.progress_label, self.status, parent=self)
-        self.runner.state_changed.connect(self._follow_state)
-        self.runner.stop_when_closed(self)
+        self._start_runner(self.progress_bar, self.progress_label, self.status)
         self._bind_settings()
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            getattr(ev, name).connect(self._refresh_layers)
-        self._refresh_layers()
+        self._watch_layers()
         self._sync_mode()
         self._sync_model()
         self._sync_schedule()
         self._sync_device()
-        self._follow_state(State.IDLE)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -320,23 +311,15 @@ class TrainWidget(QWidget):
 
         dbox = QGroupBox("Training data")
         dl = QVBoxLayout(dbox)
-        mrow = QHBoxLayout()
-        self.mode_hr = QRadioButton("HR images")
-        self.mode_hr.setToolTip("High-resolution image layers; their low-resolution versions are made by the 4× "
-                                "area-average degradation (matrestore.degrade.downsample).")
-        self.mode_pairs = QRadioButton("LR/HR pairs")
-        self.mode_pairs.setToolTip("Real pairs of a coarse (LR) and a fine (HR, 4× the LR size) scan of the same "
-                                   "field; every cell is realigned automatically (SSIM search within ±8 HR px) and "
-                                   "the offsets found are shown.")
-        self.mode_hr.setChecked(True)
-        mrow.addWidget(self.mode_hr)
-        mrow.addWidget(self.mode_pairs)
-        mrow.addStretch(1)
+        mrow, self.mode_hr, self.mode_pairs = radio_row(
+            ("HR images", "High-resolution image layers; their low-resolution versions are made by the 4× "
+                          "area-average degradation (matrestore.degrade.downsample)."),
+            ("LR/HR pairs", "Real pairs of a coarse (LR) and a fine (HR, 4× the LR size) scan of the same field; "
+                            "every cell is realigned automatically (SSIM search within ±8 HR px) and the offsets "
+                            "found are shown."))
         dl.addLayout(mrow)
-        self.hr_list = QListWidget()
-        self.hr_list.setToolTip("Check the high-resolution 2-D greyscale image layers to train on. Layers that "
-                                "cannot be used are greyed out with the reason.")
-        self.hr_list.setMaximumHeight(72)
+        self.hr_list = LayerCheckList("used", "Check the high-resolution 2-D greyscale image layers to train on. "
+                                      "Layers that cannot be used are greyed out with the reason.", max_height=72)
         dl.addWidget(self.hr_list)
         self.pair_box = QWidget()
         pl = QVBoxLayout(self.pair_box)
@@ -354,66 +337,34 @@ class TrainWidget(QWidget):
         prow.addWidget(self.pair_hr, 1)
         prow.addWidget(self.pair_add)
         pl.addLayout(prow)
-        self.pair_table = QTableWidget(0, 3)
-        self.pair_table.setHorizontalHeaderLabels(["LR", "HR", "offset found (dy, dx) HR px"])
-        self.pair_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.pair_table = _read_only_table(
+            ["LR", "HR", "offset found (dy, dx) HR px"], "The LR/HR pairs to train on. After the data are prepared, "
+            "the last column shows the realignment found: the median offset of the HR window from its nominal place "
+            "(HR px) and its range over the cells.")
         self.pair_table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.pair_table.verticalHeader().setVisible(False)
-        hh = self.pair_table.horizontalHeader()
-        hh.setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        hh.setSectionResizeMode(2, QHeaderView.Stretch)
         self.pair_table.setMaximumHeight(90)
-        self.pair_table.setToolTip("The LR/HR pairs to train on. After the data are prepared, the last column shows "
-                                   "the realignment found: the median offset of the HR window from its nominal "
-                                   "place (HR px) and its range over the cells.")
         pl.addWidget(self.pair_table)
         self.pair_remove = QPushButton("Remove selected pair")
         self.pair_remove.setToolTip("Remove the selected pair from the list.")
         pl.addWidget(self.pair_remove)
         dl.addWidget(self.pair_box)
-        self.invalid_note = QLabel("")
-        self.invalid_note.setWordWrap(True)
-        self.invalid_note.setToolTip("Image layers that cannot be used for training, and why.")
+        self.invalid_note = self._unoffered_label("Image layers that cannot be used for training, and why.")
         dl.addWidget(self.invalid_note)
         lay.addWidget(dbox)
 
-        rbox = QGroupBox("References (optional)")
-        rl = QVBoxLayout(rbox)
-        self.ref_list = QListWidget()
-        self.ref_list.setToolTip("High-resolution reference images whose textures the network learns to transfer. "
-                                 "None checked: crops of the training images (each cell never sees its own crop).\n"
-                                 f"Layers marked as references (metadata['{ROLE_KEY}'] == 'reference') are checked "
-                                 "for you.")
-        self.ref_list.setMaximumHeight(56)
-        rl.addWidget(self.ref_list)
-        frow = QHBoxLayout()
-        self.ref_folder = QLineEdit()
-        self.ref_folder.setPlaceholderText("and/or a folder of reference images")
-        self.ref_folder.setClearButtonEnabled(True)
-        self.ref_folder.setToolTip("A folder of HR reference images (tif, png, jpg, bmp), used with the checked layers.")
-        self.ref_browse = QPushButton("Browse…")
-        self.ref_browse.setToolTip("Choose the folder of reference images.")
-        frow.addWidget(self.ref_folder, 1)
-        frow.addWidget(self.ref_browse)
-        rl.addLayout(frow)
-        lay.addWidget(rbox)
+        lay.addWidget(self._references_box(
+            "References (optional)", "used", "High-resolution reference images whose textures the network learns to "
+            "transfer. None checked: crops of the training images (each cell never sees its own crop).\n"
+            f"Layers marked as references (metadata['{ROLE_KEY}'] == 'reference') are checked for you.", 56,
+            "A folder of HR reference images (tif, png, jpg, bmp), used with the checked layers."))
 
         mbox = QGroupBox("Model and schedule")
         mf = QFormLayout(mbox)
-        self.base_combo = QComboBox()
-        self.base_combo.addItems(list(BASES))
-        self.base_combo.setToolTip("Start from the bundled default model (fine-tuning: fastest, needs the least data), "
-                                   "from a model file, or from a new, untrained network of the chosen preset.")
+        self.base_combo = combo_box(BASES, "Start from the bundled default model (fine-tuning: fastest, needs the "
+                                           "least data), from a model file, or from a new, untrained network of the "
+                                           "chosen preset.")
         mf.addRow("base model", self.base_combo)
-        brow = QHBoxLayout()
-        self.model_path = QLineEdit()
-        self.model_path.setPlaceholderText("path/to/model.safetensors")
-        self.model_path.setToolTip("The model file to fine-tune.")
-        self.model_browse = QPushButton("Browse…")
-        self.model_browse.setToolTip("Choose the model file to fine-tune.")
-        brow.addWidget(self.model_path, 1)
-        brow.addWidget(self.model_browse)
+        brow = self._model_file_row("The model file to fine-tune.", "Choose the model file to fine-tune.")
         self.model_row = QWidget()
         self.model_row.setLayout(brow)
         brow.setContentsMargins(0, 0, 0, 0)
@@ -427,202 +378,119 @@ class TrainWidget(QWidget):
                                      "for CPU training and inference), tiny (for tests only).\nFine-tuning keeps the "
                                      "base model's architecture.")
         mf.addRow("preset", self.preset_combo)
-        self.model_note = QLabel("")
-        self.model_note.setWordWrap(True)
-        self.model_note.setToolTip("Whether the chosen base model is available.")
-        mf.addRow(self.model_note)
-        self.epochs_spin = QSpinBox(minimum=1, maximum=10000, value=20)
-        self.epochs_spin.setToolTip("Passes of the schedule. After every epoch the network is validated on held-out "
-                                    "cells and the best one is kept.")
+        mf.addRow(self._model_note_label("Whether the chosen base model is available."))
+        self.epochs_spin = spin_box("Passes of the schedule. After every epoch the network is validated on held-out "
+                                    "cells and the best one is kept.", minimum=1, maximum=10000, value=20)
         mf.addRow("epochs", self.epochs_spin)
-        self.steps_spin = QSpinBox(minimum=0, maximum=100000, value=0)
-        self.steps_spin.setSpecialValueText("auto")
-        self.steps_spin.setToolTip("Training steps (batches) per epoch. auto (0): about two passes over the training "
-                                   "cells.")
+        self.steps_spin = spin_box("Training steps (batches) per epoch. auto (0): about two passes over the training "
+                                   "cells.", special="auto", minimum=0, maximum=100000, value=0)
         mf.addRow("steps per epoch", self.steps_spin)
-        self.schedule_combo = QComboBox()
-        self.schedule_combo.addItems(list(SCHEDULES))
-        self.schedule_combo.setToolTip("two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, "
-                                       "transferal perceptual and adversarial (WGAN-GP) losses added.\nreconstruction "
-                                       "loss only: the sharpest PSNR, no adversarial textures.\nall losses from the "
-                                       "start: no first phase.")
+        self.schedule_combo = combo_box(
+            SCHEDULES, "two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, transferal "
+            "perceptual and adversarial (WGAN-GP) losses added.\nreconstruction loss only: the sharpest PSNR, no "
+            "adversarial textures.\nall losses from the start: no first phase.")
         mf.addRow("losses", self.schedule_combo)
-        self.phase_spin = QSpinBox(minimum=0, maximum=100, value=50, singleStep=10)
-        self.phase_spin.setSuffix(" % of the epochs")
-        self.phase_spin.setToolTip("Length of the first, reconstruction-only phase (the paper: half of the epochs).")
+        self.phase_spin = spin_box("Length of the first, reconstruction-only phase (the paper: half of the epochs).",
+                                   suffix=" % of the epochs", minimum=0, maximum=100, value=50, singleStep=10)
         mf.addRow("first phase", self.phase_spin)
         lay.addWidget(mbox)
 
         trow = QHBoxLayout()
-        self.adv_toggle = QToolButton()
-        self.adv_toggle.setText("Advanced")
-        self.adv_toggle.setCheckable(True)
-        self.adv_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.adv_toggle.setArrowType(Qt.RightArrow)
-        self.adv_toggle.setStyleSheet("QToolButton { border: none; }")
-        self.adv_toggle.setToolTip("Show or hide the batch, patch, learning-rate, device and output-folder options.")
-        self.defaults_btn = QPushButton("Restore defaults")
-        self.defaults_btn.setToolTip("Set every training setting of this widget back to its default (the layer "
-                                     "choices stay).")
-        trow.addWidget(self.adv_toggle)
+        trow.addWidget(self._advanced_toggle("Show or hide the batch, patch, learning-rate, device and "
+                                             "output-folder options."))
         trow.addStretch(1)
-        trow.addWidget(self.defaults_btn)
+        trow.addWidget(self._defaults_button("Set every training setting of this widget back to its default (the "
+                                             "layer choices stay)."))
         lay.addLayout(trow)
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
-        self.batch_spin = QSpinBox(minimum=1, maximum=1024, value=8)
-        self.batch_spin.setToolTip("Patches per training step.")
+        self.batch_spin = spin_box("Patches per training step.", minimum=1, maximum=1024, value=8)
         af.addRow("batch size", self.batch_spin)
-        self.patch_spin = QSpinBox(minimum=4, maximum=512, value=32)
-        self.patch_spin.setSuffix(" LR px")
-        self.patch_spin.setToolTip("Side of the random training patches in LR px (HR: 4×). At most the cell size.")
+        self.patch_spin = spin_box("Side of the random training patches in LR px (HR: 4×). At most the cell size.",
+                                   suffix=" LR px", minimum=4, maximum=512, value=32)
         af.addRow("patch", self.patch_spin)
-        self.cell_spin = QSpinBox(minimum=4, maximum=2048, value=64)
-        self.cell_spin.setSuffix(" LR px")
-        self.cell_spin.setToolTip("Images are cut into cells of this side (LR px; HR: 4×), split 80/10/10 into "
-                                  "training / validation / test. An HR image needs at least one cell (4× this) a side.")
+        self.cell_spin = spin_box("Images are cut into cells of this side (LR px; HR: 4×), split 80/10/10 into "
+                                  "training / validation / test. An HR image needs at least one cell (4× this) a side.",
+                                  suffix=" LR px", minimum=4, maximum=2048, value=64)
         af.addRow("cell", self.cell_spin)
-        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1e-2, value=5e-4, singleStep=1e-4)
-        self.lr_spin.setToolTip("Peak learning rate of the cyclic schedule (the lowest is 1e-4 or this, whichever is "
-                                "smaller). Lower it if training diverges.")
+        self.lr_spin = spin_box("Peak learning rate of the cyclic schedule (the lowest is 1e-4 or this, whichever is "
+                                "smaller). Lower it if training diverges.", double=True, decimals=5, minimum=1e-5,
+                                maximum=1e-2, value=5e-4, singleStep=1e-4)
         af.addRow("learning rate (max)", self.lr_spin)
-        self.noise_spin = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=0.5, value=0.0, singleStep=0.005)
-        self.noise_spin.setSpecialValueText("none")
-        self.noise_spin.setToolTip("HR images only: Gaussian noise (fraction of the intensity range) added to the made "
-                                   "LR images, so the network learns to expect noisy coarse scans.")
+        self.noise_spin = spin_box("HR images only: Gaussian noise (fraction of the intensity range) added to the made "
+                                   "LR images, so the network learns to expect noisy coarse scans.", special="none",
+                                   double=True, decimals=3, minimum=0.0, maximum=0.5, value=0.0, singleStep=0.005)
         af.addRow("LR noise", self.noise_spin)
-        self.seed_spin = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
-        self.seed_spin.setToolTip("Random seed (initial weights, data split, patches): the same seed and data give "
-                                  "the same run.")
+        self.seed_spin = spin_box("Random seed (initial weights, data split, patches): the same seed and data give "
+                                  "the same run.", minimum=0, maximum=2**31 - 1, value=0)
         af.addRow("seed", self.seed_spin)
-        self.device_combo = QComboBox()
-        self.device_combo.setToolTip("Where the network trains. auto: CUDA if present, else Apple MPS, else the CPU.")
-        self.device_note = QLabel("")
-        self.device_note.setToolTip("The device found on this computer ('auto' picks it).")
-        drow = QHBoxLayout()
-        drow.addWidget(self.device_combo)
-        drow.addWidget(self.device_note, 1)
-        af.addRow("device", drow)
-        orow = QHBoxLayout()
-        self.out_folder = QLineEdit()
-        self.out_folder.setPlaceholderText("a temporary folder")
-        self.out_folder.setClearButtonEnabled(True)
-        self.out_folder.setToolTip("Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
-                                   "best/last.safetensors, log.jsonl).\nEmpty: a temporary folder, deleted when the "
-                                   "next run starts or the widget closes (save the model first).")
-        self.out_browse = QPushButton("Browse…")
-        self.out_browse.setToolTip("Choose the output folder.")
-        orow.addWidget(self.out_folder, 1)
-        orow.addWidget(self.out_browse)
+        af.addRow("device", self._device_row("Where the network trains. auto: CUDA if present, else Apple MPS, else "
+                                             "the CPU.", "The device found on this computer ('auto' picks it)."))
+        orow, self.out_folder, self.out_browse = self._folder_row(
+            "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
+            "best/last.safetensors, log.jsonl).\nEmpty: a temporary folder, deleted when the next run starts or the "
+            "widget closes (save the model first).", "Choose the output folder.", "Output folder for training runs",
+            "output_folder")
         af.addRow("output folder", orow)
         self.adv_box.setVisible(False)
         lay.addWidget(self.adv_box)
 
-        brow2 = QHBoxLayout()
-        self.run_btn = QPushButton("Train")
-        self.run_btn.setToolTip("Start training in the background (the viewer stays usable).")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop after the current step; a checkpoint and the last model are kept "
-                                   "(Resume continues, Save model… saves).")
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("Continue the stopped run from its checkpoint, with the same data.")
         self.save_btn = QPushButton("Save model…")
         self.save_btn.setToolTip("Write the best model of the last run (else its last model) to a .safetensors file, "
                                  "for the Enhance widget or `matrestore sr enhance --model`.")
-        brow2.addWidget(self.run_btn, 1)
-        brow2.addWidget(self.cancel_btn)
-        brow2.addWidget(self.resume_btn)
-        brow2.addWidget(self.save_btn)
-        lay.addLayout(brow2)
+        lay.addLayout(self._run_buttons(
+            ("Train", "Start training in the background (the viewer stays usable)."),
+            "Stop after the current step; a checkpoint and the last model are kept (Resume continues, Save model… "
+            "saves).", extra=(self.resume_btn, self.save_btn)))
         self.epoch_bar = QProgressBar()
         self.epoch_bar.setFormat("epoch %v / %m")
         self.epoch_bar.setToolTip("Epochs done of all epochs.")
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("step %v / %m")
-        self.progress_bar.setToolTip("Training steps done of all steps.")
-        self.progress_label = QLabel("")
-        self.progress_label.setWordWrap(True)
-        self.progress_label.setToolTip("Epoch, step, phase, current loss and the estimated time left.")
         lay.addWidget(self.epoch_bar)
-        lay.addWidget(self.progress_bar)
-        lay.addWidget(self.progress_label)
+        self._add_progress(lay, ("step %v / %m", "Training steps done of all steps."),
+                           "Epoch, step, phase, current loss and the estimated time left.")
+        self.progress_label.setWordWrap(True)
         self.loss_plot = LossPlot()
         lay.addWidget(self.loss_plot)
-        self.val_table = QTableWidget(0, 5)
-        self.val_table.setHorizontalHeaderLabels(["epoch", "PSNR (dB)", "SSIM", "ESSIM", "vs bicubic"])
-        self.val_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.val_table.verticalHeader().setVisible(False)
-        vh = self.val_table.horizontalHeader()
-        for c in range(5):
-            vh.setSectionResizeMode(c, QHeaderView.Stretch if c == 4 else QHeaderView.ResizeToContents)
+        self.val_table = _read_only_table(
+            ["epoch", "PSNR (dB)", "SSIM", "ESSIM", "vs bicubic"], "Validation after every epoch, on held-out cells "
+            "never trained on, in the images' own intensity units: the network's PSNR / SSIM / ESSIM, and its PSNR "
+            "gain over bicubic interpolation (first row). The best epoch (kept as the model) is bold.")
         self.val_table.setMinimumHeight(110)
         self.val_table.setMaximumHeight(190)
-        self.val_table.setToolTip("Validation after every epoch, on held-out cells never trained on, in the images' "
-                                  "own intensity units: the network's PSNR / SSIM / ESSIM, and its PSNR gain over "
-                                  "bicubic interpolation (first row). The best epoch (kept as the model) is bold.")
         lay.addWidget(self.val_table)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.status.setToolTip("Result or error of the last run.")
-        lay.addWidget(self.status)
-        self.saved_label = QLabel("")
-        self.saved_label.setWordWrap(True)
-        self.saved_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.saved_label.setToolTip("Where the model and the run were written.")
+        lay.addWidget(self._status_label())
+        self.saved_label = selectable_label("Where the model and the run were written.")
         lay.addWidget(self.saved_label)
         lay.addStretch(1)
 
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn.clicked.connect(self.resume)
         self.save_btn.clicked.connect(lambda *_: self.save_model())
         self.mode_hr.toggled.connect(self._sync_mode)
         self.base_combo.currentIndexChanged.connect(self._sync_model)
-        self.model_path.textChanged.connect(self._sync_model)
-        self.model_browse.clicked.connect(self._browse_model)
-        self.ref_browse.clicked.connect(self._browse_folder)
-        self.out_browse.clicked.connect(self._browse_out)
         self.schedule_combo.currentIndexChanged.connect(self._sync_schedule)
-        self.adv_toggle.toggled.connect(self._toggle_advanced)
-        self.defaults_btn.clicked.connect(self.restore_defaults)
-        self.device_combo.currentIndexChanged.connect(self._sync_device)
         self.pair_add.clicked.connect(self._add_current_pair)
         self.pair_remove.clicked.connect(self._remove_selected_pair)
         self.hr_list.itemChanged.connect(self._on_hr_check)
         self.ref_list.itemChanged.connect(self._on_ref_check)
 
     def _bind_settings(self) -> None:
+        """Remember the settings (each control's value now, as built, is its default)."""
         self._sync_device()  # the device list must exist before its stored value is applied
-        s = self.settings = WidgetSettings("train")
-        s.bind("pairs", self.mode_pairs, default=False)
-        s.bind("hr_images", self.mode_hr, default=True)
-        s.bind("base", self.base_combo, default=self.base_combo.itemText(0))
-        s.bind("model_file", self.model_path, default="")
-        s.bind("preset", self.preset_combo, default="cpu")
-        s.bind("epochs", self.epochs_spin, default=20)
-        s.bind("steps_per_epoch", self.steps_spin, default=0)
-        s.bind("losses", self.schedule_combo, default=self.schedule_combo.itemText(0))
-        s.bind("first_phase_percent", self.phase_spin, default=50)
-        s.bind("batch_size", self.batch_spin, default=8)
-        s.bind("patch", self.patch_spin, default=32)
-        s.bind("cell", self.cell_spin, default=64)
-        s.bind("lr_max", self.lr_spin, default=5e-4)
-        s.bind("noise", self.noise_spin, default=0.0)
-        s.bind("seed", self.seed_spin, default=0)
-        s.bind("device", self.device_combo, default="auto")
-        s.bind("output_folder", self.out_folder, default="")
-        s.bind("reference_folder", self.ref_folder, default="")
+        self._remember({"pairs": self.mode_pairs, "hr_images": self.mode_hr, "base": self.base_combo,
+                        "model_file": self.model_path, "preset": self.preset_combo, "epochs": self.epochs_spin,
+                        "steps_per_epoch": self.steps_spin, "losses": self.schedule_combo,
+                        "first_phase_percent": self.phase_spin, "batch_size": self.batch_spin,
+                        "patch": self.patch_spin, "cell": self.cell_spin, "lr_max": self.lr_spin,
+                        "noise": self.noise_spin, "seed": self.seed_spin, "device": self.device_combo,
+                        "output_folder": self.out_folder, "reference_folder": self.ref_folder})
         self.model_path.textChanged.connect(lambda *_: self.settings.save("model_file"))
-
-    def _toggle_advanced(self, on: bool) -> None:
-        self.adv_toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
-        self.adv_box.setVisible(on)
 
     def restore_defaults(self) -> None:
         """Every remembered setting back to its default (the stored values are forgotten)."""
-        self.settings.restore_defaults()
+        super().restore_defaults()
         self.mode_hr.setChecked(True)
         self._sync_mode()
         self._sync_model()
@@ -640,25 +508,21 @@ class TrainWidget(QWidget):
         return BASES[self.base_combo.currentText()]
 
     def _sync_model(self, *_) -> None:
-        from ..sr.modelio import DEFAULT_MODEL
-
         base = self.base()
         self.model_row.setEnabled(base == "file")
         self.preset_combo.setEnabled(base == "new")
         ok, text = True, ""
         if base == "default":
-            ok = DEFAULT_MODEL.is_file()
+            ok = default_model_installed()
             text = "fine-tunes the bundled default model." if ok else (
                 "No default model is installed: choose a model file or train a new model.")
         elif base == "file":
-            p = self.model_path.text().strip()
-            ok = bool(p) and Path(p).expanduser().is_file()
-            text = "fine-tunes this file (it is never changed)." if ok else (
-                "choose a model file." if not p else f"model file not found: {p}")
+            _, problem = model_file_state(self.model_path.text())
+            ok = problem is None
+            text = "fine-tunes this file (it is never changed)." if ok else problem
         else:
             text = "a new, untrained network of the preset below."
-        self.model_note.setText(text)
-        self.model_note.setStyleSheet("" if ok else ERROR_STYLE)
+        self._show_model_note(ok, text)
 
     def set_base(self, base: str, path=None, preset: str | None = None) -> None:
         """Choose the base model: ``"default"``, ``"file"`` (with ``path``) or ``"new"`` (with ``preset``)."""
@@ -676,48 +540,12 @@ class TrainWidget(QWidget):
         mode = SCHEDULES[self.schedule_combo.currentText()]
         return {"two": self.phase_spin.value() / 100.0, "rec": 1.0, "all": 0.0}[mode]
 
-    def _sync_device(self, *_) -> None:
-        from .. import device as _device
-
-        if self.device_combo.count() == 0:
-            self.device_combo.blockSignals(True)
-            self.device_combo.addItems(["auto"] + _device.available_devices())
-            self.device_combo.blockSignals(False)
-        try:
-            auto = _device.describe("auto")
-        except Exception as exc:  # noqa: BLE001 - a broken driver must not break the widget
-            auto = f"unavailable ({exc})"
-        self.device_note.setText(f"auto → {auto}" if self.device_combo.currentText() == "auto"
-                                 else f"(auto would pick {auto})")
-
-    def device(self):
-        d = self.device_combo.currentText()
-        return None if d in ("", "auto") else d
-
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune", self.model_path.text(),
-                                              "Model files (*.safetensors);;All files (*)")
+        path = self._ask_model_file("Model to fine-tune")
         if path:
             self.set_base("file", path)
 
-    def _browse_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder of reference images", self.ref_folder.text())
-        if path:
-            self.ref_folder.setText(path)
-            self.settings.save("reference_folder")
-
-    def _browse_out(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder for training runs", self.out_folder.text())
-        if path:
-            self.out_folder.setText(path)
-            self.settings.save("output_folder")
-
     # ------------------------------------------------------------------ layer pickers
-    def _image_layers(self) -> list:
-        from napari.layers import Image
-
-        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
-
     @staticmethod
     def _made_by(layer) -> str | None:
         md = (layer.metadata or {}).get(OUTPUT_KEY)
@@ -736,12 +564,10 @@ class TrainWidget(QWidget):
         images = [lyr for lyr in self._image_layers() if self._made_by(lyr) != PREVIEW_KIND]  # previews: not data
         alive = {id(lyr) for lyr in self.viewer.layers}
         self._pairs = [p for p in self._pairs if id(p[0]) in alive and id(p[1]) in alive]
-        self._fill_list(self.hr_list, images, lambda lyr: id(lyr) in self._checked)
-        self._hr_layers = list(images)
-        self._fill_list(self.ref_list, images,
-                        lambda lyr: id(lyr) in self._ref_checked
-                        or ((lyr.metadata or {}).get(ROLE_KEY) == "reference" and id(lyr) not in self._ref_unchecked))
-        self._ref_layers = list(images)
+        why = {id(lyr): self._why_not(lyr) for lyr in images}
+        self.hr_list.fill([(lyr, why[id(lyr)], lyr.name, id(lyr) in self._checked) for lyr in images])
+        self.ref_list.fill([(lyr, why[id(lyr)], lyr.name, id(lyr) in self._ref_checked or (
+            (lyr.metadata or {}).get(ROLE_KEY) == "reference" and id(lyr) not in self._ref_unchecked)) for lyr in images])
         valid = [lyr for lyr in images if self._why_not(lyr) is None]
         for combo in (self.pair_lr, self.pair_hr):
             keep = combo.currentText()
@@ -752,69 +578,29 @@ class TrainWidget(QWidget):
                 combo.setCurrentText(keep)
             combo.blockSignals(False)
         self._fill_pair_table()
-        bad = [(lyr.name, layer_problem(lyr)) for lyr in images if layer_problem(lyr) is not None]
-        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
-        self.invalid_note.setVisible(bool(bad))
-
-    def _fill_list(self, lst: QListWidget, layers: list, checked) -> None:
-        lst.blockSignals(True)
-        lst.clear()
-        for lyr in layers:
-            why = self._why_not(lyr)
-            if why is None:
-                item = QListWidgetItem(lyr.name)
-                item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
-                item.setCheckState(Qt.Checked if checked(lyr) else Qt.Unchecked)
-                h, w = lyr.data.shape[-2:]
-                item.setToolTip(f"{lyr.name}: {h}×{w} px")
-            else:
-                item = QListWidgetItem(f"{lyr.name}  ({why})")
-                item.setFlags(Qt.NoItemFlags)
-                item.setToolTip(f"{lyr.name} cannot be used: {why}.")
-            lst.addItem(item)
-        lst.blockSignals(False)
+        self._show_unoffered(images)
 
     def _on_hr_check(self, item) -> None:
-        lyr = self._hr_layers[self.hr_list.row(item)]
-        (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(id(lyr))
+        self.hr_list.remember_check(item, self._checked)
 
     def _on_ref_check(self, item) -> None:
-        lyr = self._ref_layers[self.ref_list.row(item)]
-        if item.checkState() == Qt.Checked:
-            self._ref_checked.add(id(lyr))
-            self._ref_unchecked.discard(id(lyr))
-        else:
-            self._ref_checked.discard(id(lyr))
-            self._ref_unchecked.add(id(lyr))
-
-    @staticmethod
-    def _checked_in(lst: QListWidget, layers: list) -> list:
-        return [lyr for i, lyr in enumerate(layers)
-                if lst.item(i).flags() & Qt.ItemIsEnabled and lst.item(i).checkState() == Qt.Checked]
+        self.ref_list.remember_check(item, self._ref_checked, self._ref_unchecked)
 
     def hr_layers(self) -> list:
         """The checked HR training layers, in list order."""
-        return self._checked_in(self.hr_list, self._hr_layers)
+        return self.hr_list.checked_layers()
 
     def reference_layers(self) -> list:
         """The checked reference layers, in list order."""
-        return self._checked_in(self.ref_list, self._ref_layers)
+        return self.ref_list.checked_layers()
 
     def set_hr_layers(self, names) -> None:
         """Check exactly the HR training layers named in ``names`` (for scripts and tests)."""
-        self._set_checked(self.hr_list, self._hr_layers, names)
+        self.hr_list.set_checked(names)
 
     def set_references(self, names) -> None:
         """Check exactly the reference layers named in ``names`` (for scripts and tests)."""
-        self._set_checked(self.ref_list, self._ref_layers, names)
-
-    @staticmethod
-    def _set_checked(lst, layers, names) -> None:
-        names = set(names)
-        for i, lyr in enumerate(layers):
-            item = lst.item(i)
-            if item.flags() & Qt.ItemIsUserCheckable:
-                item.setCheckState(Qt.Checked if lyr.name in names else Qt.Unchecked)
+        self.ref_list.set_checked(names)
 
     def pairs(self) -> list:
         return list(self._pairs)
@@ -1043,9 +829,8 @@ class TrainWidget(QWidget):
             self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
 
     def _follow_state(self, state) -> None:
+        super()._follow_state(state)
         running = state is State.RUNNING
-        self.run_btn.setEnabled(not running)
-        self.cancel_btn.setEnabled(running)
         ck = self.run_dir is not None and (self.run_dir / "checkpoint.pt").is_file()
         self.resume_btn.setEnabled(not running and state is State.STOPPED and ck and self._job is not None)
         self.save_btn.setEnabled(not running and self.model_file() is not None)
@@ -1145,26 +930,8 @@ class TrainWidget(QWidget):
                 # matrestore.baselines.upsampled_geometry), so the LR preview is as large as the other two
                 (ys, xs), tr = (sy * s, sx * s), (tr[0] + sy * (s - 1) / 2, tr[1] + sx * (s - 1) / 2)
             md = {OUTPUT_KEY: {**md_base, "what": what[k]}}
-            self._put_preview(PREVIEW_NAMES[k], np.asarray(pv[k], np.float32), (ys, xs), tr, md, clim, units)
-
-    def _put_preview(self, name, data, scale, translate, metadata, clim, units):
-        from napari.layers import Image
-
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale = scale
-            layer.translate = translate
-            layer.metadata = metadata
-            return layer
-        kwargs = dict(name=name, scale=scale, translate=translate, metadata=metadata, contrast_limits=clim,
-                      colormap="gray")
-        if units is not None:
-            try:
-                return self.viewer.add_image(data, units=units, **kwargs)
-            except Exception:  # noqa: BLE001 - a unit napari does not understand
-                pass
-        return self.viewer.add_image(data, **kwargs)
+            put_image(self.viewer, PREVIEW_NAMES[k], np.asarray(pv[k], np.float32), (ys, xs), tr, md, units=units,
+                      contrast_limits=clim, colormap="gray")
 
     def preview_layers(self) -> dict:
         return {k: self.viewer.layers[n] for k, n in PREVIEW_NAMES.items() if n in self.viewer.layers}
@@ -1188,16 +955,15 @@ class TrainWidget(QWidget):
         return text
 
     def _on_done(self, res) -> None:
-        self._result = res
-        self.status.setStyleSheet("")
-        self.status.setText(self._finish_text(res, stopped=False))
-        self._show_run_folder()
-        self._follow_state(self.runner.state)
+        self._finish(res, stopped=False)
 
     def _on_stopped(self, res) -> None:
+        self._finish(res, stopped=True)
+
+    def _finish(self, res, stopped: bool) -> None:
         self._result = res
         self.status.setStyleSheet("")
-        self.status.setText(self._finish_text(res, stopped=True))
+        self.status.setText(self._finish_text(res, stopped=stopped))
         self._show_run_folder()
         self._follow_state(self.runner.state)
 
@@ -1271,16 +1037,8 @@ class TrainWidget(QWidget):
         return dst
 
     # ------------------------------------------------------------------ teardown
-    def closeEvent(self, event):  # noqa: N802 (Qt API)
-        ended = self.runner.stop()  # (also done by the runner's event filter)
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered", "renamed"):
-            try:
-                getattr(ev, name).disconnect(self._refresh_layers)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        if ended:
+    def _closed(self, ended: bool) -> None:
+        if ended:  # the temporary run folder goes once its job has ended
             for d in self._temp_dirs:
                 shutil.rmtree(d, ignore_errors=True)
             self._temp_dirs = []
-        super().closeEvent(event)
