@@ -444,7 +444,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
             if why is None and lyr is inp:
                 why = "the input"
             elif why is None and lyr is gt:
-                why = "the ground truth: a reference showing the scored field would flatter the result"
+                why = "the ground truth"  # a reference showing the scored field would flatter the result
             elif why is None and (lyr.name == out_name or self._is_output(lyr)):
                 why = "a super-resolution result"
             label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
