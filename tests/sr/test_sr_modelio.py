@@ -50,3 +50,18 @@ def test_load_errors(tmp_path, tiny_model):
         load_model(bad)
     with pytest.raises(InputError, match="TTSR"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+
+
+def test_shipped_default_model_is_self_describing():
+    """The package ships a default model: it loads, enhances 4x and says what it was trained on."""
+    assert DEFAULT_MODEL.is_file(), "src/matrestore/sr/models/default.safetensors is missing (package data)"
+    assert DEFAULT_MODEL.stat().st_size < 5e6  # keep the package small
+    model = load_model("default")
+    meta = model.meta
+    assert model.scale == 4 and meta["config"]["preset"] == "cpu"
+    names = {s["name"] for s in meta["training"]["sources"]}
+    # the images set aside for the model card's held-out table were never trained on
+    assert names.isdisjoint({"sem2surface__P33_scale2s3_detectorA.tif", "openecci__steel_SEM_003.tif",
+                             "rsciio__test_tiff_Zeiss_SEM_512pix.tif"})
+    v = meta["metrics"]["validation"]
+    assert v["ttsr"]["psnr"] > v["bicubic"]["psnr"] and v["ttsr"]["essim"] > v["bicubic"]["essim"]
