@@ -125,7 +125,10 @@ def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resum
             msg = "done."
         return {**rec, "message": msg}
 
-    result = yield from relay(gen, with_message)
+    try:
+        result = yield from relay(gen, with_message)
+    finally:
+        _device.free_memory(dev)  # give the accelerator's cached memory back after every run
     if result is not None:
         result = dict(result, device=_device.describe(dev), elapsed_s=time.perf_counter() - t0)
     return result
