@@ -335,14 +335,19 @@ def test_reference_layers_are_prechecked_and_used(setup, qtbot, images):
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
 
 
-def test_close_stops_a_running_job(setup, qtbot):
+def test_close_stops_a_running_job(setup, qtbot, tmp_path):
     viewer, w = setup
     configure(w, epochs=50, steps=10)
+    w.out_folder.setText(str(tmp_path / "runs"))
     w.run()
     qtbot.waitUntil(lambda: w.progress_bar.value() >= 1, timeout=TIMEOUT)
     w.close()
     assert w.runner.wait(30)
     assert w.runner.state is not State.RUNNING
+    # the job ended through the engine's cancel branch: checkpoint and last model of the step reached
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "checkpoint.pt").is_file() and (runs[0] / "last.safetensors").is_file()
 
 
 def test_train_job_without_qt(images, tmp_path):
