@@ -12,8 +12,14 @@ from matrestore._widgets._worker import State, TaskRunner
 from matrestore._widgets.compare import CompareWidget
 from matrestore.baselines import METHODS, upsample, upsampled_geometry
 from matrestore.degrade import downsample
+from _util import assert_unchanged, snapshot
+from _util import wait_done as _wait_done
 
 TIMEOUT = 20000
+
+
+def wait_done(qtbot, w):
+    _wait_done(qtbot, w, TIMEOUT)
 
 
 @pytest.fixture
@@ -36,25 +42,6 @@ def setup(make_napari_viewer, hr, lr):
     w = CompareWidget(viewer)
     viewer.window.add_dock_widget(w)
     return viewer, w
-
-
-def snapshot(layer):
-    import copy
-
-    return (np.array(layer.data, copy=True), tuple(layer.scale), tuple(layer.translate), layer.name,
-            copy.deepcopy(dict(layer.metadata)))
-
-
-def assert_unchanged(layer, snap):
-    data, scale, translate, name, metadata = snap
-    np.testing.assert_array_equal(np.asarray(layer.data), data)
-    assert np.asarray(layer.data).dtype == data.dtype
-    assert tuple(layer.scale) == scale and tuple(layer.translate) == translate and layer.name == name
-    assert dict(layer.metadata) == metadata
-
-
-def wait_done(qtbot, w):
-    qtbot.waitUntil(lambda: w.runner.state in (State.DONE, State.FAILED, State.STOPPED), timeout=TIMEOUT)
 
 
 def table_rows(w):

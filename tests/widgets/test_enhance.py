@@ -1,4 +1,3 @@
-import copy
 import time
 
 import numpy as np
@@ -12,8 +11,19 @@ from matrestore._widgets.enhance import EnhanceWidget
 from matrestore._widgets.rescan import ROLE_KEY
 from matrestore.baselines import upsampled_geometry
 from matrestore.degrade import downsample
+from _util import assert_unchanged, snapshot
+from _util import run_and_wait as _run_and_wait
+from _util import wait_done as _wait_done
 
 TIMEOUT = 60000
+
+
+def wait_done(qtbot, w):
+    _wait_done(qtbot, w, TIMEOUT)
+
+
+def run_and_wait(qtbot, w):
+    return _run_and_wait(qtbot, w, TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -49,29 +59,6 @@ def setup(make_napari_viewer, images, tiny_path):
     w.input_combo.setCurrentText("lr")
     w.set_model(tiny_path)
     return viewer, w
-
-
-def snapshot(layer):
-    return (np.array(layer.data, copy=True), tuple(layer.scale), tuple(layer.translate), layer.name,
-            copy.deepcopy(dict(layer.metadata)))
-
-
-def assert_unchanged(layer, snap):
-    data, scale, translate, name, metadata = snap
-    np.testing.assert_array_equal(np.asarray(layer.data), data)
-    assert np.asarray(layer.data).dtype == data.dtype
-    assert tuple(layer.scale) == scale and tuple(layer.translate) == translate and layer.name == name
-    assert dict(layer.metadata) == metadata
-
-
-def wait_done(qtbot, w):
-    qtbot.waitUntil(lambda: w.runner.state in (State.DONE, State.FAILED, State.STOPPED), timeout=TIMEOUT)
-
-
-def run_and_wait(qtbot, w):
-    w.run()
-    wait_done(qtbot, w)
-    return w.runner.state
 
 
 def test_pickers_follow_the_viewer_and_references_are_prechecked(setup, images):

@@ -1,8 +1,6 @@
 """Train / fine-tune widget: runs, progress, live plot and previews, cancel + checkpoint, save, fine-tune,
 LR/HR pairs with their offsets, bad inputs, remembered settings. Tiny configurations: seconds per run."""
 
-import copy
-import time
 
 import numpy as np
 import pytest
@@ -12,8 +10,19 @@ from matrestore._widgets._worker import State
 from matrestore._widgets.rescan import ROLE_KEY
 from matrestore._widgets.train import PREVIEW_NAMES, TrainWidget, train_job
 from matrestore.degrade import downsample
+from _util import assert_unchanged, snapshot
+from _util import run_and_wait as _run_and_wait
+from _util import wait_done as _wait_done
 
 TIMEOUT = 60000
+
+
+def wait_done(qtbot, w):
+    _wait_done(qtbot, w, TIMEOUT)
+
+
+def run_and_wait(qtbot, w):
+    return _run_and_wait(qtbot, w, TIMEOUT)
 TINY = dict(batch=2, patch=8, cell=16)
 
 
@@ -57,29 +66,6 @@ def setup(make_napari_viewer, images):
     configure(w)
     w.set_hr_layers(["hr"])
     return viewer, w
-
-
-def snapshot(layer):
-    return (np.array(layer.data, copy=True), tuple(layer.scale), tuple(layer.translate), layer.name,
-            copy.deepcopy(dict(layer.metadata)))
-
-
-def assert_unchanged(layer, snap):
-    data, scale, translate, name, metadata = snap
-    np.testing.assert_array_equal(np.asarray(layer.data), data)
-    assert np.asarray(layer.data).dtype == data.dtype
-    assert tuple(layer.scale) == scale and tuple(layer.translate) == translate and layer.name == name
-    assert dict(layer.metadata) == metadata
-
-
-def wait_done(qtbot, w):
-    qtbot.waitUntil(lambda: w.runner.state in (State.DONE, State.FAILED, State.STOPPED), timeout=TIMEOUT)
-
-
-def run_and_wait(qtbot, w):
-    w.run()
-    wait_done(qtbot, w)
-    return w.runner.state
 
 
 def test_training_runs_with_progress_plot_metrics_and_previews(setup, qtbot):
