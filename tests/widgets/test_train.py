@@ -8,7 +8,7 @@ from qtpy.QtWidgets import QAbstractButton, QComboBox, QFileDialog, QLineEdit, Q
 
 from matrestore._widgets._worker import State
 from matrestore._widgets.rescan import ROLE_KEY
-from matrestore._widgets.train import PREVIEW_NAMES, TrainWidget, train_job
+from matrestore._widgets.train import TrainWidget, train_job
 from matrestore.degrade import downsample
 from _util import assert_unchanged, snapshot
 from _util import run_and_wait as _run_and_wait

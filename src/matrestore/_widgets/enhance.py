@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
