@@ -12,10 +12,11 @@ scales, runs the widget in LR mode with an ESSIM map and saves the whole window.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shot import isolate_settings, run_to_end, save, settle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEM = ROOT.parent / "shared" / "data" / "sem" / "aquami__Sample.tif"
@@ -28,15 +29,12 @@ def main(argv=None) -> Path:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "compare_widget.png")
     ap.add_argument("--scale", type=int, default=4)
     args = ap.parse_args(argv)
-    # the widget's default options, whatever this computer's user has chosen in napari (and left as they are)
-    os.environ.setdefault("MATRESTORE_SETTINGS", str(Path(tempfile.mkdtemp(prefix="matrestore_settings_")) / "s.ini"))
+    isolate_settings()
 
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from matrestore import io
     from matrestore._layerdata import image_layer_tuple
-    from matrestore._widgets._worker import State
     from matrestore._widgets.compare import CompareWidget
     from matrestore.degrade import downsample
 
@@ -58,21 +56,12 @@ def main(argv=None) -> Path:
     w.lr_combo.setCurrentText("sem_lr")
     w.mode_lr.setChecked(True)
     w.map_combo.setCurrentText("ESSIM map")
-    w.run()
-    t0 = time.time()
-    while w.runner.state is State.RUNNING and time.time() - t0 < 300:
-        QApplication.processEvents()
-        time.sleep(0.02)
-    if w.runner.state is not State.DONE:
-        raise SystemExit(f"comparison did not finish: {w.runner.state} {w.status.text()}")
+    run_to_end(w, "comparison", 300)
     viewer.layers["sem_hr_essim_map"].opacity = 0.85
     viewer.layers.selection.active = viewer.layers["sem_hr_essim_map"]
     viewer.reset_view()
-    for _ in range(20):
-        QApplication.processEvents()
-        time.sleep(0.02)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    settle(20)
+    save(viewer, args.out)
     print(f"wrote {args.out}")
     print(w.last_results["metrics"])
     viewer.close()

@@ -19,10 +19,11 @@ The widget shows its default options (a throw-away settings file, not the user's
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shot import isolate_settings, run_to_end, save, settle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = ROOT.parent / "shared" / "data" / "sem" / "openecci__steel_SEM_003.tif"
@@ -35,16 +36,13 @@ def main(argv=None) -> Path:
                     help="SEM micrograph, at least 424 px high and 700 px wide (default: the held-out "
                          "openecci__steel_SEM_003.tif of the shared data, else the packaged sample)")
     args = ap.parse_args(argv)
-    # the widget's default options, whatever this computer's user has chosen in napari (and left as they are)
-    os.environ.setdefault("MATRESTORE_SETTINGS", str(Path(tempfile.mkdtemp(prefix="matrestore_settings_")) / "s.ini"))
+    isolate_settings()
 
     import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
-    from matrestore import _samples, io, sr
+    from matrestore import _samples, io
     from matrestore._layerdata import image_layer_tuple
-    from matrestore._widgets._worker import State
     from matrestore._widgets.enhance import EnhanceWidget
     from matrestore._widgets.rescan import ROLE_KEY
     from matrestore.degrade import downsample
@@ -67,14 +65,8 @@ def main(argv=None) -> Path:
     rx0 = 560  # references: the right part only, no overlap with the crop (x0 + n = 424 < 560)
     ref = np.ascontiguousarray(hr[:, rx0:])
 
-    if DEFAULT_MODEL.is_file():
-        model_path, model_text = "default", "bundled default model"
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="matrestore_screenshot_"))
-        model_path = sr.save_model(sr.build_model("tiny", seed=0), tmp / "tiny_untrained_seed0.safetensors",
-                                   note="untrained tiny preset, seed 0 (screenshot only)")
-        model_text = "UNTRAINED tiny model (seed 0): no default model is installed yet"
-    print(f"model: {model_text}")
+    model_path = "default"  # the bundled model (package data)
+    print(f"model: bundled default ({DEFAULT_MODEL.name})")
 
     viewer = napari.Viewer(show=True, title="matrestore - super-resolution")
     viewer.window._qt_window.resize(1500, 1000)
@@ -99,21 +91,11 @@ def main(argv=None) -> Path:
     w.gt_combo.setCurrentText("sem_ground_truth")
     w.set_model(model_path)
     w.adv_toggle.setChecked(True)
-    w.run()
-    t0 = time.time()
-    app = QApplication.instance()
-    while w.runner.state is State.RUNNING and time.time() - t0 < 600:
-        app.processEvents()
-        time.sleep(0.02)
-    if w.runner.state is not State.DONE:
-        raise SystemExit(f"enhancing did not finish: {w.runner.state} {w.status.text()}")
+    run_to_end(w, "enhancing", 600)
     viewer.layers.selection.active = viewer.layers["sem_lr_sr"]
     viewer.reset_view()
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.02)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    settle()
+    save(viewer, args.out)
     print(f"wrote {args.out}")
     for name, vals in w.last_results["metrics"].items():
         print(f"{name:8s} " + "  ".join(f"{k}={v:.4f}" for k, v in vals.items()))

@@ -3,9 +3,7 @@
     xvfb-run -a .venv/bin/python scripts/screenshot_rescan.py [docs/images/rescan_widget.png]
 """
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import napari
@@ -14,10 +12,12 @@ from qtpy.QtWidgets import QApplication
 from matrestore import _samples
 from matrestore._widgets.rescan import RescanWidget
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shot import isolate_settings  # noqa: E402
+
 
 def main(out="docs/images/rescan_widget.png"):
-    # the widget's default options, whatever this computer's user has chosen in napari (and left as they are)
-    os.environ.setdefault("MATRESTORE_SETTINGS", str(Path(tempfile.mkdtemp(prefix="matrestore_settings_")) / "s.ini"))
+    isolate_settings()
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     (data, kwargs, _), = _samples.sem_sample()

@@ -15,8 +15,11 @@ phase, the validation table and the three preview layers. The run folder is temp
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shot import isolate_settings, run_to_end, save, settle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,17 +32,12 @@ def main(argv=None) -> Path:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
-    import os
-    import tempfile
-
-    os.environ.setdefault("MATRESTORE_SETTINGS", str(Path(tempfile.mkdtemp()) / "settings.ini"))  # not the user's
+    isolate_settings()
 
     import napari
     import torch
-    from qtpy.QtWidgets import QApplication
 
     from matrestore import _samples
-    from matrestore._widgets._worker import State
     from matrestore._widgets.train import TrainWidget
     from matrestore.sr.modelio import DEFAULT_MODEL
 
@@ -69,22 +67,12 @@ def main(argv=None) -> Path:
     w.batch_spin.setValue(4)
     w.patch_spin.setValue(24)
     w.cell_spin.setValue(64)
-    w.run()
-    t0 = time.time()
-    app = QApplication.instance()
-    while w.runner.state is State.RUNNING and time.time() - t0 < 900:
-        app.processEvents()
-        time.sleep(0.02)
-    if w.runner.state is not State.DONE:
-        raise SystemExit(f"training did not finish: {w.runner.state} {w.status.text()}")
+    secs = run_to_end(w, "training", 900)
     w.adv_toggle.setChecked(False)
     viewer.reset_view()
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.02)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
-    print(f"wrote {args.out} after {time.time() - t0:.0f} s of training")
+    settle()
+    save(viewer, args.out)
+    print(f"wrote {args.out} after {secs:.0f} s of training")
     print(w.status.text())
     print(w.validation_text())
     viewer.close()
