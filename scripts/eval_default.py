@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", help="folder for the half images (default: a temporary folder)")
     p.add_argument("--markdown", action="store_true", help="also print the table in Markdown (for the model card)")
+    p.add_argument("--record", action="store_true",
+                   help="write the held-out summary into the model file's metadata (metrics.held_out; weights unchanged)")
     a = p.parse_args(argv)
 
     from matrestore.cli import build_parser, report_compare
@@ -70,7 +72,35 @@ def main(argv=None) -> int:
           f"PSNR {t['psnr']['mean'] - b['psnr']['mean']:+.2f} dB (target >= +0.40), worst image {worst:+.2f} dB (target >= -0.20)")
     if a.markdown:
         print("\n" + markdown_table(images, summary))
+    if a.record:
+        print("recorded in", record_held_out(a.model, held_out_record(images, summary)))
     return 0
+
+
+def held_out_record(images, summary) -> dict:
+    """The model file's ``metrics.held_out`` entry: protocol, images, means and the gains over bicubic."""
+    t, b = summary["ttsr"], summary["bicubic"]
+    return {
+        "protocol": "HR = left half of each micrograph (4x area average = LR), references = right half; matrestore sr evaluate",
+        "images": [img["name"] for img in images],
+        "ttsr": {k: t[k]["mean"] for k in ("psnr", "ssim", "essim")},
+        "bicubic": {k: b[k]["mean"] for k in ("psnr", "ssim", "essim")},
+        "n": len(images),
+        "psnr_gain_db": t["psnr"]["mean"] - b["psnr"]["mean"],
+        "essim_ratio": t["essim"]["mean"] / b["essim"]["mean"],
+        "worst_psnr_gain_db": min(img["metrics"]["ttsr"]["psnr"] - img["metrics"]["bicubic"]["psnr"] for img in images),
+    }
+
+
+def record_held_out(model: str, record: dict) -> Path:
+    """Rewrite the model file with ``metrics.held_out`` added; the weights and other metadata stay as they are."""
+    from matrestore.sr import load_model, save_model
+    from matrestore.sr.modelio import DEFAULT_MODEL
+
+    path = DEFAULT_MODEL if model == "default" else Path(model)
+    m = load_model(path)
+    metrics = dict(m.meta.get("metrics") or {}, held_out=record)
+    return save_model(m, path, metrics=metrics)
 
 
 def markdown_table(images, summary) -> str:

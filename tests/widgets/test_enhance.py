@@ -269,6 +269,22 @@ def test_model_note_describes_the_model(setup, tiny_path):
     if DEFAULT_MODEL.is_file():
         assert w.model_note.text().startswith("default model installed: ")
         assert "preset" in w.model_note.text() and w.model_note.styleSheet() == ""
+        assert "held-out micrographs" in w.model_note.text()  # the shipped model records its held-out figures
+
+
+def test_model_note_prefers_held_out_figures(tmp_path):
+    """A file with held-out figures shows them (what to expect on new images), else the validation gain."""
+    from matrestore import sr
+    from matrestore._widgets.enhance import describe_model_file
+
+    model = sr.build_model("tiny", seed=0)
+    val = {"validation": {"psnr_gain_db": 1.5}}
+    p1 = sr.save_model(model, tmp_path / "a.safetensors", metrics=val)
+    assert describe_model_file(p1).endswith("validation: +1.50 dB PSNR over bicubic")
+    held = {"n": 3, "psnr_gain_db": 0.24, "essim_ratio": 1.156}
+    p2 = sr.save_model(model, tmp_path / "b.safetensors", metrics={**val, "held_out": held})
+    text = describe_model_file(p2)
+    assert text.endswith("on 3 held-out micrographs: +0.24 dB PSNR, ESSIM ×1.16 vs bicubic") and "validation" not in text
 
 
 def test_rgb_input_refused(setup, qtbot):
