@@ -2,6 +2,7 @@
 
     python scripts/train_default.py --out runs/sr_default --threads 1            # start or resume
     python scripts/train_default.py --out runs/sr_default --epochs 2 --steps 5   # smoke run
+    python scripts/train_default.py --out runs/deeper --init default --deepen 8,16,4,2 --adv-from 1   # grow + fine-tune
 
 Held out (never trained on, for `matrestore sr evaluate`): the files in HELD_OUT below.
 """
@@ -35,19 +36,29 @@ def main(argv=None) -> int:
     p.add_argument("--adv-from", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--init", help="fine-tune this model ('default' or a file) instead of training a new one")
+    p.add_argument("--deepen", help="with --init: residual blocks per stage, e.g. 8,16,4,2 (new blocks start as identities)")
+    p.add_argument("--feats", help="new model: main-network widths, e.g. 48,24,12")
+    p.add_argument("--res-blocks", help="new model: residual blocks per stage, e.g. 8,16,4,2")
     a = p.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(a.threads)
+    from matrestore.sr import deepen, load_model
     from matrestore.sr.train import train
 
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    init = a.init
+    if init and a.deepen:
+        init = deepen(load_model(init), ints(a.deepen))
+    model_options = {k: ints(v) for k, v in (("feats", a.feats), ("res_blocks", a.res_blocks)) if v}
     files = sorted(f for f in Path(a.data).iterdir() if f.suffix.lower() in SUFFIXES and f.name not in HELD_OUT)
     print("training images:", ", ".join(f.name for f in files), flush=True)
     t0 = time.time()
     for rec in train(files, out_dir=a.out, preset=a.preset, epochs=a.epochs, steps_per_epoch=a.steps, batch_size=a.batch,
                      lr_min=a.lr_min, lr_max=a.lr_max, adv_from=a.adv_from, resume=not a.fresh, threads=a.threads,
-                     checkpoint_every=50):
+                     checkpoint_every=50, init=init, model_options=model_options or None):
         if rec["kind"] == "step":
             if rec["step"] % 10 == 0:
                 l = rec["losses"]

@@ -133,3 +133,23 @@ def test_preset_receptive_radius_is_the_measured_one():
     assert stored is not None and measure_receptive_radius(m, trials=2, seed=1) <= stored
     assert build_model("tiny", feats=(4, 4, 4)).cfg.receptive_radius is None
     assert build_model("tiny", top_k=3).cfg.receptive_radius == stored
+
+
+def test_deepen_keeps_the_function_and_trains_the_new_blocks():
+    """Net2DeeperNet: the deeper copy computes exactly what the model computes, then learns with its new blocks."""
+    from matrestore.sr import deepen
+
+    model = build_model("tiny", seed=1)
+    with torch.no_grad():  # make every weight non-trivial, as after training
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    deeper = deepen(model, (2, 3, 1, 2))
+    assert deeper.cfg.res_blocks == (2, 3, 1, 2) and deeper.cfg.receptive_radius is None
+    assert count_parameters(deeper) > count_parameters(model) and "deepened" in deeper.meta["name"]
+    lr, ref = torch.rand(2, 1, 12, 12) * 2 - 1, torch.rand(2, 2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(lr, ref), deeper(lr, ref))
+    deeper(lr, ref).square().mean().backward()
+    assert deeper.main.RB11[2].conv2.weight.grad.abs().sum() > 0  # the new block is not frozen
+    with pytest.raises(InputError, match="none below"):
+        deepen(model, (1, 1, 1, 0))

@@ -14,13 +14,14 @@ No Qt or napari imports here; the CLI (``matrestore sr ...``) and the widget dri
 """
 
 from .enhance import enhance, enhance_iter, measure_receptive_radius
-from .model import PRESETS, SRConfig, TTSR, build_model, count_parameters
+from .model import PRESETS, SRConfig, TTSR, build_model, count_parameters, deepen
 from .modelio import load_model, save_model
 from .references import ReferenceBank, RefFeatures, load_references
 from .train import train  # noqa: E402  (the function shadows the submodule name, like ``enhance``)
 
 __all__ = [
     "build_model",
+    "deepen",
     "load_model",
     "save_model",
     "enhance",

@@ -36,7 +36,7 @@ from .._validate import InputError
 from ..nets.blocks import BicubicUpsample, ResBlock, conv1x1, conv3x3
 from ..nets.vgg import VGG19Features, imagenet_normalisation
 
-__all__ = ["SRConfig", "PRESETS", "TTSR", "LTE", "Discriminator", "build_model", "count_parameters", "normalise", "denormalise", "norm_stats"]
+__all__ = ["SRConfig", "PRESETS", "TTSR", "LTE", "Discriminator", "build_model", "deepen", "count_parameters", "normalise", "denormalise", "norm_stats"]
 
 
 @dataclass
@@ -477,6 +477,28 @@ class Discriminator(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
+
+
+def deepen(model: TTSR, res_blocks) -> TTSR:
+    """A deeper copy of ``model`` that computes the same function (Net2DeeperNet): ``res_blocks`` (per stage,
+    none fewer than the model has) adds residual blocks whose second convolution is zero, i.e. identities
+    until trained, so fine-tuning starts from the model's results. The receptive radius is re-measured
+    when first needed; of the metadata only a ``name`` saying what it was grown from is kept."""
+    old = tuple(model.cfg.res_blocks)
+    new_blocks = tuple(int(b) for b in res_blocks)
+    if len(new_blocks) != len(old) or any(n < o for n, o in zip(new_blocks, old)):
+        raise InputError(f"deepen: res_blocks {new_blocks} must have {len(old)} entries, none below {old}.")
+    deeper = build_model(model.cfg, res_blocks=new_blocks)
+    missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(".conv" not in k for k in missing):
+        raise InputError(f"deepen: the architectures do not match ({sorted(unexpected) or sorted(missing)[:3]}).")
+    with torch.no_grad():
+        for name in missing:
+            if ".conv2." in name:
+                deeper.get_parameter(name).zero_()
+    base = (getattr(model, "meta", None) or {}).get("name", f"a {model.cfg.preset}-preset model")
+    deeper.meta = {"name": f"{base}, deepened from {old} to {new_blocks} residual blocks"}
+    return deeper.to(next(model.parameters()).device)
 
 
 def build_model(preset: str = "cpu", seed: int | None = None, **overrides) -> TTSR:

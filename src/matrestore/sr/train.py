@@ -193,7 +193,8 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
         lte_init = ckpt.get("lte_init", lte_init)
     elif init is not None:
         model = resolve_model(init)
-        lte_init = f"fine-tuned from {getattr(model, 'meta', {}).get('name', str(init))}"
+        base = str(init) if isinstance(init, (str, Path)) else f"a {model.cfg.preset}-preset model"
+        lte_init = f"fine-tuned from {(getattr(model, 'meta', None) or {}).get('name', base)}"
         cfg.preset = model.cfg.preset
     else:
         model = build_model(cfg.preset, seed=cfg.seed, **(model_options or {}))
