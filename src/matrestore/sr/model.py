@@ -482,13 +482,18 @@ def count_parameters(module: nn.Module) -> int:
 def deepen(model: TTSR, res_blocks) -> TTSR:
     """A deeper copy of ``model`` that computes the same function (Net2DeeperNet): ``res_blocks`` (per stage,
     none fewer than the model has) adds residual blocks whose second convolution is zero, i.e. identities
-    until trained, so fine-tuning starts from the model's results. The receptive radius is re-measured
-    when first needed; of the metadata only a ``name`` saying what it was grown from is kept."""
+    until trained, so fine-tuning starts from the model's results. The receptive radius (enhance's halo)
+    is that of the deeper architecture, measured before the new blocks are zeroed; of the metadata only
+    a ``name`` saying what it was grown from is kept."""
     old = tuple(model.cfg.res_blocks)
     new_blocks = tuple(int(b) for b in res_blocks)
     if len(new_blocks) != len(old) or any(n < o for n, o in zip(new_blocks, old)):
         raise InputError(f"deepen: res_blocks {new_blocks} must have {len(old)} entries, none below {old}.")
     deeper = build_model(model.cfg, res_blocks=new_blocks)
+    if new_blocks != old:  # measured now, with every block active: identities would hide their reach
+        from .enhance import measure_receptive_radius
+
+        measure_receptive_radius(deeper)
     missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
     if unexpected or any(".conv" not in k for k in missing):
         raise InputError(f"deepen: the architectures do not match ({sorted(unexpected) or sorted(missing)[:3]}).")
