@@ -71,7 +71,7 @@ def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: b
         import time
 
         from .sr import enhance, load_model
-        from .sr.modelio import DEFAULT_MODEL
+        from .sr.modelio import DEFAULT_MODEL, held_out_summary
 
         net = load_model(model)
         if net.scale != scale:
@@ -87,10 +87,8 @@ def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: b
                       "note": (net.meta or {}).get("note")}
         print(f"TTSR enhancement: {secs:.1f} s on {_device_name()}")
         if "aquami" in Path(path).name and "aquami" in json.dumps((net.meta or {}).get("training", "")):
-            held = ((net.meta or {}).get("metrics") or {}).get("held_out") or {}
-            where = (f"on {held['n']} micrographs it never saw: {held['psnr_gain_db']:+.2f} dB PSNR, "
-                     f"ESSIM ×{held['essim_ratio']:.2f} vs bicubic (docs/model_sr_default.md)"
-                     if {"n", "psnr_gain_db", "essim_ratio"} <= set(held) else "docs/model_sr_default.md gives its figures on micrographs it never saw")
+            held = held_out_summary(net.meta, where="on {n} micrographs it never saw")
+            where = f"{held} (docs/model_sr_default.md)" if held else "docs/model_sr_default.md gives its figures on micrographs it never saw"
             print("note: this public sample was among the default model's training images (80 % of its cells), so these "
                   f"figures flatter it;\n      {where}.")
     print()

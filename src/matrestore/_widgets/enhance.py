@@ -87,6 +87,7 @@ def describe_model_file(path) -> str:
     written by ``scripts/eval_default.py --record``) if measured, else on the validation cells.
     InputError for a file that is not a readable super-resolution model."""
     from .. import modelfile
+    from ..sr.modelio import held_out_summary
 
     meta = modelfile.read_metadata(path, task="sr")
     cfg = meta.get("config") or {}
@@ -95,16 +96,12 @@ def describe_model_file(path) -> str:
         parts.append(f"×{meta['scale']}")
     if isinstance(meta.get("parameters"), int):
         parts.append(f"{meta['parameters'] / 1e3:.0f} k parameters")
-    metrics = meta.get("metrics") or {}
-    held = metrics.get("held_out") or {}
-    gain, ratio = held.get("psnr_gain_db"), held.get("essim_ratio")
-    if isinstance(gain, (int, float)) and isinstance(ratio, (int, float)):
-        where = f"on {held['n']} held-out micrographs" if isinstance(held.get("n"), int) else "held-out"
-        parts.append(f"{where}: {gain:+.2f} dB PSNR, ESSIM ×{ratio:.2f} vs bicubic")
-    else:
-        gain = (metrics.get("validation") or {}).get("psnr_gain_db")
-        if isinstance(gain, (int, float)):
-            parts.append(f"validation: {gain:+.2f} dB PSNR over bicubic")
+    held = held_out_summary(meta)
+    gain = ((meta.get("metrics") or {}).get("validation") or {}).get("psnr_gain_db")
+    if held:
+        parts.append(held)
+    elif isinstance(gain, (int, float)):
+        parts.append(f"validation: {gain:+.2f} dB PSNR over bicubic")
     return ", ".join(parts)
 
 

@@ -9,7 +9,7 @@ from .. import modelfile
 from .._validate import InputError
 from .model import NORM, TTSR, SRConfig, count_parameters
 
-__all__ = ["save_model", "load_model", "DEFAULT_MODEL", "resolve_model"]
+__all__ = ["save_model", "load_model", "DEFAULT_MODEL", "resolve_model", "held_out_summary"]
 
 TASK = "sr"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
@@ -64,6 +64,18 @@ def load_model(path="default", device=None) -> TTSR:
 
         model.to(pick_device(device))
     return model
+
+
+def held_out_summary(meta: dict, where: str = "on {n} held-out micrographs") -> str | None:
+    """``"on 3 held-out micrographs: +0.24 dB PSNR, ESSIM ×1.16 vs bicubic"`` from a model file's
+    ``metrics.held_out`` (``scripts/eval_default.py --record``); ``where`` may use ``{n}``, the number of
+    images. ``None`` when the file has no such record."""
+    held = ((meta or {}).get("metrics") or {}).get("held_out") or {}
+    gain, ratio = held.get("psnr_gain_db"), held.get("essim_ratio")
+    if not (isinstance(gain, (int, float)) and isinstance(ratio, (int, float))):
+        return None
+    place = where.format(n=held["n"]) if isinstance(held.get("n"), int) else "held-out"
+    return f"{place}: {gain:+.2f} dB PSNR, ESSIM ×{ratio:.2f} vs bicubic"
 
 
 def resolve_model(model) -> TTSR:
