@@ -171,12 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--guess", type=int, nargs=2, default=(0, 0), metavar=("ROW", "COL"))
     e.set_defaults(func=_cmd_ser)
 
-    try:
-        from .sr import cli as sr_cli
-    except ImportError:  # the SR engine is optional while it is being built
-        sr_cli = None
-    if sr_cli is not None and hasattr(sr_cli, "add_subparser"):
-        sr_cli.add_subparser(sub)
+    import importlib
+
+    for task in ("sr", "denoise", "labdct"):  # each workflow registers its own sub-command
+        try:
+            task_cli = importlib.import_module(f".{task}.cli", __package__)
+        except ModuleNotFoundError as exc:  # a workflow that is not built (yet)
+            if exc.name not in (f"{__package__}.{task}", f"{__package__}.{task}.cli"):
+                raise
+            continue
+        task_cli.add_subparser(sub)
     return p
 
 
