@@ -1,0 +1,191 @@
+"""The attention residual denoiser of the paper (eqs. 1–10).
+
+* feature extraction: 2 × (conv3×3 – BN – LeakyReLU 0.2) (eqs. 2–3);
+* information extraction: ``n_blocks`` × [residual block ``x + σ(BN(conv(σ(BN(conv(x))))))`` (eq. 4),
+  squeeze-excitation channel attention ``x ⊙ sigmoid(W2 σ(W1 squeeze(x)))`` (eqs. 5–6), dropout
+  (eq. 7)];
+* reconstruction: 2 × (conv – BN – LeakyReLU), conv, sigmoid (eqs. 8–10).
+
+Two options beyond the paper, both recorded in the config:
+
+* ``squeeze``: the SE block's pooling. ``0`` is the paper's global average pooling; ``k > 0`` averages
+  over a ``k × k`` window (zero padding excluded). A local squeeze keeps the network's field of view
+  finite, so tiled inference with a halo ≥ the receptive radius equals the whole-image result; with the
+  global squeeze a tile's attention weights depend on the tile (inference then runs on the whole image
+  when it fits, see :func:`matrestore.denoise.denoise`).
+* ``shuffle``: the layers run on a ``shuffle``-times coarser grid (pixel-unshuffle in, pixel-shuffle
+  out: ``shuffle²`` input and output channels per cell), ``shuffle²``-times cheaper per layer and with
+  a ``shuffle``-times larger field of view; ``1`` is the paper.
+
+The network maps an image normalised to [0, 1] (robust percentiles) to the clean image in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._validate import InputError
+from ..nets.blocks import conv3x3
+
+__all__ = ["DenoiseConfig", "PRESETS", "DenoiseNet", "build_model", "count_parameters", "receptive_radius"]
+
+
+@dataclass
+class DenoiseConfig:
+    """Architecture of a :class:`DenoiseNet` (stored in the model file)."""
+
+    preset: str = "cpu"
+    feats: int = 32  # width of every layer
+    n_blocks: int = 6  # residual + attention blocks
+    reduction: int = 4  # SE bottleneck: feats // reduction
+    dropout: float = 0.1  # after each block (eq. 7)
+    squeeze: int = 15  # SE pooling window (grid cells); 0 = global average pooling (paper)
+    shuffle: int = 2  # layers on a shuffle-times coarser grid; 1 = paper
+    negative_slope: float = 0.2  # LeakyReLU
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiseConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+PRESETS = {
+    # the paper's layout at full resolution, global SE (width/depth are not given in the paper: our choice)
+    "paper": DenoiseConfig(preset="paper", feats=64, n_blocks=8, reduction=8, dropout=0.2, squeeze=0, shuffle=1),
+    # sized for CPU training and 1024² inference in about 2 s on two cores (docs/denoise.md)
+    "cpu": DenoiseConfig(preset="cpu"),
+    # for tests: a few thousand parameters
+    "tiny": DenoiseConfig(preset="tiny", feats=8, n_blocks=2, reduction=2, dropout=0.0, squeeze=5, shuffle=2),
+}
+
+
+def _box_mean_axis(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    p = k // 2
+    shape = list(x.shape)
+    shape[dim] = 1
+    c = torch.cat([x.new_zeros(shape), torch.cumsum(x, dim)], dim)
+    idx = torch.arange(n, device=x.device)
+    hi = (idx + p + 1).clamp(max=n)
+    lo = (idx - p).clamp(min=0)
+    s = c.index_select(dim, hi) - c.index_select(dim, lo)
+    cnt = (hi - lo).to(x.dtype)
+    view = [1] * x.dim()
+    view[dim] = n
+    return s / cnt.view(view)
+
+
+def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over a k×k window centred on each pixel, the part outside the image excluded (separable
+    running sums: the same as ``avg_pool2d(count_include_pad=False)``, at a cost independent of ``k``)."""
+    return _box_mean_axis(_box_mean_axis(x, k, x.dim() - 1), k, x.dim() - 2)
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin, cout, slope):
+        super().__init__(conv3x3(cin, cout, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(slope, inplace=True))
+
+
+class SEAttention(nn.Module):
+    """Squeeze-excitation (eqs. 5–6): ``x ⊙ sigmoid(W2 LeakyReLU(W1 squeeze(x))))``; ``W1``, ``W2``
+    dense layers over channels (1×1 convolutions). ``window=0``: global average pooling."""
+
+    def __init__(self, feats, reduction, window, slope):
+        super().__init__()
+        mid = max(1, feats // max(1, reduction))
+        self.w1 = nn.Conv2d(feats, mid, 1)
+        self.w2 = nn.Conv2d(mid, feats, 1)
+        self.window = int(window)
+        self.slope = slope
+
+    def forward(self, x):
+        if self.window <= 0:
+            s = self.w1(x.mean((2, 3), keepdim=True))
+        else:  # W1 is linear: pooling after it is the same and pools feats/reduction channels only
+            s = _box_mean(self.w1(x), self.window)
+        y = torch.sigmoid(self.w2(F.leaky_relu(s, self.slope)))
+        return x * y
+
+
+class ResAttentionBlock(nn.Module):
+    def __init__(self, cfg: DenoiseConfig):
+        super().__init__()
+        f, s = cfg.feats, cfg.negative_slope
+        self.body = nn.Sequential(ConvBNAct(f, f, s), ConvBNAct(f, f, s))
+        self.att = SEAttention(f, cfg.reduction, cfg.squeeze, s)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.drop(self.att(x + self.body(x)))
+
+
+class DenoiseNet(nn.Module):
+    """See the module docstring. Input and output: ``(N, 1, H, W)`` in [0, 1]; ``H`` and ``W``
+    multiples of ``cfg.shuffle`` (:func:`matrestore.denoise.denoise` pads)."""
+
+    def __init__(self, cfg: DenoiseConfig):
+        super().__init__()
+        if cfg.shuffle < 1 or cfg.feats < 1 or cfg.n_blocks < 0:
+            raise InputError(f"invalid denoiser config {cfg}.")
+        self.cfg = cfg
+        r, f, s = cfg.shuffle, cfg.feats, cfg.negative_slope
+        c = r * r
+        self.features = nn.Sequential(ConvBNAct(c, f, s), ConvBNAct(f, f, s))
+        self.blocks = nn.Sequential(*[ResAttentionBlock(cfg) for _ in range(cfg.n_blocks)])
+        self.reconstruction = nn.Sequential(ConvBNAct(f, f, s), ConvBNAct(f, f, s), conv3x3(f, c))
+        self.meta: dict = {}
+
+    def forward(self, x):
+        r = self.cfg.shuffle
+        if r > 1:
+            x = F.pixel_unshuffle(x, r)
+        y = self.reconstruction(self.blocks(self.features(x)))
+        if r > 1:
+            y = F.pixel_shuffle(y, r)
+        return torch.sigmoid(y)
+
+    @property
+    def receptive_radius(self) -> int:
+        return receptive_radius(self.cfg)
+
+
+def receptive_radius(cfg: DenoiseConfig) -> int:
+    """How far (input px) an output pixel can see: 2 feature convs, per block 2 convs and the SE
+    window's half-width, 3 reconstruction convs, on the ``shuffle`` grid; ``-1`` for a global squeeze
+    (unbounded)."""
+    if cfg.squeeze <= 0 and cfg.n_blocks > 0:
+        return -1
+    cells = 2 + cfg.n_blocks * (2 + cfg.squeeze // 2) + 3
+    return cells * cfg.shuffle + cfg.shuffle - 1
+
+
+def build_model(preset: str = "cpu", seed: int | None = 0, **overrides) -> DenoiseNet:
+    """A fresh :class:`DenoiseNet` of ``preset`` (``"tiny"``, ``"cpu"``, ``"paper"``) with config
+    fields overridden by ``overrides`` (``feats``, ``n_blocks``, ``dropout``, ``squeeze`` ...)."""
+    if isinstance(preset, DenoiseConfig):
+        cfg = copy.deepcopy(preset)
+    else:
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+        cfg = copy.deepcopy(PRESETS[preset])
+    bad = set(overrides) - {f.name for f in fields(DenoiseConfig)}
+    if bad:
+        raise InputError(f"unknown model option(s): {sorted(bad)}")
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(cfg, k, type(getattr(cfg, k))(v))
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return DenoiseNet(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,99 @@
+"""Save and load denoisers as one self-describing safetensors file (see :mod:`matrestore.modelfile`).
+
+Loading executes no code: the weights are tensors, the architecture a JSON config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import modelfile
+from .._validate import InputError
+from .model import DenoiseConfig, DenoiseNet, count_parameters, receptive_radius
+
+__all__ = ["save_model", "load_model", "resolve_model", "DEFAULT_MODEL", "TASK", "NORM", "normalise", "norm_stats"]
+
+TASK = "denoise"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
+# the network sees each image mapped to [0, 1] by its own 0.5 and 99.5 percentiles (whole image, never per tile)
+NORM = {"kind": "percentile", "low": 0.5, "high": 99.5, "range": [0.0, 1.0]}
+
+
+def norm_stats(image, norm: dict = NORM) -> tuple[float, float]:
+    """``(lo, hi)``: the ``low``/``high`` percentiles of ``image`` (``hi > lo`` guaranteed)."""
+    a = np.asarray(image, dtype=np.float64)
+    if a.size > 4_000_000:
+        step = int(np.ceil(np.sqrt(a.size / 4_000_000)))
+        a = a[::step, ::step]
+    lo, hi = np.percentile(a, [norm["low"], norm["high"]])
+    if not hi > lo:
+        lo, hi = float(a.min()), float(a.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def normalise(image, stats=None) -> np.ndarray:
+    """``image`` mapped so that ``stats`` (default: its own :func:`norm_stats`) go to 0 and 1 (float32)."""
+    lo, hi = norm_stats(image) if stats is None else stats
+    return ((np.asarray(image, dtype=np.float32) - lo) / (hi - lo)).astype(np.float32)
+
+
+def save_model(model: DenoiseNet, path, half: bool = False, **meta) -> Path:
+    """Write ``model`` to ``path`` (``.safetensors``): weights (``half=True``: float16), config,
+    normalisation, receptive radius and whatever ``meta`` adds (``training``, ``metrics`` ...)."""
+    if not isinstance(model, DenoiseNet):
+        raise InputError(f"save_model expects a DenoiseNet, got {type(model).__name__}.")
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    doc = {
+        "architecture": "attention residual denoiser (Ahmad et al., eqs. 1-10)",
+        "normalisation": NORM,
+        "parameters": count_parameters(model),
+        "receptive_radius": receptive_radius(model.cfg),
+    }
+    doc.update({k: v for k, v in (getattr(model, "meta", {}) or {}).items() if k not in ("format", "format_version", "task")})
+    doc.update(meta)
+    doc["config"] = model.cfg.to_dict()
+    return modelfile.save(path, tensors, doc, task=TASK)
+
+
+def load_model(path="default", device=None) -> DenoiseNet:
+    """A denoiser from a model file, or ``"default"`` (the model shipped in
+    ``matrestore/denoise/models/default.safetensors``). Eval mode; metadata in ``model.meta``."""
+    if isinstance(path, str) and path == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise InputError(
+                f"no default denoising model is installed (expected {DEFAULT_MODEL}); train one with "
+                "`matrestore denoise train` and pass it with --model FILE."
+            )
+        path = DEFAULT_MODEL
+    tensors, meta = modelfile.load(path, task=TASK)
+    if "config" not in meta:
+        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
+    try:
+        model = DenoiseNet(DenoiseConfig.from_dict(meta["config"]))
+        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}, strict=True)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
+    model.meta = meta
+    model.eval()
+    if device is not None:
+        from ..device import pick_device
+
+        model.to(pick_device(device))
+    return model
+
+
+def resolve_model(model) -> DenoiseNet:
+    """A :class:`DenoiseNet` from a model, a path or ``"default"``."""
+    if isinstance(model, DenoiseNet):
+        return model
+    if model is None:
+        model = "default"
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    raise InputError(f"expected a denoising model, a model file or 'default', got {type(model).__name__}.")

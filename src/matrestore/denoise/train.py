@@ -1,0 +1,381 @@
+"""Training of the denoiser as a generator of progress records.
+
+::
+
+    for rec in train(reals=["steel.tif"], out_dir="runs/denoise", preset="cpu", epochs=10):
+        print(rec["kind"], rec.get("step"), rec.get("losses"), rec.get("val"))
+
+Data (paper, section II A): a pool of phase-field structures (``structures`` of them, grain counts and
+coarsening steps drawn per structure) is made once (and cached in ``out_dir``); every training sample is a
+``patch``² crop of a random structure (random flip/transpose) made into a pair by
+:func:`~matrestore.denoise.synth.synthesize` with a crop of a random real micrograph, on the fly, seeded
+by ``(seed, step, index)`` — so the sequence of batches is a function of the step alone and a resumed
+run is the uninterrupted run. Structures are split into training and validation structures (recorded);
+validation pairs are fixed. Loss (eq. 11): ``MSE + λ Σ‖w‖²`` over the convolution/dense weights, plus,
+when ``boundary_weight`` > 0, that much extra weight on pixels within 1 px of a true boundary. Adam
+(``lr``, default 1e-4 as in the paper; ``schedule="cosine"`` decays it to ``lr_min``).
+
+A checkpoint (``checkpoint.pt``: model, optimiser, schedule, position, RNG state, history; read back with
+``weights_only=True``) is written every ``checkpoint_every`` steps, at the end of every epoch and when
+cancelled; ``resume=True`` continues from it. ``best.safetensors`` (best validation boundary F1) and
+``last.safetensors`` are model files.
+
+Records: ``setup``, ``step`` (``losses``, ``lr``), ``epoch`` (``val``: loss, boundary F1, PSNR/SSIM
+after an affine fit; ``best``; optional ``preview``), ``stopped`` or ``done``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._validate import InputError
+from ..device import describe, pick_device
+from ..progress import Kind, is_cancelled, record
+from .evaluate import affine_fit, boundary_f1, segment
+from .model import DenoiseConfig, DenoiseNet, build_model, count_parameters
+from .modelio import NORM, normalise, resolve_model, save_model
+from .phasefield import phase_field
+from .synth import boundary_map, synthesize, texture_source
+
+__all__ = ["TrainConfig", "train", "load_checkpoint", "make_structures", "make_pair", "validate"]
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "cpu"
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 16
+    patch: int = 128  # training crop side, px
+    structures: int = 48  # phase-field structures in the pool
+    val_structures: int = 6  # of which this many are kept for validation
+    structure_size: int = 256
+    grains: tuple = (30, 140)  # Voronoi grains per structure (range)
+    pf_steps: tuple = (100, 800)  # coarsening steps per structure (range)
+    boundary_widths: tuple = (0, 0, 2)  # etched-boundary widths drawn from
+    mix: tuple = (0.7, 1.0)  # magnitude blend range (1 = the paper's pure real magnitude)
+    real_gamma: tuple = (1.0, 1.0)  # log-uniform range of the gamma applied to the real crop (augmentation)
+    val_pairs: int = 12
+    lr: float = 1e-4  # Adam (paper)
+    lr_min: float = 1e-5
+    schedule: str = "constant"  # or "cosine"
+    weight_decay: float = 1e-6  # λ of eq. 11 (explicit L2 penalty on conv/dense weights)
+    boundary_weight: float = 0.0  # extra MSE weight on pixels within 1 px of a true boundary
+    seed: int = 0
+    checkpoint_every: int = 50
+    grad_clip: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read training checkpoint {path}: {exc}") from exc
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def _structure_params(cfg: TrainConfig, i: int) -> dict:
+    rng = np.random.default_rng([cfg.seed, 11, i])
+    g0, g1 = cfg.grains
+    s0, s1 = cfg.pf_steps
+    return dict(shape=(cfg.structure_size, cfg.structure_size), n_grains=int(rng.integers(g0, g1 + 1)),
+                steps=int(rng.integers(s0, s1 + 1)), seed=int(cfg.seed * 100003 + i))
+
+
+def make_structures(cfg: TrainConfig, cache_dir: Path | None = None, cancel=None):
+    """Generator: the pool of label images (``list``; returned), cached in ``cache_dir``."""
+    n = int(cfg.structures)
+    key = hashlib.sha1(json.dumps([_structure_params(cfg, i) for i in range(n)], default=str).encode()).hexdigest()[:12]
+    cache = Path(cache_dir) / f"structures_{key}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            labels = [z[f"s{i}"] for i in range(n)]
+        yield record(Kind.PHASE, phase="structures", message=f"{n} structures from the cache {cache.name}", step=n, total=n)
+        return labels
+    labels = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        if is_cancelled(cancel):
+            return None
+        pf = phase_field(**_structure_params(cfg, i))
+        labels.append(pf.labels.astype(np.int32))
+        yield record(Kind.PHASE, phase="structures", message=f"phase-field structure {i + 1}/{n}", step=i + 1, total=n,
+                     elapsed_s=time.perf_counter() - t0)
+    if cache is not None:
+        tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, **{f"s{i}": l for i, l in enumerate(labels)})
+        os.replace(tmp, cache)
+    return labels
+
+
+def make_pair(labels: np.ndarray, real: np.ndarray, cfg: TrainConfig, rng: np.random.Generator, real_name: str = "real"):
+    """One training pair: a random ``patch`` crop of a structure (flipped/transposed at random) made
+    noisy with a random crop of ``real``. Returns ``(noisy normalised, clean, near-boundary mask, labels)``."""
+    P = cfg.patch
+    H, W = labels.shape
+    y0, x0 = int(rng.integers(0, H - P + 1)), int(rng.integers(0, W - P + 1))
+    lab = labels[y0 : y0 + P, x0 : x0 + P]
+    if rng.random() < 0.5:
+        lab = lab[::-1]
+    if rng.random() < 0.5:
+        lab = lab[:, ::-1]
+    if rng.random() < 0.5:
+        lab = lab.T
+    bw = int(cfg.boundary_widths[int(rng.integers(len(cfg.boundary_widths)))]) if cfg.boundary_widths else 0
+    mix = float(cfg.mix[0] + (cfg.mix[1] - cfg.mix[0]) * rng.random())
+    g0, g1 = cfg.real_gamma
+    gamma = float(np.exp(np.log(g0) + (np.log(g1) - np.log(g0)) * rng.random())) if g1 != g0 else float(g0)
+    pair = synthesize(np.ascontiguousarray(lab), real, seed=int(rng.integers(2**31)), boundary_width=bw, mix=mix,
+                      real_name=real_name, real_gamma=gamma)
+    x = normalise(pair.noisy)
+    near = boundary_map(pair.labels)
+    near[1:, :] |= near[:-1, :]
+    near[:, 1:] |= near[:, :-1]
+    return x, pair.clean, near, pair.labels
+
+
+def _batch(structs, reals, ids, cfg, step, rng_tag=0):
+    xs, ys, bs = [], [], []
+    for b in range(cfg.batch_size):
+        rng = np.random.default_rng([cfg.seed, rng_tag, step, b])
+        s = structs[ids[int(rng.integers(len(ids)))]]
+        j = int(rng.integers(len(reals)))
+        x, y, near, _ = make_pair(s, reals[j][0], cfg, rng, reals[j][1])
+        xs.append(x)
+        ys.append(y)
+        bs.append(near)
+    t = lambda a: torch.from_numpy(np.stack(a).astype(np.float32))[:, None]  # noqa: E731
+    return t(xs), t(ys), t(bs)
+
+
+def _penalty(model) -> torch.Tensor:
+    return sum((p * p).sum() for n, p in model.named_parameters() if p.dim() > 1)
+
+
+@torch.no_grad()
+def validate(model: DenoiseNet, val, device) -> dict:
+    """Mean loss (MSE), boundary F1 and PSNR after an affine fit on the validation pairs."""
+    from ..metrics import psnr
+
+    was = model.training
+    model.eval()
+    f1, ps, mse = [], [], []
+    for x, y, labels in val:
+        out = model(torch.from_numpy(x)[None, None].to(device)).float().cpu().numpy()[0, 0]
+        mse.append(float(np.mean((out - y) ** 2)))
+        f1.append(boundary_f1(boundary_map(segment(out)), boundary_map(labels))["f1"])
+        ps.append(psnr(y.astype(np.float64), affine_fit(out, y), data_range=1.0))
+    model.train(was)
+    return {"mse": float(np.mean(mse)), "f1": float(np.mean(f1)), "psnr": float(np.mean(ps)), "n": len(val)}
+
+
+def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None, device=None, threads: int | None = None,
+          model_options: dict | None = None, log: bool = True, preview: bool = False, **options):
+    """Train (or fine-tune, ``init=``) a denoiser; a generator of progress records (module docstring).
+
+    ``reals``: real optical micrographs (arrays or files; texture sources), each at least ``patch`` px
+    a side. ``options``: :class:`TrainConfig` fields; ``model_options``: :class:`DenoiseConfig` fields
+    overriding the preset. ``cancel`` (event, callable or bool) is checked between steps; a cancelled run
+    saves ``checkpoint.pt`` and ``last.safetensors`` and ends with a ``"stopped"`` record.
+    """
+    bad = set(options) - {f.name for f in fields(TrainConfig)}
+    if bad:
+        raise InputError(f"unknown training option(s): {sorted(bad)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = pick_device(device)
+    ckpt = None
+    if resume:
+        rp = Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool) else ckpt_path
+        if rp.is_file():
+            ckpt = load_checkpoint(rp)
+        elif not isinstance(resume, bool):
+            raise InputError(f"checkpoint not found: {rp}")
+    if ckpt is not None:
+        keep = {k: v for k, v in options.items() if k in ("epochs", "checkpoint_every")}
+        cfg = TrainConfig.from_dict({**json.loads(ckpt["train_config"]), **keep})
+    else:
+        cfg = TrainConfig(**options)
+    if cfg.schedule not in ("constant", "cosine"):
+        raise InputError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}.")
+    if cfg.val_structures >= cfg.structures:
+        raise InputError(f"val_structures ({cfg.val_structures}) must be fewer than structures ({cfg.structures}).")
+    if cfg.patch > cfg.structure_size or cfg.patch < 16:
+        raise InputError(f"patch must be between 16 and structure_size ({cfg.structure_size}), got {cfg.patch}.")
+    if reals is None or (isinstance(reals, (list, tuple)) and not reals):
+        raise InputError("training needs at least one real micrograph (texture source).")
+    if isinstance(reals, (str, Path, np.ndarray)):
+        reals = [reals]
+    srcs = []
+    for j, r in enumerate(reals):
+        img, name = texture_source(r, f"real micrograph {j}")
+        if min(img.shape) < cfg.patch:
+            raise InputError(f"{name} of shape {img.shape} is smaller than the training patch ({cfg.patch} px).")
+        srcs.append((img, name))
+
+    # --- model --------------------------------------------------------------------------------
+    init_note = "random initialisation"
+    if ckpt is not None:
+        model = DenoiseNet(DenoiseConfig.from_dict(json.loads(ckpt["model_config"])))
+        model.load_state_dict(ckpt["model"])
+        init_note = ckpt.get("init_note", init_note) if isinstance(ckpt.get("init_note"), str) else init_note
+    elif init is not None:
+        model = resolve_model(init)
+        init_note = f"fine-tuned from {init if isinstance(init, (str, Path)) else 'a given model'}"
+        cfg.preset = model.cfg.preset
+    else:
+        model = build_model(cfg.preset, seed=cfg.seed, **(model_options or {}))
+    model.to(dev).train()
+    torch.manual_seed(cfg.seed)
+    if ckpt is not None and "torch_rng" in ckpt:
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    yield record(Kind.SETUP, message=f"making {cfg.structures} phase-field structures on {describe(dev)}", total=cfg.structures)
+    structs = yield from make_structures(cfg, out, cancel)
+    if structs is None:
+        yield record(Kind.STOPPED, message="stopped while making structures", step=0, total=cfg.epochs * cfg.steps_per_epoch)
+        return {"status": "stopped", "out_dir": str(out)}
+    val_ids = list(range(cfg.structures - cfg.val_structures, cfg.structures))
+    train_ids = list(range(cfg.structures - cfg.val_structures))
+    val = []
+    for k in range(cfg.val_pairs):
+        rng = np.random.default_rng([cfg.seed, 99, k])
+        s = structs[val_ids[k % len(val_ids)]]
+        j = k % len(srcs)
+        x, y, _, lab = make_pair(s, srcs[j][0], cfg, rng, srcs[j][1])
+        val.append((x, y, lab))
+
+    spe, total = int(cfg.steps_per_epoch), int(cfg.epochs * cfg.steps_per_epoch)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=cfg.lr_min)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    gstep, best, history, elapsed0 = 0, -float("inf"), [], 0.0
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        gstep, best = int(ckpt["step"]), float(ckpt["best"])
+        history, elapsed0 = list(json.loads(ckpt["history"])), float(ckpt["elapsed_s"])
+    data_summary = {
+        "real_micrographs": [n for _, n in srcs],
+        "structures": {"train": train_ids, "val": val_ids, "size": cfg.structure_size, "grains": list(cfg.grains),
+                       "pf_steps": list(cfg.pf_steps)},
+        "pairs": "synthesised on the fly (synthesize), seeded by (seed, step, index)",
+        "val_pairs": cfg.val_pairs,
+    }
+    meta_base = {"training": {**data_summary, "config": asdict(cfg), "device": describe(dev), "init": init_note},
+                 "normalisation": NORM, "parameters": count_parameters(model)}
+    logf = open(out / "log.jsonl", "a") if log else None
+    t0 = time.perf_counter()
+
+    def emit(rec):
+        if logf is not None and (rec["kind"] != Kind.STEP or rec.get("step", 0) % 10 == 0):
+            logf.write(json.dumps({k: (str(v) if k == "kind" else v) for k, v in rec.items() if k != "preview"}) + "\n")
+            logf.flush()
+        return rec
+
+    def state():
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": gstep,
+                "best": best, "history": json.dumps(history), "train_config": json.dumps(asdict(cfg)),
+                "model_config": json.dumps(model.cfg.to_dict()), "elapsed_s": elapsed0 + time.perf_counter() - t0,
+                "torch_rng": torch.get_rng_state(), "init_note": init_note}
+
+    def save(path, val_metrics=None, **extra):
+        meta = dict(meta_base)
+        meta["training"] = dict(meta_base["training"], steps_done=gstep, epochs_done=gstep // spe,
+                                elapsed_s=elapsed0 + time.perf_counter() - t0)
+        if val_metrics is not None:
+            meta["metrics"] = {"validation": val_metrics}
+        meta.update(extra)
+        return save_model(model, path, **meta)
+
+    result = {"out_dir": str(out), "best": str(out / "best.safetensors"), "last": str(out / "last.safetensors"),
+              "checkpoint": str(ckpt_path)}
+    yield emit(record(Kind.SETUP, message=(
+        f"{len(train_ids)} training / {len(val_ids)} validation structures, {len(srcs)} real micrograph(s); "
+        f"{cfg.epochs} epochs × {spe} steps of {cfg.batch_size} × {cfg.patch}²; {count_parameters(model)} parameters"),
+        total=total, step=gstep, epoch=gstep // spe))
+    while gstep < total:
+        if is_cancelled(cancel):
+            _save_checkpoint(ckpt_path, state())
+            save(out / "last.safetensors", history[-1]["val"] if history else None)
+            yield emit(record(Kind.STOPPED, message="stopped; checkpoint saved", step=gstep, total=total,
+                              epoch=gstep // spe, **result))
+            if logf:
+                logf.close()
+            return dict(result, status="stopped")
+        x, y, near = (t.to(dev) for t in _batch(structs, srcs, train_ids, cfg, gstep))
+        pred = model(x)
+        err = (pred - y) ** 2
+        mse = err.mean()
+        loss = mse
+        if cfg.boundary_weight > 0:
+            loss = loss + cfg.boundary_weight * (err * near).mean()
+        pen = _penalty(model)
+        total_loss = loss + cfg.weight_decay * pen
+        opt.zero_grad(set_to_none=True)
+        total_loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        gstep += 1
+        vals = {"mse": float(mse.detach()), "loss": float(total_loss.detach()), "l2": float(pen.detach())}
+        if not all(math.isfinite(v) for v in vals.values()):
+            raise RuntimeError(f"training diverged at step {gstep} (losses {vals}); lower lr.")
+        yield emit(record(Kind.STEP, step=gstep, total=total, epoch=(gstep - 1) // spe, losses=vals,
+                          lr=opt.param_groups[0]["lr"], elapsed_s=elapsed0 + time.perf_counter() - t0))
+        if cfg.checkpoint_every and gstep % cfg.checkpoint_every == 0 and gstep % spe != 0:
+            _save_checkpoint(ckpt_path, state())
+        if gstep % spe == 0:
+            v = validate(model, val, dev)
+            is_best = v["f1"] > best
+            if is_best:
+                best = v["f1"]
+                save(out / "best.safetensors", v, epoch=gstep // spe)
+            history.append({"epoch": gstep // spe, "val": v})
+            _save_checkpoint(ckpt_path, state())
+            rec = record(Kind.EPOCH, epoch=gstep // spe, epochs=cfg.epochs, step=gstep, total=total, val=v, best=is_best,
+                         checkpoint=str(ckpt_path), elapsed_s=elapsed0 + time.perf_counter() - t0)
+            if preview:
+                x0, y0, _ = val[0]
+                with torch.no_grad():
+                    model.eval()
+                    p0 = model(torch.from_numpy(x0)[None, None].to(dev)).float().cpu().numpy()[0, 0]
+                    model.train()
+                rec["preview"] = {"noisy": x0, "clean": y0, "prediction": p0}
+            yield emit(rec)
+    last_val = history[-1]["val"] if history else None
+    save(out / "last.safetensors", last_val, epoch=gstep // spe)
+    if not (out / "best.safetensors").exists():
+        save(out / "best.safetensors", last_val, epoch=gstep // spe)
+    _save_checkpoint(ckpt_path, state())
+    yield emit(record(Kind.DONE, message="done", step=gstep, total=total, epoch=gstep // spe, **result))
+    if logf:
+        logf.close()
+    return dict(result, status="done")
+
