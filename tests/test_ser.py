@@ -133,3 +133,13 @@ def test_area_fraction_matches_pixel_mask():
         for r0, c0, r1, c1 in rois:
             mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
         assert ser.area_fraction(rois, (50, 40)) == pytest.approx(mask.mean(), abs=1e-12)
+
+
+def test_register_reports_its_confidence():
+    img = data.camera().astype(np.float64)
+    good = ser.register(img, img[100:164, 200:280])
+    assert good.confident and good.correlation > 0.99
+    noise = np.random.default_rng(1).normal(size=(64, 80))
+    bad = ser.register(img, noise)
+    assert not bad.confident and bad.correlation < ser.MIN_REGISTRATION_CORRELATION
+    assert "low confidence" in bad.describe()

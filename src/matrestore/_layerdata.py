@@ -13,7 +13,8 @@ def image_layer_tuple(data: np.ndarray, meta: dict, name: str, stack: bool = Fal
     """``(data, add_kwargs, "image")`` with the physical scale in the unit named in the metadata.
 
     ``metadata["unit"]`` says the unit of ``scale`` ("nm" or "µm"; "px" when the file has no
-    calibration) and ``metadata["pixel_size_nm"]`` the pixel size in nm.
+    calibration) and ``metadata["pixel_size_nm"]`` the pixel size in nm; a calibrated image also gets
+    napari's ``units`` (the frame axis of a stack stays in pixels), so the scale bar shows them.
     """
     px = meta.get("pixel_size")
     unit, factor = display_unit(px)
@@ -29,6 +30,8 @@ def image_layer_tuple(data: np.ndarray, meta: dict, name: str, stack: bool = Fal
     if stack:
         scale = [1.0] + scale
     kwargs = {"name": name, "scale": scale, "metadata": md}
+    if px is not None:  # napari's own units: the scale bar shows nm / µm (not "kpixel")
+        kwargs["units"] = (["pixel"] if stack else []) + [unit] * nspatial
     if rgb:
         kwargs["rgb"] = True
     return (data, kwargs, "image")

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._paths import MARK, WRITTEN_BY, Outputs, add_overwrite_option, atomic_write_text
+from .io import read_single_image
 from ._validate import InputError
 
 
@@ -16,10 +18,11 @@ def _json_number(v):
     return v if v == v and abs(v) != float("inf") else None  # NaN/inf are not JSON
 
 
-def compare_files(hr_paths, lr_paths=None, scale=4, noise=None, seed=0, out_dir=None):
+def compare_files(hr_paths, lr_paths=None, scale=4, noise=None, seed=0, out_dir=None, outputs: Outputs | None = None):
     """Run the baseline comparison on files; returns the compare JSON document (see README).
 
-    With ``out_dir``, the LR input and every upsampled image are written there as calibrated TIFFs.
+    With ``out_dir``, the LR input and every upsampled image are written there as calibrated TIFFs
+    (never over an input, nor over a file matrestore did not write unless ``outputs`` allows it).
     """
     from . import io
     from .evaluation import evaluate_baselines
@@ -27,10 +30,12 @@ def compare_files(hr_paths, lr_paths=None, scale=4, noise=None, seed=0, out_dir=
 
     if lr_paths and len(lr_paths) != len(hr_paths):
         raise InputError(f"--lr needs one file per --hr file ({len(lr_paths)} given for {len(hr_paths)}).")
+    outputs = outputs or Outputs(inputs=[hr_paths, lr_paths])
+    folder = outputs.folder(out_dir) if out_dir is not None else None
     images, per_image = [], []
     for i, hr_path in enumerate(hr_paths):
-        hr, meta = io.read_image(hr_path)
-        lr = io.read_image(lr_paths[i])[0] if lr_paths else None
+        hr, meta = read_single_image(hr_path)
+        lr = read_single_image(lr_paths[i])[0] if lr_paths else None
         res = evaluate_baselines(hr, lr=lr, scale=scale, noise=noise, seed=seed)
         name = Path(hr_path).stem
         images.append(
@@ -45,26 +50,29 @@ def compare_files(hr_paths, lr_paths=None, scale=4, noise=None, seed=0, out_dir=
             }
         )
         per_image.append(res["metrics"])
-        if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
+        if folder is not None:
             px = meta.get("pixel_size")
-            io.write_tiff(out / f"{name}_lr.tif", res["lr"], pixel_size_nm=None if px is None else px * scale)
+            io.write_tiff(outputs.in_folder(folder, f"{name}_lr.tif"), res["lr"],
+                          pixel_size_nm=None if px is None else px * scale)
             for method, img in res["images"].items():
-                io.write_tiff(out / f"{name}_{method}.tif", img, pixel_size_nm=px)
+                io.write_tiff(outputs.in_folder(folder, f"{name}_{method}.tif"), img, pixel_size_nm=px)
     summary = summarize(per_image)
     summary = {m: {k: {kk: (_json_number(vv) if kk != "n" else vv) for kk, vv in d.items()} for k, d in s.items()} for m, s in summary.items()}
     return {"scale": scale, "images": images, "summary": summary}
 
 
 def _cmd_compare(args) -> int:
-    doc = compare_files(args.hr, args.lr, scale=args.scale, noise=args.noise, seed=args.seed, out_dir=args.out_dir)
-    report_compare(doc, args.json)
+    outputs = Outputs(inputs=[args.hr, args.lr], overwrite=args.overwrite)
+    json_path = outputs.file(args.json, "--json file") if args.json else None
+    doc = compare_files(args.hr, args.lr, scale=args.scale, noise=args.noise, seed=args.seed, out_dir=args.out_dir,
+                        outputs=outputs)
+    report_compare(doc, json_path)
     return 0
 
 
 def report_compare(doc: dict, json_path=None) -> None:
-    """Print a compare document (per-image tables, then the set summary) and write it as JSON."""
+    """Print a compare document (per-image tables, then the set summary) and write it as JSON
+    (``json_path`` already checked by :class:`~matrestore._paths.Outputs`)."""
     from .evaluation import format_summary, format_table
 
     for img in doc["images"]:
@@ -74,15 +82,14 @@ def report_compare(doc: dict, json_path=None) -> None:
         print()
         print(format_summary(doc["summary"]))
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(doc, indent=2))
+        atomic_write_text(json_path, json.dumps({**doc, WRITTEN_BY: MARK}, indent=2))
         print(f"\nwrote {json_path}")
 
 
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, scale=args.scale, model=None if args.no_model else args.model)
+    run_demo(out_dir=args.out, scale=args.scale, model=None if args.no_model else args.model, overwrite=args.overwrite)
     return 0
 
 
@@ -95,7 +102,10 @@ def _cmd_ser(args) -> int:
     from . import io, ser
 
     if args.ser_command == "propose":
-        img, meta = io.read_image(args.image)
+        outputs = Outputs(inputs=[args.image], overwrite=args.overwrite)
+        out = args.out or str(Path(args.image).with_suffix("")) + "_rois"
+        json_out, csv_out = outputs.file(out + ".json"), outputs.file(out + ".csv")
+        img, meta = read_single_image(args.image)
         rois = ser.propose_rois(img, percentile=args.percentile, min_size=args.min_size, margin=args.margin,
                                 mode=args.mode, max_rois=args.max_rois)
         unit, scale = _unit_and_scale(meta)
@@ -105,22 +115,24 @@ def _cmd_ser(args) -> int:
               f"t_SER/t_HR = {ser.time_ratio(frac, args.scale):.3f} at scale {args.scale}")
         for r in recs:
             print(f"  #{r['id']}: rows {r['row0']}-{r['row1']}, cols {r['col0']}-{r['col1']}")
-        out = args.out or str(Path(args.image).with_suffix("")) + "_rois"
-        ser.write_rois_json(out + ".json", recs, image=str(args.image), area_fraction=frac, unit="um")
-        ser.write_rois_csv(out + ".csv", recs)
+        ser.write_rois_json(json_out, recs, image=str(args.image), area_fraction=frac, unit="um")
+        ser.write_rois_csv(csv_out, recs)
         print(f"wrote {out}.json and {out}.csv")
     elif args.ser_command == "export":
-        doc = json.loads(Path(args.rois).read_text())
-        rois = [(r["row0"], r["col0"], r["row1"], r["col1"]) for r in doc["rois"]]
+        out = Outputs(inputs=[args.rois], overwrite=args.overwrite).file(args.out)
+        rois = ser.read_rois_json(args.rois)
         recs = ser.rois_to_records(rois, scale=(args.pixel_size, args.pixel_size), unit=args.unit,
                                    stage_origin_um=tuple(args.stage_origin))
-        ser.write_rois_csv(args.out, recs)
+        ser.write_rois_csv(out, recs)
         print(f"wrote {len(recs)} ROI(s) to {args.out}")
     elif args.ser_command == "register":
-        img, _ = io.read_image(args.image)
-        patch, _ = io.read_image(args.rescan)
+        img, _ = read_single_image(args.image)
+        patch, _ = read_single_image(args.rescan)
         reg = ser.register(img, patch, search=args.search, guess=tuple(args.guess))
-        print(json.dumps({"row": reg.row, "col": reg.col, "ssim": reg.ssim}))
+        print(json.dumps({"row": reg.row, "col": reg.col, "ssim": reg.ssim, "correlation": reg.correlation,
+                          "confident": reg.confident}))
+        if not reg.confident:
+            print(f"matrestore: warning: {reg.describe()}.", file=sys.stderr)
     return 0
 
 
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     c.add_argument("--json", help="write per-image metrics and the summary as JSON to this file")
     c.add_argument("--out-dir", help="write the LR and upsampled images as calibrated TIFFs into this folder")
+    add_overwrite_option(c)
     c.set_defaults(func=_cmd_compare)
 
     d = sub.add_parser("demo", help="run the main job on the bundled SEM sample")
@@ -144,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scale", type=int, default=4, help="integer scale factor (default 4)")
     d.add_argument("--model", default="default", help="SR model file (default: the bundled model)")
     d.add_argument("--no-model", action="store_true", help="baselines only (nearest, bicubic, Lanczos)")
+    add_overwrite_option(d)
     d.set_defaults(func=_cmd_demo)
 
     e = sub.add_parser("ser", help="scan-enhance-rescan: propose, export and register regions of interest")
@@ -158,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--scale", type=int, default=4, help="scale factor LR -> HR for the time estimate")
     ep.add_argument("--stage-origin", type=float, nargs=2, default=(0.0, 0.0), metavar=("X_UM", "Y_UM"))
     ep.add_argument("--out", help="output path without extension (default <image>_rois)")
+    add_overwrite_option(ep)
     ex = esub.add_parser("export", help="ROI JSON -> CSV with physical coordinates")
     ex.add_argument("rois", help="ROI JSON written by 'propose' (or the widget)")
     ex.add_argument("--pixel-size", type=float, required=True, help="pixel size of the image the ROIs refer to")
     ex.add_argument("--unit", default="nm", choices=["nm", "um", "mm"], help="unit of --pixel-size")
     ex.add_argument("--stage-origin", type=float, nargs=2, default=(0.0, 0.0), metavar=("X_UM", "Y_UM"))
     ex.add_argument("--out", required=True, help="CSV file to write")
+    add_overwrite_option(ex)
     er = esub.add_parser("register", help="find where an HR rescan lies in the enhanced image")
     er.add_argument("image", help="enhanced image")
     er.add_argument("rescan", help="HR rescan of a region (same pixel size)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import InputError, as_2d_image
-from .metrics import default_data_range
+from .metrics import default_data_range, effective_data_range
 
 __all__ = ["downsample", "crop_to_multiple"]
 
@@ -55,7 +55,11 @@ def downsample(hr, scale: int = 4, noise: float | None = None, seed: int | None 
         if noise < 0:
             raise InputError(f"noise must be non-negative, got {noise}.")
         rng = np.random.default_rng(seed)
-        lr = lr + rng.normal(0.0, noise * default_data_range(img), size=lr.shape)
+        try:
+            full = default_data_range(img)
+        except InputError:  # float data outside [0, 1], wide integers: the range the values use
+            full = effective_data_range(img)
+        lr = lr + rng.normal(0.0, noise * full, size=lr.shape)
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
         return np.clip(np.rint(lr), info.min, info.max).astype(img.dtype)

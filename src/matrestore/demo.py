@@ -42,16 +42,32 @@ def _label(montage: np.ndarray, names, step: int, height: int = 22) -> np.ndarra
     return np.asarray(img)
 
 
-def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: bool = True) -> dict:
+def io_png(rgb) -> bytes:
+    """PNG bytes of an image, marked as written by matrestore (``Software`` text)."""
+    import io as _io
+
+    from PIL import Image, PngImagePlugin
+
+    from . import __version__
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"matrestore {__version__}")
+    buf = _io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: bool = True,
+             overwrite: bool = False) -> dict:
     """Enhance the bundled SEM sample with the SR model and compare it with the baselines.
 
     The sample's left half is the ground truth (its ``scale``×``scale`` area average is the LR scan); its
     right half, which does not overlap, is the set of HR references (the paper's practice: HR images of
-    the same sample). ``model=None`` skips the network (baselines only).
+    the same sample). ``model=None`` skips the network (baselines only). Files in ``out_dir`` that
+    matrestore did not write are only replaced with ``overwrite``.
     """
-    import imageio.v3 as iio
-
     from . import io
+    from ._paths import MARK, WRITTEN_BY, Outputs, atomic_write_bytes, atomic_write_text
     from ._validate import InputError
     from .baselines import upsample
     from .evaluation import evaluate_baselines, format_table
@@ -93,22 +109,24 @@ def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: b
                   f"figures flatter it;\n      {where}.")
     print()
     print(format_table(res["metrics"]))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_tiff(out / "lr.tif", res["lr"], pixel_size_nm=None if px is None else px * scale)
-    io.write_tiff(out / "hr.tif", res["hr"], pixel_size_nm=px)
+    outputs = Outputs(inputs=[model if isinstance(model, (str, Path)) and model != "default" else None],
+                      overwrite=overwrite)
+    out = outputs.folder(out_dir)
+    io.write_tiff(outputs.in_folder(out, "lr.tif"), res["lr"], pixel_size_nm=None if px is None else px * scale)
+    io.write_tiff(outputs.in_folder(out, "hr.tif"), res["hr"], pixel_size_nm=px)
     for method, img in res["images"].items():
-        io.write_tiff(out / f"{method}.tif", img, pixel_size_nm=px)
+        io.write_tiff(outputs.in_folder(out, f"{method}.tif"), img, pixel_size_nm=px)
     panels = {"LR (nearest)": upsample(res["lr"], scale, "nearest"), "bicubic": res["images"]["bicubic"]}
     if "ttsr" in res["images"]:
         panels["TTSR"] = res["images"]["ttsr"]
     else:
         panels["lanczos"] = res["images"]["lanczos"]
     panels["HR"] = res["hr"]
-    iio.imwrite(out / "side_by_side.png", side_by_side(panels, res["data_range"]))
+    png = io_png(side_by_side(panels, res["data_range"]))
+    atomic_write_bytes(outputs.in_folder(out, "side_by_side.png"), png)
     doc = {"image": Path(path).name, "scale": scale, "metrics": res["metrics"], "panels": list(panels),
            "ground_truth": "left half", "references": "right half", "model": model_info}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2))
+    atomic_write_text(outputs.in_folder(out, "metrics.json"), json.dumps({**doc, WRITTEN_BY: MARK}, indent=2))
     print(f"\nwrote {out}/: lr.tif, hr.tif, {', '.join(f'{m}.tif' for m in res['images'])}, "
           f"metrics.json and side_by_side.png (left to right: {', '.join(panels)})")
     return doc

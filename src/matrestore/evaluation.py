@@ -28,6 +28,8 @@ __all__ = [
     "format_table",
     "format_summary",
     "table_to_csv",
+    "find_overlaps",
+    "check_not_constant",
     "LABELS",
 ]
 
@@ -48,6 +50,52 @@ def match_lr_hr(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
     return hr[: want[0], : want[1]]
 
 
+def check_not_constant(image: np.ndarray, name: str = "ground truth") -> None:
+    """InputError for a constant image: PSNR/SSIM/ESSIM against it measure nothing (ESSIM is undefined)."""
+    lo, hi = np.min(image), np.max(image)
+    if lo == hi:
+        raise InputError(f"{name} is constant (every pixel {lo:g}): there is no structure to compare; "
+                         "use an image with content.")
+
+
+def find_overlaps(truth, references: Mapping[str, np.ndarray], patch: int = 32, n_patches: int = 5,
+                  threshold: float = 0.95) -> list[tuple[str, float]]:
+    """References that show (part of) the field of ``truth``: ``[(name, correlation), ...]``.
+
+    The ``n_patches`` most textured ``patch``² windows of ``truth`` are searched in every reference by
+    normalised cross-correlation; a reference where any of them correlates at ``threshold`` or more
+    contains those pixels (the same file, a crop of the ground truth, or an image containing it), and
+    an evaluation with it among the references would be flattered. Same pixel size assumed.
+    """
+    from skimage.feature import match_template
+
+    t = as_2d_image(truth, "ground truth").astype(np.float64)
+    p = int(min(patch, *t.shape))
+    mine = _textured_patches(t, p, n_patches)
+    found = []
+    for name, ref in references.items():
+        r = np.asarray(ref, dtype=np.float64)
+        if r.ndim != 2 or min(r.shape) < p:
+            continue
+        # the truth's patches in the reference (it contains the field), and the reference's in the truth
+        # (it is a crop of the field)
+        pairs = [(r, q) for q in mine] + [(t, q) for q in _textured_patches(r, p, n_patches)]
+        best = max((float(match_template(big, q).max()) for big, q in pairs), default=0.0)
+        if best >= threshold:
+            found.append((name, best))
+    return found
+
+
+def _textured_patches(img: np.ndarray, p: int, n: int) -> list[np.ndarray]:
+    """The ``n`` ``p``² windows (on a half-overlapping grid) with the largest variance."""
+    from skimage.util import view_as_windows
+
+    win = view_as_windows(img, (p, p), max(p // 2, 1))
+    var = win.reshape(*win.shape[:2], -1).var(-1)
+    order = np.argsort(var, axis=None)[::-1][:n]
+    return [win[np.unravel_index(i, var.shape)] for i in order if var.flat[i] > 0]
+
+
 def compare_images(
     reference, candidates: Mapping[str, np.ndarray], data_range=None, metrics: Sequence[str] = METRICS
 ) -> dict:
@@ -56,6 +104,9 @@ def compare_images(
     ``data_range=None`` uses :func:`matrestore.metrics.effective_data_range` of the reference.
     """
     ref = as_2d_image(reference, "ground truth")
+    if not candidates:
+        raise InputError("no candidate images to compare with the ground truth; give at least one.")
+    check_not_constant(ref, "ground truth")
     if data_range is None:
         data_range = effective_data_range(ref)
     out = {}
@@ -84,7 +135,11 @@ def evaluate_baselines(
     Returns ``{"hr": cropped HR, "lr": LR, "images": {method: upsampled}, "metrics": {method:
     {metric: value}}, "data_range": L, "scale": s}``.
     """
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise InputError(f"scale must be a positive integer, got {scale!r}.")
+    scale = int(scale)
     hr = as_2d_image(hr, "ground truth", min_size=scale)
+    check_not_constant(hr, "ground truth")
     if lr is None:
         hr_c = crop_to_multiple(hr, scale)
         lr = downsample(hr_c, scale, noise=noise, seed=seed)
@@ -99,7 +154,12 @@ def evaluate_baselines(
     return {"hr": hr_c, "lr": lr, "images": images, "metrics": scores, "data_range": data_range, "scale": scale}
 
 
-def _fmt(metric: str, v: float) -> str:
+def _fmt(metric: str, v) -> str:
+    """A table cell: 2 decimals for PSNR, 4 for the others; "inf" and "n/a" (None, NaN) spelled out."""
+    if v is None or v != v:
+        return "n/a"
+    if v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
     return f"{v:.2f}" if metric == "psnr" else f"{v:.4f}"
 
 

@@ -36,6 +36,7 @@ from ._validate import InputError
 
 __all__ = [
     "read_image",
+    "read_single_image",
     "read_stack",
     "write_tiff",
     "detect_databar",
@@ -425,6 +426,9 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
                 arr = page.asarray()
                 meta.update(_tiff_metadata(tf, page, path))
                 meta["n_pages"] = len(tf.pages)
+                # full-size images (not thumbnails / reduced-resolution subfiles) in the file
+                meta["n_images"] = sum(1 for pg in tf.pages if getattr(pg, "shape", None) == page.shape
+                                       and not int(getattr(pg, "subfiletype", 0) or 0) & 1)
                 if page.photometric == 3 and page.colormap is not None:  # PALETTE
                     arr, grey = _palette_to_grey(page, arr, meta)
                     meta["colormap_applied"] = True
@@ -443,7 +447,7 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
             arr = np.asarray(iio.imread(path))
         except Exception as exc:
             raise _open_error(path, exc) from exc
-        meta["n_pages"] = 1
+        meta["n_pages"] = meta["n_images"] = 1
         meta["bit_depth"] = int(arr.dtype.itemsize * 8)
         lossy = suffix in (".jpg", ".jpeg", ".webp")
         jeol = _jeol_sidecar(path)
@@ -480,6 +484,17 @@ def read_image(path, crop_databar: bool = True) -> tuple[np.ndarray, dict]:
 
 
 # ------------------------------------------------------------------------------------------ stacks
+def read_single_image(path):
+    """:func:`read_image` for commands that take one 2-D image per file: a TIFF holding several full-size
+    images (``metadata["n_images"]``; thumbnails do not count) is refused with a message rather than
+    silently reduced to its first page."""
+    img, meta = read_image(path)
+    if meta.get("n_images", 1) > 1:
+        raise InputError(f"{Path(path).name} holds {meta['n_images']} images (pages); this command reads one 2-D "
+                         "image per file. Split the pages into files (e.g. with Fiji or tifffile) and pass each one.")
+    return img, meta
+
+
 def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 

@@ -65,10 +65,29 @@ METRICS = ("psnr", "ssim", "essim")
 
 
 def default_data_range(image: np.ndarray) -> float:
-    """1.0 for float images, the dtype's range for integer ones."""
+    """The data range L assumed when none is given, only where the data cannot contradict it:
+
+    - float images with values in [0, 1]: 1 (in [-1, 1] with negative values: 2, as scikit-image);
+    - 8- and 16-bit integer images: the dtype's range (255, 65535, ...).
+
+    Anything else — float values outside [-1, 1] (e.g. 0–255 data in float64) or 32/64-bit integers,
+    whose dtype range says nothing about the data — raises :class:`InputError` asking for
+    ``data_range`` (or :func:`effective_data_range`, which the CLI and widgets use).
+    """
     if np.issubdtype(image.dtype, np.floating):
-        return 1.0
+        lo, hi = float(np.min(image)), float(np.max(image))
+        if lo >= 0.0 and hi <= 1.0:
+            return 1.0
+        if lo >= -1.0 and hi <= 1.0:
+            return 2.0
+        raise InputError(
+            f"float values span [{lo:g}, {hi:g}], outside [0, 1]: the data range cannot be assumed; pass "
+            "data_range (e.g. data_range=255 for 8-bit values) or use metrics.effective_data_range(reference).")
     info = np.iinfo(image.dtype)
+    if info.bits > 16:
+        raise InputError(
+            f"{image.dtype} data: its dtype range ({info.min}..{info.max}) says nothing about the values; pass "
+            "data_range (e.g. 255 or 4095) or use metrics.effective_data_range(reference).")
     return float(info.max - info.min) if info.min < 0 else float(info.max)
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "is_cancelled",
     "format_duration",
     "eta_text",
+    "Cancelled",
+    "run_blocking",
 ]
 
 
@@ -132,3 +134,40 @@ def eta_text(step: int, total: int, elapsed_s: float | None, unit: str = "") -> 
     if 0 < step < total:
         text += f" · about {format_duration(elapsed_s / step * (total - step))} left"
     return text
+
+
+class Cancelled(Exception):
+    """Raised inside a blocking computation (e.g. by :class:`matrestore.nets.hooks.ForwardMonitor`) to
+    stop it at the next checkpoint; the generator that started it turns it into a STOPPED record."""
+
+
+def run_blocking(fn: Callable[[], Any], heartbeat: Callable[[], dict | None], poll_s: float = 0.5):
+    """Run ``fn()`` in a helper thread and yield ``heartbeat()`` every ``poll_s`` seconds while it runs
+    (a generator: ``result = yield from run_blocking(...)``), so that a long call inside a job still
+    reports progress. Returns what ``fn`` returns and re-raises what it raises (:class:`Cancelled` too).
+
+    Thread-local state does not cross into the helper thread: ``fn`` enters ``torch.no_grad()`` /
+    autocast itself.
+    """
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name="matrestore-blocking", daemon=True)
+    th.start()
+    while True:
+        th.join(poll_s)
+        if not th.is_alive():
+            break
+        rec = heartbeat()
+        if rec is not None:
+            yield rec
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

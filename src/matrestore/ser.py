@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .progress import is_cancelled
 from ._validate import InputError, as_2d_image
 
 __all__ = [
@@ -118,7 +119,7 @@ def tta_uncertainty_iter(lr, enhance: Callable[[np.ndarray], np.ndarray], n_aug:
         raise InputError(f"n_aug must be between 2 and 8, got {n_aug}.")
     s1 = s2 = None
     for k in range(n_aug):
-        if cancel is not None and (cancel() if callable(cancel) else cancel.is_set()):
+        if is_cancelled(cancel):
             return None
         yield {"step": k, "total": n_aug, "message": f"uncertainty: flip/rotation {k + 1} of {n_aug}"}
         res = enhance(np.ascontiguousarray(_dihedral(img, k)))
@@ -181,6 +182,16 @@ def propose_rois(score, threshold: float | None = None, percentile: float = 95.0
     s = as_2d_image(score, "score map").astype(np.float64)
     if mode not in ("high", "low"):
         raise InputError(f"mode must be 'high' or 'low', got {mode!r}.")
+    if threshold is None and not 0 <= percentile <= 100:
+        raise InputError(f"percentile must be between 0 and 100, got {percentile}.")
+    if int(min_size) != min_size or min_size < 1:
+        raise InputError(f"min_size must be a whole number of pixels >= 1, got {min_size}.")
+    if int(margin) != margin or margin < 0:
+        raise InputError(f"margin must be a whole number of pixels >= 0, got {margin}.")
+    if max_rois is not None and (int(max_rois) != max_rois or max_rois < 1):
+        raise InputError(f"max_rois must be at least 1 (or None for all), got {max_rois}.")
+    if smooth is not None and smooth < 0:
+        raise InputError(f"smooth must be >= 0, got {smooth}.")
     if mode == "low":
         s = -s
         if threshold is not None:
@@ -211,6 +222,13 @@ def propose_rois(score, threshold: float | None = None, percentile: float = 95.0
     return [tuple(int(v) for v in b) for b in boxes]
 
 
+def _check_box(box) -> None:
+    r0, c0, r1, c1 = box
+    if r1 < r0 or c1 < c0:
+        raise InputError(f"ROI box (row0={r0}, col0={c0}, row1={r1}, col1={c1}) is inverted: row1/col1 must not be "
+                         "smaller than row0/col0.")
+
+
 def area_fraction(rois: Iterable[Sequence[float]], shape) -> float:
     """Area of the union of rectangles (clipped to the image) divided by the image area.
 
@@ -221,9 +239,11 @@ def area_fraction(rois: Iterable[Sequence[float]], shape) -> float:
     if h <= 0 or w <= 0:
         raise InputError(f"image shape {shape} has no area.")
     boxes = []
-    for r0, c0, r1, c1 in rois:
-        r0, r1 = sorted((min(max(r0, 0.0), h), min(max(r1, 0.0), h)))
-        c0, c1 = sorted((min(max(c0, 0.0), w), min(max(c1, 0.0), w)))
+    for box in rois:
+        _check_box(box)
+        r0, c0, r1, c1 = box
+        r0, r1 = min(max(r0, 0.0), h), min(max(r1, 0.0), h)
+        c0, c1 = min(max(c0, 0.0), w), min(max(c1, 0.0), w)
         if r1 > r0 and c1 > c0:
             boxes.append((r0, c0, r1, c1))
     if not boxes:
@@ -281,7 +301,11 @@ def rois_to_records(rois, scale=(1.0, 1.0), translate=(0.0, 0.0), unit: str = "p
         unit_to_um = factors[unit]
     sy, sx = (float(v) for v in scale[-2:])
     ty, tx = (float(v) for v in translate[-2:])
+    if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
+        raise InputError(f"pixel size must be positive, got {sy:g} × {sx:g} {unit}.")
     recs = []
+    for box in rois:
+        _check_box(box)
     for i, (r0, c0, r1, c1) in enumerate(rois):
         rec = {"id": i + 1, "row0": int(r0), "col0": int(c0), "row1": int(r1), "col1": int(c1),
                "height_px": int(r1 - r0), "width_px": int(c1 - c0)}
@@ -299,29 +323,79 @@ def rois_to_records(rois, scale=(1.0, 1.0), translate=(0.0, 0.0), unit: str = "p
 
 
 def write_rois_csv(path, records: list[dict]) -> Path:
-    path = Path(path)
+    """The ROI table as CSV (columns ``id,row0,col0,row1,col1,...``), written atomically."""
+    import io as _io
+
+    from ._paths import atomic_write_text
+
     fields = list(records[0]) if records else ["id", "row0", "col0", "row1", "col1"]
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(records)
-    return path
+    buf = _io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(records)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_rois_json(path) -> list[tuple[int, int, int, int]]:
+    """The ``(row0, col0, row1, col1)`` boxes of a ROI JSON written by :func:`write_rois_json`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"ROI file not found: {p}" if not p.exists() else f"{p} is not a file.")
+    try:
+        doc = json.loads(p.read_text())
+        rois = [(int(r["row0"]), int(r["col0"]), int(r["row1"]), int(r["col1"])) for r in doc["rois"]]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p.name} is not a JSON file ({exc}); give the ROI JSON written by 'ser propose'.") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{p.name} is JSON but not a ROI file written by 'ser propose' (no 'rois' list of "
+                         "row0/col0/row1/col1 boxes).") from exc
+    for r0, c0, r1, c1 in rois:
+        if r1 <= r0 or c1 <= c0:
+            raise InputError(f"{p.name}: ROI box ({r0}, {c0}, {r1}, {c1}) is empty or inverted.")
+    return rois
 
 
 def write_rois_json(path, records: list[dict], **info) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({"rois": records, **info}, indent=2))
-    return path
+    """``{"rois": records, **info}`` as JSON (marked as matrestore's), written atomically."""
+    from ._paths import MARK, WRITTEN_BY, atomic_write_text
+
+    return atomic_write_text(path, json.dumps({"rois": records, **info, WRITTEN_BY: MARK}, indent=2))
 
 
 # --------------------------------------------------------------------------------------- registration
+MIN_REGISTRATION_CORRELATION = 0.5
+"""Below this correlation (Pearson, rescan vs the image under it) a registration is not trusted: a rescan
+of the field correlates far above it (> 0.8 on the tests' degraded/enhanced pairs), an unrelated or
+random image near 0."""
+
+
 @dataclass
 class Registration:
-    """Position of a rescan in the enhanced image: top-left ``(row, col)`` and the SSIM found there."""
+    """Position of a rescan in the enhanced image: top-left ``(row, col)``, the SSIM found there and the
+    correlation (Pearson) of the rescan with the image under it, the confidence of the placement."""
 
     row: int
     col: int
     ssim: float
+    correlation: float = float("nan")
+
+    @property
+    def confident(self) -> bool:
+        """Whether the placement can be trusted (correlation >= :data:`MIN_REGISTRATION_CORRELATION`)."""
+        return bool(self.correlation >= MIN_REGISTRATION_CORRELATION)
+
+    def describe(self) -> str:
+        text = f"row {self.row}, col {self.col} (SSIM {self.ssim:.3f}, correlation {self.correlation:.2f})"
+        if not self.confident:
+            text += (f": low confidence (correlation below {MIN_REGISTRATION_CORRELATION}); the rescan may not show "
+                     "this field")
+        return text
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
 
 
 def register(image, patch, search: int | None = None, guess=(0, 0)) -> Registration:
@@ -329,7 +403,8 @@ def register(image, patch, search: int | None = None, guess=(0, 0)) -> Registrat
 
     With ``search=None`` the whole image is searched by normalised cross-correlation (FFT);
     otherwise offsets within ``±search`` px of ``guess`` are scored by SSIM (the paper's alignment
-    search). Both images must have the same pixel size.
+    search). Both images must have the same pixel size. The result's ``correlation`` says how far to
+    trust it (``confident``: at least :data:`MIN_REGISTRATION_CORRELATION`).
     """
     from skimage.feature import match_template
 
@@ -361,4 +436,5 @@ def register(image, patch, search: int | None = None, guess=(0, 0)) -> Registrat
             best = Registration(int(r), int(c), float(v))
     if best.row < 0:
         raise InputError("no valid position for the rescan inside the image (check the search window).")
+    best.correlation = _correlation(img[best.row : best.row + ph, best.col : best.col + pw], p)
     return best

@@ -96,7 +96,8 @@ def test_reference_features_are_computed_once_not_per_tile(tiny_model, bank, lr_
 
 def test_progress_and_cancel(tiny_model, bank, lr_image):
     steps = []
-    enhance(lr_image, bank, tiny_model, mode="paper", batch=4, progress=lambda r: steps.append(r["step"]))
+    enhance(lr_image, bank, tiny_model, mode="paper", batch=4,
+            progress=lambda r: steps.append(r["step"]) if r.get("phase") == "tiles" else None)
     tile_steps = [s for s in steps if s]
     assert tile_steps == sorted(tile_steps) and tile_steps[-1] == len(plan_tiles(lr_image.shape, 32, 6))
     ev = threading.Event()

@@ -118,3 +118,33 @@ def test_dwell_time_taken_from_the_file_metadata(make_napari_viewer):
     w.image_combo.setCurrentText("other")  # no dwell time in its metadata: the values stay
     w.image_combo.setCurrentText("fei")  # picked again: the file's dwell time again
     assert w.dwell_lr.value() == pytest.approx(6.0)
+
+
+def test_random_rescan_is_placed_with_low_confidence_and_not_a_reference(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    cam = data.camera()
+    image = viewer.add_image(cam, name="cam_sr", scale=(10.0, 10.0), units=("nm", "nm"),
+                             contrast_limits=(20, 200))
+    w = RescanWidget(viewer)
+    noise = np.random.default_rng(0).integers(0, 255, (64, 80)).astype(np.uint8)
+    w.add_rescan(noise, name="noise")
+    qtbot.waitUntil(lambda: "noise" in viewer.layers, timeout=10000)
+    layer = viewer.layers["noise"]
+    assert ROLE_KEY not in layer.metadata  # not trusted: not a reference unless confirmed
+    assert layer.metadata["registration_correlation"] < 0.5
+    assert "low confidence" in w.rescan_label.text() and w.confirm_btn.isVisibleTo(w)
+    assert tuple(layer.contrast_limits) == tuple(image.contrast_limits)  # the image's contrast, not its own
+    assert [str(u) for u in layer.units] == ["nanometer", "nanometer"]
+    w.confirm_reference()
+    assert layer.metadata[ROLE_KEY] == "reference" and not w.confirm_btn.isVisibleTo(w)
+
+
+def test_real_rescan_keeps_the_image_contrast(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    cam = data.camera()
+    viewer.add_image(cam, name="cam_sr", contrast_limits=(30, 180))
+    w = RescanWidget(viewer)
+    w.add_rescan(cam[100:164, 200:280].copy(), name="r")
+    qtbot.waitUntil(lambda: "r" in viewer.layers, timeout=10000)
+    assert tuple(viewer.layers["r"].contrast_limits) == (30, 180)
+    assert viewer.layers["r"].metadata["registration_correlation"] > 0.99

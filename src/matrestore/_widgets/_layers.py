@@ -5,7 +5,7 @@ the viewer's layer list, the run / cancel / progress / status controls, remember
 updating an output layer (:func:`put_image`).
 
 - :class:`LayerCombo`: a combo box of layers (optionally with a "(none)" entry) that keeps the chosen
-  layer, by identity, when the layer list changes (added, removed, reordered, renamed layers).
+  layer, by its key (:func:`layer_key`), when the layer list changes (added, removed, reordered, renamed layers).
 - :class:`LayerCheckList`: a list of layers to check (candidates, references); layers that cannot be
   used stay visible, greyed out with the reason.
 - :class:`LayerDock`: the base of the dock widgets: follows the layer list (``_refresh_layers``),
@@ -39,11 +39,27 @@ from ._settings import WidgetSettings
 from ._worker import State, TaskRunner
 
 __all__ = ["LAYER_EVENTS", "NONE", "LayerCheckList", "LayerCombo", "LayerDock", "combo_box", "image_layers",
-           "layer_problem", "put_image", "radio_row", "selectable_label",
+           "layer_key", "layer_problem", "put_image", "radio_row", "same_layer", "selectable_label", "spatial_units",
            "spin_box"]
 
 LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")  # the layer-list events a picker follows
 NONE = "(none)"  # the text of the None entry of a LayerCombo
+_NOTHING = object()  # no choice made yet (not even "(none)")
+
+
+def layer_key(layer):
+    """A stable key of a layer: napari's ``unique_id``. Not ``id()`` and not ``is``: napari hands plugins
+    a ``PublicOnlyProxy`` viewer whose every attribute access wraps the layer in a new proxy object (and
+    Python reuses the ``id`` of a freed layer)."""
+    if layer is None:
+        return None
+    key = getattr(layer, "unique_id", None)
+    return key if key is not None else id(layer)
+
+
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (also through napari's proxies); False for ``None``."""
+    return a is not None and b is not None and layer_key(a) == layer_key(b)
 
 
 def image_layers(viewer) -> list:
@@ -80,13 +96,14 @@ class LayerCombo(QComboBox):
     def fill(self, layers, default=None) -> None:
         """Offer ``layers``; the chosen layer stays chosen when it is still offered, else ``default``
         (nothing chosen when that is not offered either). Emits no signals."""
-        keep = self.layer()
+        keep = layer_key(self.layer()) if self.currentIndex() >= 0 else _NOTHING
         self.choices = list(layers)
+        keys = [layer_key(lyr) for lyr in self.choices]
         self.blockSignals(True)
         self.clear()
         self.addItems([NONE if lyr is None else lyr.name for lyr in self.choices])
-        pick = keep if any(lyr is keep for lyr in self.choices) else default
-        self.setCurrentIndex(next((i for i, lyr in enumerate(self.choices) if lyr is pick), -1))
+        pick = keep if keep in keys else layer_key(default)
+        self.setCurrentIndex(keys.index(pick) if pick in keys else -1)
         self.blockSignals(False)
 
 
@@ -124,9 +141,9 @@ class LayerCheckList(QListWidget):
         return self.layers[self.row(item)]
 
     def remember_check(self, item, checked: set, unchecked: set | None = None) -> None:
-        """Note the user's check of ``item``: its layer's id goes into ``checked`` (checked) or out of it,
-        and the other way round for ``unchecked`` (layers unchecked on purpose), when given."""
-        key, on = id(self.layer_of(item)), item.checkState() == Qt.Checked
+        """Note the user's check of ``item``: its layer's key (:func:`layer_key`) goes into ``checked``
+        (checked) or out of it, and the other way round for ``unchecked`` (layers unchecked on purpose)."""
+        key, on = layer_key(self.layer_of(item)), item.checkState() == Qt.Checked
         (checked.add if on else checked.discard)(key)
         if unchecked is not None:
             (unchecked.discard if on else unchecked.add)(key)
@@ -191,6 +208,20 @@ def radio_row(*choices: tuple[str, str]) -> tuple:
     buttons[0].setChecked(True)
     row.addStretch(1)
     return (row, *buttons)
+
+
+def spatial_units(layer):
+    """The spatial units (last two axes) to give a layer made from ``layer``: its own napari ``units`` when
+    they are physical, else ``metadata["unit"]`` (parsed by napari), else None (pixels). Every output,
+    preview and registered layer takes them from its source, so the scale bar and napari's unit check
+    agree across layers."""
+    units = tuple(getattr(layer, "units", ())[-2:])
+    if units and all(str(u) != "pixel" for u in units):
+        return units
+    unit = (layer.metadata or {}).get("unit")
+    if isinstance(unit, str) and unit not in ("px", "pixel", ""):
+        return (unit, unit)  # parsed by napari when set; ignored there if it cannot be
+    return None
 
 
 def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):

@@ -46,7 +46,8 @@ from .. import evaluation
 from .. import metrics as _metrics
 from .._validate import InputError, as_2d_image
 from ..baselines import METHODS, upsampled_geometry
-from ._layers import LayerCheckList, LayerCombo, LayerDock, layer_problem, put_image
+from ._layers import (LayerCheckList, LayerCombo, LayerDock, layer_key, layer_problem, put_image, same_layer,
+                      spatial_units)
 from ._worker import ERROR_STYLE
 
 __all__ = ["CompareWidget", "compare_job", "layer_problem"]
@@ -304,7 +305,7 @@ class CompareWidget(LayerDock):
         valid = [lyr for lyr in images if layer_problem(lyr) is None]
         by_size = sorted(valid, key=lambda lyr: np.prod(_shape(lyr)))
         gt_default = by_size[-1] if by_size else None
-        lr_default = next((lyr for lyr in by_size if lyr is not gt_default), None)
+        lr_default = next((lyr for lyr in by_size if not same_layer(lyr, gt_default)), None)
         self.gt_combo.fill(valid, gt_default)
         self.lr_combo.fill(valid, lr_default)
         self._show_unoffered(images)
@@ -314,21 +315,21 @@ class CompareWidget(LayerDock):
         gt = self.gt_layer()
         rows = []
         for lyr in self._image_layers():
-            why = layer_problem(lyr) or ("ground truth" if lyr is gt else None)
-            rows.append((lyr, why, lyr.name, id(lyr) in self._checked))
+            why = layer_problem(lyr) or ("ground truth" if same_layer(lyr, gt) else None)
+            rows.append((lyr, why, lyr.name, layer_key(lyr) in self._checked))
         self.cand_list.fill(rows)
         self._sync_map()
 
     def _on_check(self, item) -> None:
         lyr = self.cand_list.layer_of(item)
-        (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(id(lyr))
+        (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(layer_key(lyr))
         self._sync_map()
 
     def _on_selection(self, *_) -> None:
         self._fill_candidates()
         gt, lr = self.gt_layer(), self.lr_layer()
-        key = (id(gt), id(lr))
-        if gt is not None and lr is not None and gt is not lr and key != self._inferred_for:
+        key = (layer_key(gt), layer_key(lr))
+        if gt is not None and lr is not None and not same_layer(gt, lr) and key != self._inferred_for:
             self._inferred_for = key
             factor, source = _infer_factor(gt, lr)
             if factor is not None:
@@ -403,7 +404,7 @@ class CompareWidget(LayerDock):
             lr = self.lr_layer()
             if lr is None:
                 raise InputError("pick the low-resolution layer to upsample.")
-            if lr is gt:
+            if same_layer(lr, gt):
                 raise InputError("the LR layer and the ground truth are the same layer; pick two different layers.")
             if layer_problem(lr):
                 raise InputError(f"LR layer '{lr.name}': {layer_problem(lr)}.")
@@ -462,13 +463,13 @@ class CompareWidget(LayerDock):
                                   "scale_factor": job["factor"], "ground_truth": job["gt_name"],
                                   "metrics": dict(scores[method]), "data_range": res["data_range"]}
                 self._put_layer(name, res["images"][method], job["out_scale"], job["out_translate"], md,
-                                contrast_limits=tuple(lr.contrast_limits), colormap="gray")
+                                contrast_limits=tuple(lr.contrast_limits), colormap="gray", units=spatial_units(lr))
         if res["map"] is not None:
             m = res["map"]
             md = {OUTPUT_KEY: {"made_by": "compare", "metric": m["metric"], "candidate": m["candidate"],
                                "mean": m["value"], "ground_truth": job["gt_name"], "data_range": res["data_range"]}}
             layer = self._put_layer(job["map_name"], m["data"], job["gt_scale"], job["gt_translate"], md,
-                                    contrast_limits=(0.0, 1.0), colormap="magma")
+                                    contrast_limits=(0.0, 1.0), colormap="magma", units=spatial_units(job["gt"]))
             layer.contrast_limits = (0.0, 1.0)
         self.last_results = {
             "mode": job["mode"], "ground_truth": job["gt_name"], "metrics": scores, "data_range": res["data_range"],
@@ -487,10 +488,10 @@ class CompareWidget(LayerDock):
         self.status.setStyleSheet("")
         self.status.setText(f"Done: {what} against '{job['gt_name']}' ({h}×{w} px). Best ESSIM: {best}.")
 
-    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, colormap):
+    def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, colormap, units=None):
         """Update the layer called ``name`` in place (second run) or add it."""
-        return put_image(self.viewer, name, data, scale, translate, metadata, contrast_limits=contrast_limits,
-                         colormap=colormap)
+        return put_image(self.viewer, name, data, scale, translate, metadata, units=units,
+                         contrast_limits=contrast_limits, colormap=colormap)
 
     def _fill_table(self, scores: dict) -> None:
         t = self.table

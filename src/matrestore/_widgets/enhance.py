@@ -32,7 +32,8 @@ from qtpy.QtWidgets import (
 from .. import evaluation
 from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
-from ._layers import LayerCombo, LayerDock, combo_box, layer_problem, put_image, radio_row
+from ._layers import (LayerCombo, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
+                      same_layer, spatial_units)
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._worker import relay
 from .compare import CompareWidget, metrics_table
@@ -120,18 +121,6 @@ def model_summary(model) -> dict:
     if isinstance(meta.get("versions"), dict):
         out["versions"] = meta["versions"]
     return out
-
-
-def _units_of(layer):
-    """The layer's spatial units for the result: the layer's own (napari ``units``) when it has physical
-    ones, else ``metadata["unit"]`` when napari understands it, else None (pixels)."""
-    units = tuple(getattr(layer, "units", ())[-2:])
-    if units and all(str(u) != "pixel" for u in units):
-        return units
-    unit = (layer.metadata or {}).get("unit")
-    if isinstance(unit, str) and unit not in ("px", "pixel", ""):
-        return (unit, unit)  # parsed by napari when set; ignored there if it cannot be
-    return None
 
 
 def _eta(rec: dict) -> str:
@@ -428,7 +417,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         valid = [lyr for lyr in images if layer_problem(lyr) is None]
         plain = [lyr for lyr in valid if not self._is_reference(lyr) and not self._is_output(lyr)]
         active = self.viewer.layers.selection.active
-        default = active if active in plain else (min(plain, key=lambda l: np.prod(l.data.shape)) if plain else None)
+        default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (min(plain, key=lambda l: np.prod(l.data.shape)) if plain else None)
         if default is None and valid:
             default = valid[0]
         self.input_combo.fill(valid, default)
@@ -445,14 +434,15 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         rows = []
         for lyr in self._image_layers():
             why = layer_problem(lyr)
-            if why is None and lyr is inp:
+            if why is None and same_layer(lyr, inp):
                 why = "the input"
-            elif why is None and lyr is gt:
+            elif why is None and same_layer(lyr, gt):
                 why = "the ground truth"  # a reference showing the scored field would flatter the result
             elif why is None and (lyr.name == out_name or self._is_output(lyr)):
                 why = "a super-resolution result"
             label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
-            on = id(lyr) in self._checked or (self._is_reference(lyr) and id(lyr) not in self._unchecked)
+            key = layer_key(lyr)
+            on = key in self._checked or (self._is_reference(lyr) and key not in self._unchecked)
             rows.append((lyr, why, label, on))
         self.ref_list.fill(rows)
 
@@ -493,7 +483,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         if folder and not Path(folder).expanduser().is_dir():
             raise InputError(f"reference folder not found: {folder}")
         gt = self.gt_layer()
-        if gt is not None and gt is inp:
+        if same_layer(gt, inp):
             raise InputError("the input and the ground truth are the same layer; pick two different layers.")
         if gt is not None and layer_problem(gt):
             raise InputError(f"ground truth '{gt.name}': {layer_problem(gt)}.")
@@ -511,7 +501,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         return {"input": inp, "name": inp.name, "out_name": out_name, "gt": gt, "gt_name": gt.name if gt else None,
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
-                "units": _units_of(inp),
+                "units": spatial_units(inp),
                 "sources": sources, "ref_names": ref_names, "model": spec, "params": params}
 
     def run(self):

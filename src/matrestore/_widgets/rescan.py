@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from .. import ser
 from .._validate import InputError
-from ._layers import LayerCombo, LayerDock, combo_box
+from ._layers import LayerCombo, LayerDock, combo_box, put_image, same_layer, spatial_units
 from ._plot import PlotWidget
 from ._worker import ERROR_STYLE, State
 
@@ -99,6 +99,7 @@ class RescanWidget(LayerDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        self._unconfirmed: str | None = None  # a rescan placed with low confidence, awaiting the user's word
         self.rois_layer = None
         self.last_stats: dict = {}
         self._dwell_for = None  # the image whose file's dwell time was last put into the dwell boxes
@@ -171,9 +172,14 @@ class RescanWidget(LayerDock):
                                    "place and marked as a reference for the next enhancement of this sample.")
         self.rescan_label = QLabel("")
         self.rescan_label.setWordWrap(True)
+        self.confirm_btn = QPushButton("Use it as a reference anyway")
+        self.confirm_btn.setToolTip("The rescan's placement has a low confidence (it may not show this field): mark "
+                                    "it as a reference for the next enhancement only if you are sure it does.")
+        self.confirm_btn.setVisible(False)
         ef.addRow(self.export_btn)
         ef.addRow(self.rescan_btn)
         ef.addRow(self.rescan_label)
+        ef.addRow(self.confirm_btn)
         lay.addWidget(e)
         lay.addLayout(self._defaults_row("Set the proposal options (source, percentile, sizes, max regions) and "
                                          "the time options (scale, dwell times) back to their defaults. "
@@ -187,6 +193,7 @@ class RescanWidget(LayerDock):
         self.propose_btn.clicked.connect(self.propose)
         self.export_btn.clicked.connect(self._export_dialog)
         self.rescan_btn.clicked.connect(self._rescan_dialog)
+        self.confirm_btn.clicked.connect(self.confirm_reference)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.source_combo.currentIndexChanged.connect(self._sync_enabled)
         for sb in (self.scale, self.dwell_lr, self.dwell_hr):
@@ -277,9 +284,10 @@ class RescanWidget(LayerDock):
                 name=name, shape_type="rectangle", edge_color="yellow", face_color=[1, 1, 0, 0.08],
                 edge_width=width, scale=image.scale[-2:], translate=image.translate[-2:],
                 metadata={"matrestore_rois_for": image.name},
+                **({"units": spatial_units(image)} if spatial_units(image) else {}),
             )
             layer.mode = "select"
-        if layer is not self.rois_layer:
+        if not same_layer(layer, self.rois_layer):
             self._attach_rois_layer(layer)
         return layer
 
@@ -404,18 +412,39 @@ class RescanWidget(LayerDock):
             if factor != 1.0:  # pixel centres of the finer rescan relative to the image's pixel (row, col)
                 translate = translate - 0.5 * np.asarray(image.scale[-2:]) + 0.5 * float(pixel_size)
             px = float(pixel_size) if pixel_size is not None else float(image.scale[-1])
-            meta = {ROLE_KEY: "reference", "registered_to": image.name, "offset_px": [reg.row, reg.col],
-                    "ssim": reg.ssim, "unit": _unit_of(image)}
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
-                layer.data, layer.translate, layer.metadata = patch, translate, meta
+            meta = {"registered_to": image.name, "offset_px": [reg.row, reg.col], "ssim": reg.ssim,
+                    "registration_correlation": reg.correlation, "unit": _unit_of(image)}
+            if reg.confident:  # only a trusted placement becomes a reference without asking
+                meta[ROLE_KEY] = "reference"
+            layer = put_image(self.viewer, name, patch, (px, px), translate, meta, units=spatial_units(image),
+                              contrast_limits=tuple(image.contrast_limits), colormap="gray", blending="translucent")
+            layer.contrast_limits = tuple(image.contrast_limits)  # the image's contrast, also on a second load
+            self._unconfirmed = None if reg.confident else layer.name
+            self.confirm_btn.setVisible(not reg.confident)
+            if reg.confident:
+                self.rescan_label.setStyleSheet("")
+                self.rescan_label.setText(f"{name}: placed at {reg.describe()}; marked as a reference for the next "
+                                          "enhancement.")
             else:
-                self.viewer.add_image(patch, name=name, scale=(px, px), translate=translate, metadata=meta,
-                                      colormap="gray", blending="translucent")
-            self.rescan_label.setText(f"{name}: placed at row {reg.row}, col {reg.col} (SSIM {reg.ssim:.3f}); "
-                                      "marked as a reference for the next enhancement.")
+                self.rescan_label.setStyleSheet(ERROR_STYLE)
+                self.rescan_label.setText(f"{name}: placed at {reg.describe()}. Not marked as a reference.")
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"matrestore: rescan '{name}' placed with low confidence "
+                             f"(correlation {reg.correlation:.2f}); not marked as a reference.")
 
         return self.runner.start(work, on_returned=done, message="registering the rescan…")
+
+    def confirm_reference(self) -> None:
+        """Mark the last rescan placed with low confidence as a reference (the user has confirmed it)."""
+        name = self._unconfirmed
+        if name and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.metadata = {**layer.metadata, ROLE_KEY: "reference", "reference_confirmed_by_user": True}
+            self.rescan_label.setStyleSheet("")
+            self.rescan_label.setText(f"{name}: marked as a reference (confirmed by you despite the low confidence).")
+        self._unconfirmed = None
+        self.confirm_btn.setVisible(False)
 
     def _rescan_dialog(self):
         from .. import io

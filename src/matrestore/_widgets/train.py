@@ -52,8 +52,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._validate import InputError, as_2d_image
-from ._layers import (LayerCheckList, LayerDock, combo_box, layer_problem, put_image, radio_row, selectable_label,
-                      spin_box)
+from ._layers import (LayerCheckList, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
+                      selectable_label, spatial_units, spin_box)
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._plot import AXIS, BACKGROUND, PlotWidget
 from ._worker import State, relay
@@ -565,12 +565,13 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
 
     def _refresh_layers(self, event=None) -> None:
         images = [lyr for lyr in self._image_layers() if self._made_by(lyr) != PREVIEW_KIND]  # previews: not data
-        alive = {id(lyr) for lyr in self.viewer.layers}
-        self._pairs = [p for p in self._pairs if id(p[0]) in alive and id(p[1]) in alive]
-        why = {id(lyr): self._why_not(lyr) for lyr in images}
-        self.hr_list.fill([(lyr, why[id(lyr)], lyr.name, id(lyr) in self._checked) for lyr in images])
-        self.ref_list.fill([(lyr, why[id(lyr)], lyr.name, id(lyr) in self._ref_checked or (
-            (lyr.metadata or {}).get(ROLE_KEY) == "reference" and id(lyr) not in self._ref_unchecked)) for lyr in images])
+        alive = {layer_key(lyr) for lyr in self.viewer.layers}
+        self._pairs = [p for p in self._pairs if layer_key(p[0]) in alive and layer_key(p[1]) in alive]
+        why = {layer_key(lyr): self._why_not(lyr) for lyr in images}
+        self.hr_list.fill([(lyr, why[layer_key(lyr)], lyr.name, layer_key(lyr) in self._checked) for lyr in images])
+        self.ref_list.fill([(lyr, why[layer_key(lyr)], lyr.name, layer_key(lyr) in self._ref_checked or (
+            (lyr.metadata or {}).get(ROLE_KEY) == "reference" and layer_key(lyr) not in self._ref_unchecked))
+            for lyr in images])
         valid = [lyr for lyr in images if self._why_not(lyr) is None]
         for combo in (self.pair_lr, self.pair_hr):
             keep = combo.currentText()
@@ -731,9 +732,9 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         folder = self.ref_folder.text().strip()
         if folder and not Path(folder).expanduser().is_dir():
             raise InputError(f"reference folder not found: {folder}")
-        train_layers = {id(x) for x in sources} | {id(p[0]) for p in self._pairs if pairs_mode}
+        train_layers = {layer_key(x) for x in sources} | {layer_key(p[0]) for p in self._pairs if pairs_mode}
         for lyr in refs:
-            if id(lyr) in train_layers:
+            if layer_key(lyr) in train_layers:
                 raise InputError(f"reference '{lyr.name}' is also training data: the network would see the ground "
                                  "truth through its references. Uncheck it or use another image.")
             self._check_layer(lyr, "reference", 1)
@@ -755,7 +756,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         return {"hr": hr, "pairs": pairs, "names": names, "sources": [(lyr.name, tuple(float(v) for v in lyr.scale[-2:]),
                                                                        tuple(float(v) for v in lyr.translate[-2:]),
                                                                        tuple(int(n) for n in lyr.data.shape[-2:]),
-                                                                       tuple(lyr.units[-2:])) for lyr in sources],
+                                                                       spatial_units(lyr)) for lyr in sources],
                 "first": src.name, "references": ref_sources,
                 "ref_names": [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else []),
                 "pair_names": [(a.name, b.name) for a, b in self._pairs] if pairs_mode else [],

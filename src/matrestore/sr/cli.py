@@ -9,6 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from .._paths import Outputs, add_overwrite_option
+from ..io import read_single_image
 from .._validate import InputError
 
 __all__ = ["add_subparser", "evaluate_files", "enhance_file"]
@@ -72,16 +76,16 @@ def enhance_file(args) -> Path:
 
     import numpy as np
 
+    outputs = Outputs(inputs=[args.lr, args.refs, args.model], overwrite=args.overwrite)
+    out = outputs.file(args.out if args.out else Path(args.lr).with_name(Path(args.lr).stem + "_sr.tif"))
+    lr, meta = read_single_image(args.lr)
     model, bank, feats = _prepare(args)
-    lr, meta = io.read_image(args.lr)
     sr = _enhance_with_bar(lr, bank, model, args, Path(args.lr).name, feats)
     if sr is None:
         raise KeyboardInterrupt
-    out = Path(args.out) if args.out else Path(args.lr).with_name(Path(args.lr).stem + "_sr.tif")
     if not args.float and np.issubdtype(lr.dtype, np.integer):
         sr = np.clip(np.rint(sr), np.iinfo(lr.dtype).min, np.iinfo(lr.dtype).max).astype(lr.dtype)
     px = meta.get("pixel_size")
-    out.parent.mkdir(parents=True, exist_ok=True)
     io.write_tiff(out, sr, pixel_size_nm=None if px is None else px / model.scale,
                   metadata={"source": str(args.lr), "sr_model": str(args.model), "sr_scale": model.scale, "sr_mode": args.mode,
                             "references": bank.sources})
@@ -89,7 +93,7 @@ def enhance_file(args) -> Path:
     return out
 
 
-def evaluate_files(args) -> dict:
+def evaluate_files(args, outputs: Outputs | None = None) -> dict:
     """Compare the SR model with nearest/bicubic/Lanczos on HR files; returns the compare JSON document."""
     from .. import io
     from ..evaluation import evaluate_baselines
@@ -97,13 +101,17 @@ def evaluate_files(args) -> dict:
 
     if args.lr and len(args.lr) != len(args.hr):
         raise InputError(f"--lr needs one file per --hr file ({len(args.lr)} given for {len(args.hr)}).")
+    outputs = outputs or Outputs(inputs=[args.hr, args.lr, args.refs, args.model], overwrite=args.overwrite)
+    folder = outputs.folder(args.out_dir) if args.out_dir else None
     model, bank, feats = _prepare(args)
     s = model.scale
+    ref_images = _reference_images(args.refs)
     images, per_image = [], []
     for i, hr_path in enumerate(args.hr):
-        hr, meta = io.read_image(hr_path)
+        hr, meta = read_single_image(hr_path)
+        _warn_overlaps(hr, hr_path, ref_images)
         if args.lr:
-            lr = io.read_image(args.lr[i])[0]
+            lr = read_single_image(args.lr[i])[0]
         else:
             from ..degrade import crop_to_multiple, downsample
 
@@ -122,14 +130,43 @@ def evaluate_files(args) -> dict:
             "metrics": {m: {k: _json_number(v) for k, v in d.items()} for m, d in res["metrics"].items()},
         })
         per_image.append(res["metrics"])
-        if args.out_dir:
-            out = Path(args.out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            px = meta.get("pixel_size")
-            io.write_tiff(out / f"{name}_ttsr.tif", sr, pixel_size_nm=px)
+        if folder is not None:
+            io.write_tiff(outputs.in_folder(folder, f"{name}_ttsr.tif"), sr, pixel_size_nm=meta.get("pixel_size"))
     summary = summarize(per_image)
     summary = {m: {k: {kk: (_json_number(vv) if kk != "n" else vv) for kk, vv in d.items()} for k, d in v.items()} for m, v in summary.items()}
     return {"scale": s, "model": str(args.model), "references": bank.sources, "mode": args.mode, "images": images, "summary": summary}
+
+
+def _reference_images(refs) -> dict:
+    """``{name: array}`` of the reference files (for the ground-truth overlap check)."""
+    from .references import _expand_sources
+
+    out = {}
+    for i, src in enumerate(_expand_sources(refs)):
+        if isinstance(src, Path):
+            out[src.name] = read_image_any(src)
+        else:
+            out[f"array{i}"] = np.asarray(src)
+    return out
+
+
+def read_image_any(path):
+    from ..io import read_image
+
+    return read_image(path)[0]
+
+
+def _warn_overlaps(hr, hr_path, ref_images: dict) -> None:
+    """Warn when a reference shows the field being scored: the score would be flattered."""
+    from ..evaluation import find_overlaps
+
+    hits = find_overlaps(hr, ref_images)
+    for name, corr in hits:
+        what = "is the ground truth" if corr > 0.9999 and ref_images[name].shape == np.shape(hr) else \
+            "overlaps the ground truth"
+        print(f"matrestore: warning: reference {name} {what} {Path(hr_path).name} (correlation {corr:.3f}): the "
+              "network can copy the answer from it, so these figures flatter the model. Use references of "
+              "other fields.", file=sys.stderr)
 
 
 def _cmd_enhance(args) -> int:
@@ -140,7 +177,9 @@ def _cmd_enhance(args) -> int:
 def _cmd_evaluate(args) -> int:
     from ..cli import report_compare
 
-    report_compare(evaluate_files(args), args.json)
+    outputs = Outputs(inputs=[args.hr, args.lr, args.refs, args.model], overwrite=args.overwrite)
+    json_path = outputs.file(args.json, "--json file") if args.json else None
+    report_compare(evaluate_files(args, outputs), json_path)
     return 0
 
 
@@ -246,6 +285,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--out", help="output TIFF (default <lr>_sr.tif); pixel size divided by the scale")
     e.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
     _add_inference_options(e)
+    add_overwrite_option(e)
     e.set_defaults(func=_cmd_enhance)
 
     v = ssub.add_parser("evaluate", help="compare the model with nearest/bicubic/Lanczos on HR ground truth")
@@ -254,5 +294,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--json", help="write per-image metrics and the summary (compare schema) to this file")
     v.add_argument("--out-dir", help="write the SR images as calibrated TIFFs into this folder")
     _add_inference_options(v)
+    add_overwrite_option(v)
     v.set_defaults(func=_cmd_evaluate)
     return sr

@@ -30,13 +30,16 @@ from ..device import autocast, free_memory, is_oom, pick_device
 from ..tiling import Stitcher, balanced_tile, margin_for_keep, plan_tiles
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
-from .references import RefFeatures, load_references
+from ..nets.hooks import ForwardMonitor
+from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
+from .references import RefFeatures, features_iter, load_references
 
 __all__ = ["enhance", "enhance_iter", "measure_receptive_radius", "image_embedding", "default_tiling", "output_geometry"]
 
 MODES = ("fast", "paper")
 PAPER_TILE = 32
 PAPER_KEEP = 0.625
+MIN_TILE = 8  # LR px: the smallest tile side accepted
 
 
 def output_geometry(pixel_size=None, translate=(0.0, 0.0), scale: int = 4) -> dict:
@@ -52,16 +55,6 @@ def output_geometry(pixel_size=None, translate=(0.0, 0.0), scale: int = 4) -> di
         "scale": layer_scale,
         "translate": layer_translate,
     }
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if callable(getattr(cancel, "is_set", None)):
-        return bool(cancel.is_set())
-    if callable(cancel):
-        return bool(cancel())
-    return bool(cancel)
 
 
 @torch.no_grad()
@@ -172,13 +165,52 @@ def _run_batch(model: TTSR, x: torch.Tensor, feats: RefFeatures, ids, top_k: int
     return sr.float()
 
 
+HEARTBEAT_S = 0.5  # seconds between progress records while a batch of tiles runs
+
+
+def check_options(*, mode="fast", tile=None, batch=None, top_k=None, halo=None, keep=PAPER_KEEP) -> None:
+    """The one check of the enhancement options (the widget calls it before starting): ``tile`` None or
+    at least :data:`MIN_TILE` LR px, ``batch`` and ``top_k`` None or at least 1, ``halo`` None or >= 0,
+    ``keep`` in (0, 1]. InputError naming the option otherwise."""
+    if mode not in MODES:
+        raise InputError(f"unknown stitching mode {mode!r}; choose from {', '.join(MODES)}.")
+    for name, v, lo in (("tile", tile, MIN_TILE), ("batch", batch, 1), ("top_k", top_k, 1), ("halo", halo, 0)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or int(v) != v or v < lo:
+            raise InputError(f"{name} must be a whole number >= {lo} (or None for the default), got {v!r}.")
+    if not 0 < float(keep) <= 1:
+        raise InputError(f"keep must be in (0, 1], got {keep!r}.")
+
+
+def _warn(text: str) -> dict:
+    """A warning for the user: a Python ``UserWarning`` (scripts, tests) and a WARNING record (widget, CLI)."""
+    import warnings
+
+    warnings.warn(text, UserWarning, stacklevel=3)
+    return record(Kind.WARNING, message=f"warning: {text}")
+
+
+def _tile_message(done: float, total: int, elapsed: float) -> str:
+    """``"tile 2.6/4 · 31 s · about 17 s left"``."""
+    text = f"tile {done:.1f}/{total}" if done != int(done) else f"tile {int(done)}/{total}"
+    text += f" · {format_duration(elapsed)}"
+    if 0 < done < total:
+        text += f" · about {format_duration(elapsed / done * (total - done))} left"
+    return text
+
+
+def _run_batch_no_grad(model, x, feats, ids, top_k, amp):
+    with torch.no_grad():  # thread-local: entered in the thread that runs the batch
+        return _run_batch(model, x, feats, ids, top_k, amp)
+
+
 def enhance_iter(lr, references, model="default", tile=None, batch=None, device=None, cancel=None, *,
                  mode: str = "fast", halo=None, keep: float = PAPER_KEEP, top_k=None, ref_features: RefFeatures | None = None,
                  amp: bool = True):
     """Generator form of :func:`enhance`: yields progress records
     ``{"step", "total", "message", "tile", "batch", ...}`` and returns the result (``None`` if cancelled)."""
-    if mode not in MODES:
-        raise InputError(f"unknown stitching mode {mode!r}; choose from {', '.join(MODES)}.")
+    check_options(mode=mode, tile=tile, batch=batch, top_k=top_k, halo=halo, keep=keep)
     img = as_2d_image(lr, "low-resolution image")
     model = resolve_model(model)
     dev = pick_device(device)
@@ -187,13 +219,23 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
         model = model.to(memory_format=torch.channels_last)
     scale = model.scale
     k = int(top_k or model.cfg.top_k)
+    if np.min(img) == np.max(img):
+        yield _warn(f"the low-resolution image is constant (every pixel {np.min(img):g}): there is nothing to "
+                    "enhance; the result is flat too.")
     if ref_features is not None and ref_features.model is model:
         feats = ref_features
     else:
         bank = load_references(references, crop=model.cfg.ref_crop, scale=scale)
-        yield {"step": 0, "total": 0, "message": f"computing features of {len(bank)} reference crop(s)"}
-        with torch.no_grad():
-            feats = RefFeatures(model, bank, dev)
+        flat = sorted({n for n, c in zip(bank.names, bank.crops) if float(c.max() - c.min()) == 0.0}
+                      - {n for n, c in zip(bank.names, bank.crops) if float(c.max() - c.min()) > 0.0})
+        if flat:
+            yield _warn(f"reference(s) {', '.join(flat)} are constant: they hold no texture to transfer.")
+        yield record(Kind.PHASE, phase="reference features", step=0, total=len(bank),
+                     message=f"computing features of {len(bank)} reference crop(s)…")
+        feats = yield from features_iter(model, bank, dev, cancel)
+        if feats is None:
+            yield record(Kind.STOPPED, step=0, total=0, message="stopped", status="stopped")
+            return None
     stats = norm_stats(img)
     x_all = torch.from_numpy(normalise(img, stats))[None, None]
     amp = amp and dev.type == "cuda"
@@ -216,15 +258,30 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
         restart = False
         queue = list(tiles)
         while queue:
-            if _is_cancelled(cancel):
-                yield {"step": done, "total": total, "message": "stopped", "status": "stopped"}
+            if is_cancelled(cancel):
+                yield record(Kind.STOPPED, step=done, total=total, message="stopped", status="stopped")
                 return None
             chunk = queue[:bsz]
             xb = torch.cat([x_all[(..., *t.window)] for t in chunk], 0).to(dev)
             ids = None if ids_img is None else ids_img.expand(len(chunk), -1)
+
+            def heartbeat(done=done, n=len(chunk)):
+                frac = done + n * monitor.fraction()
+                el = time.perf_counter() - t0
+                return record(Kind.STEP, phase="tiles", step=done, total=total, fraction=frac / total,
+                              elapsed_s=el, message=_tile_message(frac, total, el), tile=tshape, margin=margin,
+                              batch=bsz)
+
             try:
-                with torch.no_grad():
-                    out = _run_batch(model, xb, feats, ids, k, amp).cpu().numpy()
+                with ForwardMonitor(model, cancel) as monitor:
+                    monitor.begin_pass()
+                    out = yield from run_blocking(lambda: _run_batch_no_grad(model, xb, feats, ids, k, amp),
+                                                  heartbeat, poll_s=HEARTBEAT_S)
+                    monitor.end_pass()
+                out = out.cpu().numpy()
+            except Cancelled:
+                yield record(Kind.STOPPED, step=done, total=total, message="stopped", status="stopped")
+                return None
             except Exception as exc:  # noqa: BLE001
                 if not is_oom(exc):
                     raise
@@ -250,8 +307,9 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
                 stitch.add(t, o[0])
             queue = queue[len(chunk):]
             done += len(chunk)
-            yield {"step": done, "total": total, "message": f"tile {done}/{total}", "tile": tshape,
-                   "margin": margin, "batch": bsz, "elapsed_s": time.perf_counter() - t0}
+            el = time.perf_counter() - t0
+            yield record(Kind.STEP, phase="tiles", step=done, total=total, fraction=done / total, elapsed_s=el,
+                         message=_tile_message(done, total, el), tile=tshape, margin=margin, batch=bsz)
         if not restart:
             break
     out = stitch.out  # float32; back to the input's units in place (no extra full-size copies)

@@ -27,7 +27,8 @@ import torch
 from .._validate import InputError, as_2d_image
 from .model import NORM, normalise, norm_stats, running_search, unfold_normalised, value_table
 
-__all__ = ["ReferenceBank", "load_references", "RefFeatures", "cosine_similarity", "select_top_k", "read_image", "IMAGE_SUFFIXES"]
+__all__ = ["ReferenceBank", "load_references", "RefFeatures", "cosine_similarity", "select_top_k", "read_image",
+           "IMAGE_SUFFIXES", "features_iter", "fingerprint", "clear_feature_cache"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -172,7 +173,8 @@ class RefFeatures:
     recomputed if needed again); the embeddings of all crops are always kept.
     """
 
-    def __init__(self, model, bank: ReferenceBank, device=None, cache_mb: float = 512, batch: int = 8):
+    def __init__(self, model, bank: ReferenceBank, device=None, cache_mb: float = 512, batch: int = 8,
+                 _embed: bool = True):
         self.model = model
         self.bank = bank
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -182,18 +184,44 @@ class RefFeatures:
         self._bytes = 0
         self._combined: dict = {}
         self.computed = 0  # number of crops whose keys/values were computed (tests, benchmarks)
-        embs = []
+        if _embed:
+            from ..progress import drive
+
+            drive(self._embed_iter())
+
+    @classmethod
+    def build_iter(cls, model, bank: ReferenceBank, device=None, cancel=None, **kw):
+        """Generator form of the constructor: yields a progress record per batch of crops (the
+        selector embeddings of the whole bank, the "reference features" phase), checks ``cancel``
+        between batches and returns the :class:`RefFeatures` (``None`` when cancelled)."""
+        feats = cls(model, bank, device, _embed=False, **kw)
+        done = yield from feats._embed_iter(cancel)
+        return feats if done else None
+
+    def _embed_iter(self, cancel=None):
+        import time
+
+        from ..progress import Kind, eta_text, is_cancelled, record
+
+        embs, n, t0 = [], len(self.bank), time.perf_counter()
         with torch.no_grad():
-            for i in range(0, len(bank), self.batch):
-                ref = bank.tensor(list(range(i, min(i + self.batch, len(bank)))), self.device)
-                k3 = model.query(model.ref_dsup(ref))  # LTE(Ref↓↑) relu3_1: the embedding source
-                embs.append(model.embed(k3))
+            for i in range(0, n, self.batch):
+                if is_cancelled(cancel):
+                    return False
+                ref = self.bank.tensor(list(range(i, min(i + self.batch, n))), self.device)
+                k3 = self.model.query(self.model.ref_dsup(ref))  # LTE(Ref↓↑) relu3_1: the embedding source
+                embs.append(self.model.embed(k3))
+                step = min(i + self.batch, n)
+                el = time.perf_counter() - t0
+                yield record(Kind.STEP, phase="reference features", step=step, total=n, elapsed_s=el,
+                             message="reference features: " + eta_text(step, n, el, "crop"))
         self.emb = torch.cat(embs, 0)
         self.centre = self.emb.mean(0, keepdim=True)
         self.key_hw = tuple(k3.shape[-2:])
         self.P = self.key_hw[0] * self.key_hw[1]
         self.grid_w = self.key_hw[1] + 2
         self.Pp = (self.key_hw[0] + 2) * self.grid_w
+        return True
 
     # --- cache ---------------------------------------------------------------------------------
     def _store(self, idx, k3, values):
@@ -279,3 +307,48 @@ class RefFeatures:
         ry, rx = pos // self.key_hw[1], pos % self.key_hw[1]
         return best, rows0, ry, rx, tables
 
+
+
+# --------------------------------------------------------------------------------- features across runs
+_FEATURE_CACHE: OrderedDict = OrderedDict()  # (model, bank, device) fingerprints -> RefFeatures
+FEATURE_CACHE_SIZE = 2  # banks kept (each holds at most its RefFeatures.cache_mb of keys/values)
+
+
+def fingerprint(model, bank: ReferenceBank) -> str:
+    """A key for the features of ``bank`` under ``model``: a hash of the model's weights and the bank's
+    crop pixels (so a fine-tuned model or changed references never reuse stale features)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    h.update(str(bank.crop).encode())
+    h.update(np.ascontiguousarray(bank.crops).tobytes())
+    return h.hexdigest()
+
+
+def clear_feature_cache() -> None:
+    _FEATURE_CACHE.clear()
+
+
+def features_iter(model, bank: ReferenceBank, device, cancel=None):
+    """The :class:`RefFeatures` of ``bank`` under ``model`` on ``device`` — reused from an earlier run
+    with the same weights and reference pixels (a cache of :data:`FEATURE_CACHE_SIZE` banks), else
+    computed with progress (:meth:`RefFeatures.build_iter`). A generator; returns ``None`` if cancelled."""
+    from ..progress import Kind, record
+
+    key = (fingerprint(model, bank), str(torch.device(device)))
+    hit = _FEATURE_CACHE.get(key)
+    if hit is not None:
+        _FEATURE_CACHE.move_to_end(key)
+        hit.model = model  # the same weights; this object is on the device now
+        yield record(Kind.STEP, phase="reference features", step=len(bank), total=len(bank), elapsed_s=0.0,
+                     message=f"reference features of {len(bank)} crop(s) reused from the last run")
+        return hit
+    feats = yield from RefFeatures.build_iter(model, bank, device, cancel)
+    if feats is not None:
+        _FEATURE_CACHE[key] = feats
+        while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.popitem(last=False)
+    return feats

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import is_cancelled
 from .._validate import InputError
 from ..baselines import upsample
 from ..device import describe, pick_device
@@ -68,14 +69,6 @@ class TrainConfig:
     checkpoint_every: int = 100
     max_val_cells: int = 64
     grad_clip: float = 1.0
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if callable(getattr(cancel, "is_set", None)):
-        return bool(cancel.is_set())
-    return bool(cancel()) if callable(cancel) else bool(cancel)
 
 
 @torch.no_grad()
@@ -290,7 +283,7 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
             assign_references(model, data, k=k_assign, device=dev)
         for step in range(start_step, spe):
             gstep = epoch * spe + step
-            if _cancelled(cancel):
+            if is_cancelled(cancel):
                 _save_checkpoint(ckpt_path, state(epoch, step))
                 save(out / "last.safetensors", history[-1]["val"] if history else None)
                 rec = emit({"kind": "stopped", "status": "stopped", "epoch": epoch, "step": gstep, "total": total, **result})
