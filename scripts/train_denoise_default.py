@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_REAL = Path("/work/shared/data/optical/nistgsat__grain_structures_steel.tif")
 
 RECIPE = dict(
-    preset="cpu", epochs=30, steps_per_epoch=100, batch_size=10, patch=160, structures=64, val_structures=6,
+    preset="cpu", epochs=12, steps_per_epoch=100, batch_size=10, patch=160, structures=64, val_structures=6,
     structure_size=256, grains=(30, 140), pf_steps=(100, 800), boundary_widths=(0, 0, 2), mix=(0.7, 1.0),
     real_gamma=(0.5, 2.0), val_pairs=12, lr=5e-4, lr_min=1e-5, schedule="cosine", weight_decay=1e-6,
     boundary_weight=2.0, seed=0, checkpoint_every=50,

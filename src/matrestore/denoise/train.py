@@ -17,7 +17,8 @@ when ``boundary_weight`` > 0, that much extra weight on pixels within 1 px of a 
 
 A checkpoint (``checkpoint.pt``: model, optimiser, schedule, position, RNG state, history; read back with
 ``weights_only=True``) is written every ``checkpoint_every`` steps, at the end of every epoch and when
-cancelled; ``resume=True`` continues from it. ``best.safetensors`` (best validation boundary F1) and
+cancelled; ``resume=True`` continues from it (``epochs`` may be changed then: a cosine schedule is
+re-spanned to end at the new total). ``best.safetensors`` (best validation boundary F1) and
 ``last.safetensors`` are model files.
 
 Records: ``setup``, ``step`` (``losses``, ``lr``), ``epoch`` (``val``: loss, boundary F1, PSNR/SSIM
@@ -278,6 +279,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
     if ckpt is not None:
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
+        if cfg.schedule == "cosine":  # epochs changed on resume: the cosine now ends at the new total
+            sched.T_max = max(1, total)
         gstep, best = int(ckpt["step"]), float(ckpt["best"])
         history, elapsed0 = list(json.loads(ckpt["history"])), float(ckpt["elapsed_s"])
     data_summary = {

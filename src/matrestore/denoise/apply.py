@@ -1,0 +1,164 @@
+"""Inference: a denoised micrograph of any size, through :mod:`matrestore.tiling`.
+
+The image is mapped to [0, 1] by its own 0.5/99.5 percentiles (whole image, never per tile), padded
+(reflection) to a multiple of the model's ``shuffle`` grid, cut into tiles whose halo is at least the
+network's receptive radius (so the tiled result equals the whole-image pass), run in batches on the
+chosen device, stitched, mapped back to the input's grey scale and — by default, paper section III b —
+histogram-matched to the input. The result is float32 with the input's (2-D) shape.
+
+Colour: RGB(A) input becomes grey (Rec. 601 luminance; equal channels: one of them; alpha ignored) and
+a ``"warning"`` record says so; ``colour="error"`` refuses it instead.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .._validate import InputError
+from ..device import is_oom, pick_device, describe
+from ..progress import Kind, drive, is_cancelled, record
+from ..tiling import Stitcher, balanced_tile, batched, plan_tiles
+from .model import DenoiseNet, receptive_radius
+from .modelio import norm_stats, normalise, resolve_model
+from .synth import as_grey, match_histogram
+
+__all__ = ["denoise", "denoise_iter", "prepare_input", "MIN_SIDE", "default_halo"]
+
+MIN_SIDE = 16  # px; smaller images are refused
+GLOBAL_HALO = 64  # halo for models with a global squeeze (their tiling is approximate)
+
+
+def prepare_input(image, colour: str = "luminance", name: str = "image") -> tuple[np.ndarray, str | None]:
+    """``(grey float64 copy, colour note)`` after every check (shape, dtype, finite, not constant, size)."""
+    grey, note = as_grey(image, name, colour)
+    if min(grey.shape) < MIN_SIDE:
+        raise InputError(f"{name} of shape {grey.shape} is too small for the network (at least {MIN_SIDE} px a side).")
+    if float(np.ptp(grey)) == 0.0:
+        raise InputError(f"{name} is constant (every pixel {grey.flat[0]:g}); there is nothing to denoise.")
+    return grey, note
+
+
+def default_halo(model: DenoiseNet) -> int:
+    r = receptive_radius(model.cfg)
+    s = model.cfg.shuffle
+    h = GLOBAL_HALO if r < 0 else r
+    return int(-(-h // s) * s)
+
+
+def _round_up(v, s):
+    return int(-(-int(v) // s) * s)
+
+
+@torch.inference_mode()
+def _run(model, x, device, amp=False):
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None].to(device)
+    return model(t).float().cpu().numpy()[:, 0]
+
+
+def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int | None = None, batch: int = 1,
+                 device=None, histogram: bool = True, colour: str = "luminance", cancel=None):
+    """:func:`denoise` as a generator of progress records (``"step"`` per batch of tiles); returns the
+    float32 result, or ``None`` after a ``"stopped"`` record."""
+    t0 = time.perf_counter()
+    net = resolve_model(model)
+    grey, note = prepare_input(image, colour)
+    if note:
+        yield record(Kind.WARNING, message=note)
+    dev = pick_device(device)
+    net.to(dev).eval()
+    s = int(net.cfg.shuffle)
+    H, W = grey.shape
+    stats = norm_stats(grey)
+    x = normalise(grey, stats)
+    ph, pw = _round_up(H, s) - H, _round_up(W, s) - W
+    if ph or pw:
+        x = np.pad(x, ((0, ph), (0, pw)), mode="reflect")
+    n0, n1 = x.shape
+    margin = default_halo(net) if halo is None else _round_up(max(0, int(halo)), s)
+    exact = receptive_radius(net.cfg) >= 0 and margin >= receptive_radius(net.cfg)
+    if tile is None or tile <= 0:
+        th, tw = n0, n1
+    else:
+        tile = _round_up(max(int(tile), 2 * margin + s), s)
+        th = min(n0, _round_up(balanced_tile(n0, tile, margin), s))
+        tw = min(n1, _round_up(balanced_tile(n1, tile, margin), s))
+    tiles = plan_tiles((n0, n1), (th, tw), margin)
+    if len(tiles) > 1 and not exact:
+        yield record(Kind.WARNING, message=(
+            "this model's attention pools over the whole image (global squeeze): tiled results differ slightly "
+            "from a whole-image pass; pass tile=None to process the image in one piece"
+            if receptive_radius(net.cfg) < 0 else f"halo {margin} px is below the receptive radius "
+            f"{receptive_radius(net.cfg)} px: tiles will differ from a whole-image pass"))
+    yield record(Kind.SETUP, message=f"{len(tiles)} tile(s) of {th}×{tw} px, halo {margin} px, on {describe(dev)}",
+                 total=len(tiles), step=0)
+    st = Stitcher((n0, n1))
+    done = 0
+    bsize = max(1, int(batch))
+    queue = list(tiles)
+    while queue:
+        group, queue = queue[:bsize], queue[bsize:]
+        if is_cancelled(cancel):
+            yield record(Kind.STOPPED, message="stopped", step=done, total=len(tiles))
+            return None
+        try:
+            out = _run(net, np.stack([x[t.window] for t in group]), dev)
+        except Exception as exc:  # noqa: BLE001
+            if is_oom(exc) and bsize > 1:
+                from ..device import free_memory
+
+                free_memory(dev)
+                bsize = max(1, bsize // 2)
+                queue = group + queue
+                yield record(Kind.WARNING, message=f"out of memory: batch lowered to {bsize}")
+                continue
+            raise
+        for t, o in zip(group, out):
+            st.add(t, o)
+        done += len(group)
+        yield record(Kind.STEP, step=done, total=len(tiles), elapsed_s=time.perf_counter() - t0)
+    y = st.out[:H, :W].astype(np.float64) * (stats[1] - stats[0]) + stats[0]
+    if histogram:
+        y = match_histogram(y, grey)
+    result = y.astype(np.float32)
+    yield record(Kind.DONE, message="done", step=len(tiles), total=len(tiles), elapsed_s=time.perf_counter() - t0)
+    return result
+
+
+def denoise(image, model="default", *, tile: int | None = 1024, halo: int | None = None, batch: int = 1, device=None,
+            histogram: bool = True, colour: str = "luminance", progress: Callable | None = None, cancel=None):
+    """Denoise an optical micrograph with the attention residual network.
+
+    Parameters
+    ----------
+    image : array (H, W) or (H, W, 3|4)
+        Integer or float pixels; never modified. Colour: see the module docstring.
+    model : "default", path or DenoiseNet
+        The shipped model, a model file or a model object.
+    tile, halo, batch : int
+        Tile side (px; ``None``: the whole image at once), halo (default: the receptive radius, so tiling
+        is exact) and tiles per batch.
+    device : str or torch.device
+        ``None``/``"auto"``: CUDA, then MPS, then the CPU.
+    histogram : bool
+        Match the result's histogram to the input's (paper, section III b); on by default.
+    progress : callable
+        Receives every progress record.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(H, W)``, in the input's grey scale (``None`` if cancelled).
+    """
+    def show(rec):
+        if rec["kind"] == Kind.WARNING and progress is None:
+            warnings.warn(rec["message"], stacklevel=3)
+        if progress is not None:
+            progress(rec)
+
+    return drive(denoise_iter(image, model, tile=tile, halo=halo, batch=batch, device=device, histogram=histogram,
+                              colour=colour, cancel=cancel), show)

@@ -1,0 +1,274 @@
+"""``matrestore denoise synth | train | apply | evaluate``: thin argument parsing over the engine.
+
+``matrestore.cli`` calls :func:`add_subparser`. Bad input raises :class:`~matrestore._validate.InputError`
+(exit code 2, one line). Outputs never replace an input, nor an existing file matrestore did not write
+unless ``--overwrite`` (:mod:`matrestore._paths`); every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .._validate import InputError
+
+__all__ = ["add_subparser"]
+
+
+def _bar(total, desc, unit):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None)
+
+
+def _drive(gen, desc, unit="step"):
+    """Run a generator of progress records with a tqdm bar; warnings go to stderr; returns its value."""
+    bar = None
+    try:
+        while True:
+            try:
+                rec = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            kind = str(rec.get("kind"))
+            if kind == "warning":
+                print(f"matrestore: note: {rec.get('message')}", file=sys.stderr)
+            if rec.get("total") and kind in ("step", "phase", "epoch", "done", "stopped"):
+                if bar is None or bar.total != rec["total"]:
+                    if bar is not None:
+                        bar.close()
+                    bar = _bar(rec["total"], rec.get("phase") or desc, unit)
+                bar.n = int(rec.get("step") or 0)
+                if rec.get("losses"):
+                    bar.set_postfix(mse=f"{rec['losses'].get('mse', float('nan')):.4f}")
+                bar.refresh()
+            if kind == "epoch" and rec.get("val"):
+                v = rec["val"]
+                print(f"epoch {rec['epoch']}: validation boundary F1 {v['f1']:.3f}, PSNR(affine) {v['psnr']:.2f} dB"
+                      f"{'  (best)' if rec.get('best') else ''}", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _outputs(args, inputs):
+    from .._paths import Outputs
+
+    return Outputs(inputs=inputs, overwrite=getattr(args, "overwrite", False))
+
+
+def _write_json(path, doc):
+    from .._paths import atomic_write_text
+    from .evaluate import to_json
+
+    atomic_write_text(path, to_json(dict(doc, written_by="matrestore")))
+
+
+def _threads(args):
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+
+
+# ------------------------------------------------------------------------------------------------ synth
+def _cmd_synth(args) -> int:
+    from ..io import write_tiff
+    from ..progress import Kind, record
+    from .phasefield import phase_field
+    from .synth import synthesize, texture_source
+
+    out = _outputs(args, args.real)
+    folder = out.folder(args.out)
+    reals = [texture_source(r) for r in args.real]
+    for img, name in reals:
+        if min(img.shape) < args.shape:
+            raise InputError(f"{name} of shape {img.shape} is too small for {args.shape}² pairs; use --shape {min(img.shape)} or less.")
+    total = args.n * len(reals)
+    planned = []
+    for i in range(args.n):
+        for j in range(len(reals)):
+            stem = f"pair_{i:03d}_{j}"
+            planned.append((i, j, {k: out.in_folder(folder, f"{stem}_{k}.tif") for k in ("noisy", "clean", "labels", "scratch")},
+                            out.in_folder(folder, f"{stem}.json")))
+
+    def work():
+        done = 0
+        yield record(Kind.SETUP, total=total, step=0)
+        for i in range(args.n):
+            pf = phase_field((args.shape, args.shape), args.grains, args.steps, seed=args.seed + i)
+            for j, (img, name) in enumerate(reals):
+                pair = synthesize(pf, img, seed=args.seed + i * len(reals) + j, boundary_width=args.boundary_width,
+                                  mix=args.mix, histogram=not args.no_histogram, real_name=name)
+                _, _, files, js = planned[done]
+                for key, arr in (("noisy", pair.noisy), ("clean", pair.clean), ("labels", pair.labels),
+                                 ("scratch", pair.masks["scratch"].astype("uint8"))):
+                    write_tiff(files[key], arr, metadata={"recipe": pair.recipe, "kind": key}, overwrite=True)
+                _write_json(js, {"recipe": pair.recipe, "files": {k: str(v.name) for k, v in files.items()}})
+                done += 1
+                yield record(Kind.STEP, step=done, total=total)
+        return done
+
+    n = _drive(work(), "pairs", "pair")
+    print(f"wrote {n} pairs to {folder}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    _threads(args)
+    out = _outputs(args, args.real)
+    folder = out.folder(args.out)
+    for name in ("best.safetensors", "last.safetensors"):
+        out.in_folder(folder, name)
+    opts = {}
+    for f in ("preset", "epochs", "steps_per_epoch", "batch_size", "patch", "structures", "val_structures", "lr",
+              "boundary_weight", "seed", "schedule"):
+        v = getattr(args, f, None)
+        if v is not None:
+            opts[f] = v
+    model_options = {k: getattr(args, k) for k in ("feats", "n_blocks", "dropout") if getattr(args, k, None) is not None}
+    res = _drive(train(args.real, folder, resume=args.resume, init=args.init, device=args.device,
+                       model_options=model_options or None, **opts), "training")
+    print(json.dumps({k: v for k, v in (res or {}).items()}, indent=1))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ apply
+def _cmd_apply(args) -> int:
+    from ..io import read_image, write_tiff
+    from .apply import denoise_iter
+    from .baselines import run_baseline
+    from .modelio import resolve_model
+
+    _threads(args)
+    out = _outputs(args, [args.images, args.model if args.model != "default" else None])
+    targets = []
+    if len(args.images) > 1 and args.out and not Path(args.out).suffix == "":
+        raise InputError("--out must be a folder when several images are given.")
+    for im in args.images:
+        p = Path(im)
+        suffix = "_denoised" if not args.baseline else f"_{args.baseline}"
+        if args.out is None:
+            dest = p.with_name(p.stem + suffix + ".tif")
+        elif len(args.images) > 1 or Path(args.out).is_dir():
+            dest = out.folder(args.out) / (p.stem + suffix + ".tif")
+        else:
+            dest = Path(args.out)
+        targets.append((p, out.file(dest)))
+    net = resolve_model(args.model) if not args.baseline else None
+    for src, dest in targets:
+        arr, meta = read_image(src)
+        if args.baseline:
+            res, params = run_baseline(arr, args.baseline, calibrate=not args.no_calibrate, return_params=True)
+            info = {"method": args.baseline, "parameters": params}
+        else:
+            res = _drive(denoise_iter(arr, net, tile=args.tile, halo=args.halo, batch=args.batch, device=args.device,
+                                      histogram=not args.no_histogram), src.name, "tile")
+            info = {"method": "network", "model": str(args.model), "model_name": (net.meta or {}).get("name"),
+                    "histogram_matching": not args.no_histogram, "tile": args.tile}
+        md = {"source": str(src), "denoise": info, "pixel_size_source": meta.get("pixel_size_source")}
+        write_tiff(dest, res, pixel_size_nm=meta.get("pixel_size"), metadata=md, overwrite=True)
+        print(f"{src} -> {dest}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args) -> int:
+    from .testset import evaluate_iter, make_test_set
+
+    _threads(args)
+    out = _outputs(args, [args.real, args.model if args.model not in ("default", "none") else None])
+    json_path = out.file(args.json) if args.json else None
+    pairs = make_test_set(args.real, n_per_real=args.n, seed=args.seed, shape=args.shape)
+    baselines = "all" if args.baselines == "all" else ([] if args.baselines == "none" else args.baselines.split(","))
+    model = None if args.model == "none" else args.model
+    res = _drive(evaluate_iter(pairs, model, baselines, calibrate=not args.no_calibrate, device=args.device), "evaluate", "run")
+    print(res["table"])
+    if json_path:
+        doc = {"command": " ".join(["matrestore"] + sys.argv[1:]) if sys.argv else None, "real": [str(r) for r in args.real],
+               "n_per_real": args.n, "shape": args.shape, "seed": args.seed, "model": args.model, **res}
+        _write_json(json_path, doc)
+        print(f"wrote {json_path}")
+    return 0
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    from .._paths import add_overwrite_option
+    from .baselines import BASELINES
+    from .model import PRESETS
+
+    d = subparsers.add_parser("denoise", help="optical micrograph denoising: synthetic pairs, training, apply, evaluate")
+    sub = d.add_subparsers(dest="denoise_command", required=True)
+
+    s = sub.add_parser("synth", help="write synthetic noisy/clean pairs (phase field + a real micrograph's spectrum)")
+    s.add_argument("--real", nargs="+", required=True, help="real optical micrograph(s): magnitude spectrum and histogram")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n", type=int, default=4, help="structures (each combined with every real micrograph; default 4)")
+    s.add_argument("--shape", type=int, default=256, help="side of the pairs in px (default 256)")
+    s.add_argument("--grains", type=int, default=60, help="Voronoi grains at the start (default 60)")
+    s.add_argument("--steps", type=int, default=500, help="phase-field steps (default 500)")
+    s.add_argument("--boundary-width", type=int, default=0, help="dark etched boundaries in the ground truth, px (default 0)")
+    s.add_argument("--mix", type=float, default=1.0, help="1 = the real magnitude spectrum (paper); < 1 blends")
+    s.add_argument("--no-histogram", action="store_true", help="skip the histogram matching to the real micrograph")
+    s.add_argument("--seed", type=int, default=0)
+    add_overwrite_option(s)
+    s.set_defaults(func=_cmd_synth)
+
+    t = sub.add_parser("train", help="train a denoiser on pairs synthesised on the fly from real micrographs")
+    t.add_argument("--real", nargs="+", required=True, help="real optical micrograph(s) (texture sources)")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best/last.safetensors, log.jsonl")
+    t.add_argument("--preset", choices=list(PRESETS), default=None, help="network size (default cpu)")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--steps-per-epoch", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--patch", type=int, default=None, help="training crop side in px (default 128)")
+    t.add_argument("--structures", type=int, default=None, help="phase-field structures in the pool (default 48)")
+    t.add_argument("--val-structures", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4, the paper's)")
+    t.add_argument("--schedule", choices=["constant", "cosine"], default=None)
+    t.add_argument("--boundary-weight", type=float, default=None, help="extra loss weight near true boundaries (default 0)")
+    t.add_argument("--feats", type=int, default=None, help="network width (overrides the preset)")
+    t.add_argument("--n-blocks", type=int, default=None, help="residual attention blocks (overrides the preset)")
+    t.add_argument("--dropout", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--init", default=None, help="fine-tune this model file ('default': the shipped model)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    add_overwrite_option(t)
+    t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("apply", help="denoise micrograph file(s)")
+    a.add_argument("images", nargs="+", help="image file(s)")
+    a.add_argument("--out", default=None, help="output file (one image) or folder; default <image>_denoised.tif")
+    a.add_argument("--model", default="default", help="model file (default: the bundled model)")
+    a.add_argument("--baseline", choices=list(BASELINES), default=None, help="run a classical method instead of the network")
+    a.add_argument("--no-calibrate", action="store_true", help="baselines: rule-of-thumb parameters, no calibration")
+    a.add_argument("--no-histogram", action="store_true", help="skip matching the result's histogram to the input's")
+    a.add_argument("--tile", type=int, default=1024, help="tile side in px (0: whole image; default 1024)")
+    a.add_argument("--halo", type=int, default=None, help="tile halo in px (default: the receptive radius: exact)")
+    a.add_argument("--batch", type=int, default=1, help="tiles per batch (default 1)")
+    a.add_argument("--device", default=None)
+    a.add_argument("--threads", type=int, default=None)
+    add_overwrite_option(a)
+    a.set_defaults(func=_cmd_apply)
+
+    e = sub.add_parser("evaluate", help="network vs every classical baseline on a synthetic test set")
+    e.add_argument("--real", nargs="+", required=True, help="real micrograph(s) for the test spectra (use ones the model never saw)")
+    e.add_argument("--model", default="default", help="model file, 'default', or 'none' (baselines only)")
+    e.add_argument("--n", type=int, default=6, help="test images per real micrograph (default 6)")
+    e.add_argument("--shape", type=int, default=256, help="test image side in px (default 256)")
+    e.add_argument("--seed", type=int, default=10_000_000, help="test-set seed (default: far from training seeds)")
+    e.add_argument("--baselines", default="all", help="'all' (default), 'none' or a comma list, e.g. nl_means,tv")
+    e.add_argument("--no-calibrate", action="store_true", help="baselines: rule-of-thumb parameters")
+    e.add_argument("--json", default=None, help="also write the table and every figure as JSON")
+    e.add_argument("--device", default=None)
+    e.add_argument("--threads", type=int, default=None)
+    add_overwrite_option(e)
+    e.set_defaults(func=_cmd_evaluate)
+    return d
