@@ -174,3 +174,40 @@ def test_output_geometry():
     assert (g["scale"], g["translate"]) == upsampled_geometry((80.0, 80.0), (10.0, 20.0), 4)
     assert g["translate"] == (10.0 - 30.0, 20.0 - 30.0)
     assert output_geometry(None, (0, 0), 4)["pixel_size"] is None
+
+
+def test_reference_features_are_reused_across_runs_with_progress(tiny_model, bank, lr_image):
+    from matrestore.sr import references
+
+    references.clear_feature_cache()
+    first = list(enhance_iter(lr_image, bank, tiny_model))
+    feat = [r for r in first if r.get("phase") == "reference features" and r.get("kind") == "step"]
+    assert feat and feat[-1]["step"] == feat[-1]["total"] == len(bank)  # determinate, crop by crop
+    assert all("crop" in r["message"] for r in feat)
+    second = list(enhance_iter(lr_image, bank, tiny_model))
+    again = [r for r in second if r.get("phase") == "reference features" and r.get("kind") == "step"]
+    assert len(again) == 1 and "reused" in again[0]["message"]
+    # other weights: computed afresh (the key is the weights and the pixels, not the object)
+    import copy
+
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    third = list(enhance_iter(lr_image, bank, other))
+    assert not any("reused" in r.get("message", "") for r in third)
+
+
+def test_cancel_takes_effect_inside_a_tile(tiny_model, bank, lr_image):
+    from matrestore.nets.hooks import ForwardMonitor
+
+    calls = {"n": 0}
+
+    def cancel():  # becomes true part-way through the first tile's forward pass
+        calls["n"] += 1
+        return calls["n"] > 12
+
+    layers = len(ForwardMonitor(tiny_model).layers)
+    recs = list(enhance_iter(lr_image, bank, tiny_model, tile=10_000, cancel=cancel))
+    assert recs[-1]["kind"] == "stopped"
+    assert not any(r.get("phase") == "tiles" and r.get("step") for r in recs)  # no tile finished
+    assert calls["n"] <= 14 < layers  # stopped at the first layer after the flag, not at the end of the tile

@@ -196,13 +196,16 @@ def test_cancel_during_tiles_stops_within_a_batch(setup, qtbot, monkeypatch):
     viewer, w = setup
     seen = []
 
+    from matrestore.sr.enhance import _tile_message
+
     def slow(lr, refs, model, cancel=None, **kw):  # the engine's contract: cancel checked between batches
         for i in range(200):
             if cancel.is_set():
                 return None
             time.sleep(0.02)
             seen.append(i)
-            yield {"step": i + 1, "total": 200, "message": f"tile {i + 1}/200", "elapsed_s": 0.02 * (i + 1)}
+            yield {"step": i + 1, "total": 200, "phase": "tiles", "message": _tile_message(i + 1, 200, 0.02 * (i + 1)),
+                   "elapsed_s": 0.02 * (i + 1)}
         return np.zeros((96, 96), np.float32)
 
     monkeypatch.setattr(sr, "enhance_iter", slow)

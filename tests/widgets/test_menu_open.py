@@ -77,3 +77,29 @@ def test_compare_from_menu_keeps_checked_candidates(viewer):
     w.cand_list.item(rows[usable[0]]).setCheckState(Qt.Checked)
     viewer.add_image(np.zeros((40, 40), np.float32), name="later")
     assert usable[0] in [lyr.name for lyr in w.cand_list.checked_layers()]
+
+
+def test_train_from_menu_fits_a_small_window_and_estimates_a_short_fine_tune(viewer):
+    from matrestore.sr.train import FINE_TUNE, estimate_seconds
+
+    w = open_widget(viewer, "Super-resolution: train / fine-tune")
+    assert w.sizeHint().height() <= 700  # the rest scrolls: the validation table stays reachable
+    assert w.epochs_spin.value() == FINE_TUNE["epochs"] and w.steps_spin.value() == FINE_TUNE["steps_per_epoch"]
+    assert w.adv_from() == 1.0  # reconstruction loss only, as the shipped model was trained
+    secs = estimate_seconds("cpu", FINE_TUNE["epochs"] * FINE_TUNE["steps_per_epoch"], threads=2)
+    assert 4 * 60 <= secs <= 12 * 60  # about ten minutes on 2 cores
+    assert "about" in w.estimate_label.text() and "steps" in w.estimate_label.text()
+    w.epochs_spin.setValue(40)  # the estimate follows the schedule before anything starts
+    assert "h" in w.estimate_label.text() or "min" in w.estimate_label.text()
+
+
+def test_a_fixed_problem_leaves_no_stale_toast(viewer):
+    from napari.utils.notifications import notification_manager
+
+    w = open_widget(viewer, "Super-resolution: train / fine-tune")
+    for i in range(w.hr_list.count()):
+        w.hr_list.item(i).setCheckState(Qt.Unchecked)
+    before = len(notification_manager.records)
+    w.run()  # nothing checked: the problem shows in red beside the button, not as a toast
+    assert "no training images" in w.status.text()
+    assert len(notification_manager.records) == before

@@ -52,6 +52,7 @@ def configure(w, epochs=2, steps=2, base="new"):
         w.set_base(base)
     w.epochs_spin.setValue(epochs)
     w.steps_spin.setValue(steps)
+    w.schedule_combo.setCurrentText("two phases (paper)")  # the paper's schedule (the default is reconstruction)
     w.batch_spin.setValue(TINY["batch"])
     w.patch_spin.setValue(TINY["patch"])
     w.cell_spin.setValue(TINY["cell"])
@@ -66,6 +67,17 @@ def setup(make_napari_viewer, images):
     configure(w)
     w.set_hr_layers(["hr"])
     return viewer, w
+
+
+def test_previews_are_placed_right_of_every_user_layer(setup, qtbot):
+    viewer, w = setup
+    # a second image to the right of the training image (as SEM_010 lay beside SEM_003)
+    viewer.add_image(np.zeros((64, 300), np.float32), name="beside", scale=(2.0, 2.0), translate=(10.0, 400.0))
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    pv = w.preview_layers()
+    beside_right = 400.0 + 300 * 2.0
+    for layer in pv.values():
+        assert layer.extent.world[0][-1] >= beside_right  # no preview over a user layer
 
 
 def test_training_runs_with_progress_plot_metrics_and_previews(setup, qtbot):
@@ -280,19 +292,22 @@ def test_bad_inputs_give_a_message_and_start_nothing(setup, qtbot, monkeypatch, 
 
 def test_settings_are_remembered_and_restore_defaults(setup, make_napari_viewer):
     viewer, w = setup
+    from matrestore.sr.train import FINE_TUNE
+
     w.epochs_spin.setValue(7)
-    w.schedule_combo.setCurrentText("reconstruction loss only")
+    w.schedule_combo.setCurrentText("all losses from the start")
     w.cell_spin.setValue(24)
     w2 = TrainWidget(viewer)  # e.g. the next napari session
     assert w2.epochs_spin.value() == 7 and w2.cell_spin.value() == 24
-    assert w2.schedule_combo.currentText() == "reconstruction loss only" and not w2.phase_spin.isEnabled()
+    assert w2.schedule_combo.currentText() == "all losses from the start" and not w2.phase_spin.isEnabled()
     assert w2.base() == "new" and w2.preset_combo.currentText() == "tiny"
-    assert w2.adv_from() == 1.0
-    w2.restore_defaults()
-    assert w2.epochs_spin.value() == 20 and w2.cell_spin.value() == 64 and w2.batch_spin.value() == 8
-    assert w2.base() == "default" and w2.adv_from() == 0.5 and w2.mode_hr.isChecked()
+    assert w2.adv_from() == 0.0
+    w2.restore_defaults()  # the ten-minute fine-tune of the bundled model (sr.train.FINE_TUNE)
+    assert w2.epochs_spin.value() == FINE_TUNE["epochs"] and w2.steps_spin.value() == FINE_TUNE["steps_per_epoch"]
+    assert w2.cell_spin.value() == 64 and w2.batch_spin.value() == 8
+    assert w2.base() == "default" and w2.adv_from() == FINE_TUNE["adv_from"] and w2.mode_hr.isChecked()
     w3 = TrainWidget(viewer)
-    assert w3.epochs_spin.value() == 20 and w3.base() == "default"
+    assert w3.epochs_spin.value() == FINE_TUNE["epochs"] and w3.base() == "default"
     w2.close()
     w3.close()
 

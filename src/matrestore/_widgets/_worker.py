@@ -30,6 +30,7 @@ from typing import Any, Callable
 from qtpy.QtCore import QEvent, QObject, Qt, Signal
 
 from .._validate import InputError
+from ..progress import Kind
 
 __all__ = ["State", "TaskRunner", "ERROR_STYLE", "relay"]
 
@@ -106,6 +107,7 @@ class TaskRunner(QObject):
     def __init__(self, progress_bar=None, progress_label=None, status_label=None, notify: bool = True, parent=None):
         super().__init__(parent)
         self.progress_bar = progress_bar
+        self._bar_format = None  # the widget's own bar format, restored for records without a phase
         self.progress_label = progress_label
         self.status_label = status_label
         self.notify = notify
@@ -204,11 +206,15 @@ class TaskRunner(QObject):
         return self.wait(1.0)
 
     def fail(self, error: BaseException | str, tb: str = "") -> None:
-        """Report an error (also one found before starting) the same way as a failed job."""
+        """Report an error (also one found before starting) the same way as a failed job.
+
+        A problem found before starting (bad input the user can fix) is shown in red in the status
+        label only: a napari toast would outlive the fix. Errors of a running job also raise a toast."""
+        running = self._state is State.RUNNING
         if isinstance(error, InputError) or isinstance(error, str):
             text = str(error)
             self._set_message(text, error=True)
-            if self.notify:
+            if self.notify and running:
                 self._notify("warning", text)
         else:
             text = f"unexpected error: {type(error).__name__}: {error} (details in the log)"
@@ -282,12 +288,28 @@ class TaskRunner(QObject):
 
     # ------------------------------------------------------------------ display
     def _progress(self, record: dict) -> None:
+        """Show a progress record (:mod:`matrestore.progress`): ``fraction`` (0..1) as a percentage,
+        else ``step`` of ``total``; ``phase`` names what the bar counts; WARNING records become a napari
+        warning and leave the bar alone."""
+        if record.get("kind") == Kind.WARNING:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"matrestore: {record.get('message', '')}")
+            return
         bar = self.progress_bar
         if bar is not None:
+            if self._bar_format is None:
+                self._bar_format = bar.format()
             total = record.get("total") or 0
-            if total:
+            phase = record.get("phase")
+            if record.get("fraction") is not None:
+                bar.setRange(0, 1000)
+                bar.setValue(int(round(1000 * min(max(float(record["fraction"]), 0.0), 1.0))))
+                bar.setFormat(f"{phase}: %p %" if phase else "%p %")
+            elif total:
                 bar.setRange(0, int(total))
                 bar.setValue(int(record.get("step", 0)))
+                bar.setFormat(f"{phase}: %v / %m" if phase else self._bar_format)
             elif "step" not in record:
                 bar.setRange(0, 0)  # busy indicator
         if self.progress_label is not None and record.get("message"):

@@ -48,7 +48,7 @@ from .._validate import InputError, as_2d_image
 from ..baselines import METHODS, upsampled_geometry
 from ._layers import (LayerCheckList, LayerCombo, LayerDock, layer_key, layer_problem, put_image, same_layer,
                       spatial_units)
-from ._worker import ERROR_STYLE
+from ._worker import ERROR_STYLE, State
 
 __all__ = ["CompareWidget", "compare_job", "layer_problem"]
 
@@ -381,8 +381,18 @@ class CompareWidget(LayerDock):
         gt = self.gt_layer()
         text = "Data range L: auto, the effective range of the ground truth"
         if gt is not None and isinstance(gt.data, np.ndarray) and gt.data.size <= 16_000_000 and layer_problem(gt) is None:
-            text += f" ('{gt.name}': L = {_metrics.effective_data_range(gt.data):g})"
+            value = _metrics.effective_data_range(gt.data)
+            text += f" ('{gt.name}': L = {value:g})"
+            self.range_spin.blockSignals(True)  # shows the value in use; not remembered as the user's choice
+            self.range_spin.setValue(value)
+            self.range_spin.blockSignals(False)
         self.range_label.setText(text + ".")
+
+    def _follow_state(self, state) -> None:
+        super()._follow_state(state)
+        if state is State.FAILED:  # no table of an earlier run under the error
+            self.table.setRowCount(0)
+            self.last_results = None
 
     def data_range(self):
         """The data range to use: None for auto (the engine's effective range of the ground truth)."""

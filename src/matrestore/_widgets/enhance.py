@@ -123,16 +123,6 @@ def model_summary(model) -> dict:
     return out
 
 
-def _eta(rec: dict) -> str:
-    step, total, el = rec.get("step") or 0, rec.get("total") or 0, rec.get("elapsed_s")
-    if not total or el is None:
-        return rec.get("message", "")
-    text = f"tile {step}/{total} · {el:.1f} s"
-    if 0 < step < total:
-        text += f" · about {el / step * (total - step):.0f} s left"
-    return text
-
-
 # ---------------------------------------------------------------------------------------- engine calls
 def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch=None, device=None,
                 mode="fast", top_k=None, gt=None, name="input", uncertainty: int = 0, cancel=None):
@@ -166,12 +156,13 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
         gen = enhance_iter(img, bank, mdl, tile=tile, batch=batch, device=dev, cancel=cancel, mode=mode, top_k=top_k)
         last = {}
 
-        def with_eta(rec: dict) -> dict:
+        def keep_last(rec: dict) -> dict:
             nonlocal last
-            last = rec
-            return {**rec, "message": _eta(rec)}
+            if rec.get("phase") == "tiles":
+                last = rec
+            return rec
 
-        result = yield from relay(gen, with_eta)
+        result = yield from relay(gen, keep_last)
         if result is None or (cancel is not None and cancel.is_set()):
             return None
         elapsed = time.perf_counter() - t0
@@ -284,12 +275,12 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.tile_spin.setSpecialValueText("auto")
         self.tile_spin.setSuffix(" px")
         self.tile_spin.setToolTip("Tile side in input (LR) pixels, including the overlap that is discarded.\n"
-                                  "auto (0): fast mode 256 on the CPU / 512 on a GPU; paper mode 32.\n"
+                                  "auto (0): fast mode 512 (evened out over the image); paper mode 32.\n"
                                   "Smaller tiles need less memory; an out-of-memory error halves it automatically.")
         self.batch_spin = QSpinBox(minimum=0, maximum=1024, value=0)
         self.batch_spin.setSpecialValueText("auto")
         self.batch_spin.setToolTip("Tiles computed together. auto (0): fast mode 1 on the CPU / 4 on a GPU; "
-                                   "paper mode 16 / 64.\nCancel takes effect between batches.")
+                                   "paper mode 16 / 64.")
         drow = self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
                                 "The device 'auto' picks on this computer.")
         self.topk_spin = QSpinBox(minimum=0, maximum=64, value=0)
@@ -324,7 +315,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self._add_run_controls(
             lay, run=("Enhance", "Super-resolve the input in the background (the viewer stays usable); the result "
                                  "goes into the layer '<input>_sr', updated in place on later runs."),
-            cancel_tip="Stop after the current batch of tiles; nothing is added or changed.",
+            cancel_tip="Stop within about a second (between network layers); nothing is added or changed.",
             progress=("%v / %m tiles", "Tiles done of all tiles."),
             step_tip="The step being computed, time so far and the estimated time left.")
 
@@ -492,6 +483,10 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         if any(lyr.name == out_name for lyr in inputs):
             raise InputError(f"the output layer '{out_name}' would replace an input layer; rename that input.")
         spec = self.model_spec()
+        from ..sr.enhance import check_options
+
+        check_options(mode=MODES[self.mode_combo.currentText()], tile=self.tile_spin.value() or None,
+                      batch=self.batch_spin.value() or None, top_k=self.topk_spin.value() or None)
         sources = [lyr.data for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
         ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
         params = {"tile": self.tile_spin.value() or None, "batch": self.batch_spin.value() or None,

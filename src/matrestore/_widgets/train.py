@@ -52,6 +52,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._validate import InputError, as_2d_image
+from ..progress import format_duration
+from ..sr.train import FINE_TUNE
 from ._layers import (LayerCheckList, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
                       selectable_label, spatial_units, spin_box)
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
@@ -66,18 +68,11 @@ PREVIEW_NAMES = {"lr": "train_preview_lr", "sr": "train_preview_sr", "hr": "trai
 BASES = {"fine-tune the bundled default model": "default", "fine-tune a model file": "file",
          "train a new model": "new"}
 SCHEDULES = {"two phases (paper)": "two", "reconstruction loss only": "rec", "all losses from the start": "all"}
+DEFAULT_SCHEDULE = "reconstruction loss only"  # FINE_TUNE: adv_from = 1
 PREVIEW_KIND = "train preview"
 
 
 # ---------------------------------------------------------------------------------------- engine calls
-def _fmt_time(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resume=False, device=None,
               options=None, preview=True, cancel=None):
     """The engine call behind the widget (a generator; no Qt, no layers).
@@ -114,7 +109,7 @@ def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resum
             loss = rec["losses"].get("total", float("nan"))
             ep = f"epoch {rec['epoch'] + 1}" + (f"/{epochs}" if epochs else "")
             msg = (f"{ep} · step {rec['step']}/{rec['total']} · {rec.get('phase', '')} phase · loss {loss:.4g} · "
-                   f"{per:.2g} s/step · about {_fmt_time(left)} left")
+                   f"{per:.2g} s/step · about {format_duration(left)} left")
         elif kind == "epoch":
             v = rec.get("val")
             msg = f"epoch {rec['epoch']} validated" + (
@@ -250,8 +245,12 @@ def _read_only_table(headers: list, tooltip: str) -> QTableWidget:
     return table
 
 
+MAX_HEIGHT = 640  # px the dock asks for at most: it fits a 1000-px window, the rest scrolls
+
+
 class _VScroll(QScrollArea):
-    """A vertical-only scroll area as wide as its content needs (a plain one would clip it)."""
+    """A vertical-only scroll area as wide as its content needs (a plain one would clip it) and at most
+    :data:`MAX_HEIGHT` tall (a taller one would push the validation table off a small screen)."""
 
     def _extra(self) -> int:
         return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
@@ -267,7 +266,7 @@ class _VScroll(QScrollArea):
         if self.widget() is not None:
             inner = self.widget().sizeHint()
             hint.setWidth(inner.width() + self._extra())
-            hint.setHeight(inner.height() + 2 * self.frameWidth())
+            hint.setHeight(min(inner.height() + 2 * self.frameWidth(), MAX_HEIGHT))
         return hint
 
 
@@ -383,19 +382,25 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         mf.addRow("preset", self.preset_combo)
         mf.addRow(self._model_note_label("Whether the chosen base model is available."))
         self.epochs_spin = spin_box("Passes of the schedule. After every epoch the network is validated on held-out "
-                                    "cells and the best one is kept.", minimum=1, maximum=10000, value=20)
+                                    "cells and the best one is kept.", minimum=1, maximum=10000,
+                                    value=FINE_TUNE["epochs"])
         mf.addRow("epochs", self.epochs_spin)
         self.steps_spin = spin_box("Training steps (batches) per epoch. auto (0): about two passes over the training "
-                                   "cells.", special="auto", minimum=0, maximum=100000, value=0)
+                                   "cells.", special="auto", minimum=0, maximum=100000,
+                                   value=FINE_TUNE["steps_per_epoch"])
         mf.addRow("steps per epoch", self.steps_spin)
         self.schedule_combo = combo_box(
             SCHEDULES, "two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, transferal "
             "perceptual and adversarial (WGAN-GP) losses added.\nreconstruction loss only: the sharpest PSNR, no "
             "adversarial textures.\nall losses from the start: no first phase.")
+        self.schedule_combo.setCurrentText(DEFAULT_SCHEDULE)
         mf.addRow("losses", self.schedule_combo)
         self.phase_spin = spin_box("Length of the first, reconstruction-only phase (the paper: half of the epochs).",
                                    suffix=" % of the epochs", minimum=0, maximum=100, value=50, singleStep=10)
         mf.addRow("first phase", self.phase_spin)
+        self.estimate_label = selectable_label("A rough duration from the measured seconds per step of the preset on "
+                                               "this project's 2-core CPU (sr.train.estimate_seconds); none on a GPU.")
+        mf.addRow("estimate", self.estimate_label)
         lay.addWidget(mbox)
 
         trow = QHBoxLayout()
@@ -478,6 +483,10 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         self.pair_remove.clicked.connect(self._remove_selected_pair)
         self.hr_list.itemChanged.connect(self._on_hr_check)
         self.ref_list.itemChanged.connect(self._on_ref_check)
+        for box in (self.epochs_spin, self.steps_spin, self.batch_spin, self.patch_spin, self.phase_spin):
+            box.valueChanged.connect(self._sync_estimate)
+        for combo in (self.schedule_combo, self.base_combo, self.preset_combo, self.device_combo):
+            combo.currentIndexChanged.connect(self._sync_estimate)
 
     def _bind_settings(self) -> None:
         """Remember the settings (each control's value now, as built, is its default)."""
@@ -490,6 +499,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
                         "noise": self.noise_spin, "seed": self.seed_spin, "device": self.device_combo,
                         "output_folder": self.out_folder, "reference_folder": self.ref_folder})
         self.model_path.textChanged.connect(lambda *_: self.settings.save("model_file"))
+        self._sync_estimate()
 
     def restore_defaults(self) -> None:
         """Every remembered setting back to its default (the stored values are forgotten)."""
@@ -499,6 +509,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         self._sync_model()
         self._sync_schedule()
         self._sync_device()
+        self._sync_estimate()
 
     # ------------------------------------------------------------------ option state
     def _sync_mode(self, *_) -> None:
@@ -538,6 +549,32 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
 
     def _sync_schedule(self, *_) -> None:
         self.phase_spin.setEnabled(SCHEDULES[self.schedule_combo.currentText()] == "two")
+
+    def _sync_estimate(self, *_) -> None:
+        """Show how long the schedule will take, before starting (auto steps: the time per step)."""
+        from ..sr.train import estimate_seconds
+
+        preset = self._estimate_preset()
+        steps = self.steps_spin.value()
+        total = self.epochs_spin.value() * (steps or 1)
+        try:
+            secs = estimate_seconds(preset, total, batch=self.batch_spin.value(), patch=self.patch_spin.value(),
+                                    device=self.device(), adv_from=self.adv_from())
+        except InputError:
+            secs = None
+        if secs is None:
+            self.estimate_label.setText("no estimate for this device or model (measured on the CPU only)")
+        elif steps:
+            self.estimate_label.setText(f"about {format_duration(secs)} on this CPU ({total} steps)")
+        else:
+            self.estimate_label.setText(f"about {format_duration(secs)} per step on this CPU × the steps that "
+                                        "'auto' picks from the data")
+
+    def _estimate_preset(self) -> str:
+        """The preset of the model that will train (the base model's, or the chosen one for a new model)."""
+        if self.base() == "new":
+            return self.preset_combo.currentText()
+        return "cpu"  # the bundled default and models fine-tuned from it
 
     def adv_from(self) -> float:
         mode = SCHEDULES[self.schedule_combo.currentText()]
@@ -909,7 +946,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
 
     def _show_preview(self, pv: dict) -> None:
         """Put the preview cell's LR / SR / HR into the three preview layers (updated in place), in a row
-        to the right of the image the cell comes from."""
+        at the height of the image the cell comes from, to the right of all other layers."""
         job = self._job
         i = min(int(pv.get("source_index", 0)), len(job["sources"]) - 1)
         name, (sy, sx), (ty, tx), (h, w), units = job["sources"][i]
@@ -917,7 +954,10 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         n = pv["hr"].shape[0]
         gap = max(n // 8, 4)
         y0 = ty
-        x0 = tx + (w + gap) * sx
+        # to the right of every layer that is not a preview: previews never cover the user's images
+        right = [float(lyr.extent.world[1][-1]) + float(lyr.scale[-1])  # last pixel centre + one pixel
+                 for lyr in self.viewer.layers if self._made_by(lyr) != PREVIEW_KIND]
+        x0 = max(right + [tx + w * sx]) + gap * sx
         hi = np.asarray(pv["hr"])
         clim = (float(np.percentile(hi, 0.5)), float(np.percentile(hi, 99.5)))
         if clim[1] <= clim[0]:
@@ -947,7 +987,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         best = max((h for h in rows if h["best"]), key=lambda h: h["epoch"], default=None)
         head = "Stopped" if stopped else "Done"
         text = (f"{head}: {len(self.history)} of {job['options']['epochs']} epoch(s), step "
-                f"{self.progress.get('step', 0)}/{self.progress.get('total', 0)} in {_fmt_time(el)}"
+                f"{self.progress.get('step', 0)}/{self.progress.get('total', 0)} in {format_duration(el)}"
                 f"{' on ' + res['device'] if res and res.get('device') else ''}; base: {job['base']}.")
         if best is not None:
             v = best["val"]

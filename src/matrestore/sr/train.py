@@ -71,6 +71,33 @@ class TrainConfig:
     grad_clip: float = 1.0
 
 
+FINE_TUNE = {"epochs": 4, "steps_per_epoch": 80, "adv_from": 1.0}
+"""A fine-tune of an existing model that ends in about 10 minutes on 2 CPU cores with the ``cpu`` preset
+(reconstruction loss only, as the shipped model was trained): what the Train widget starts with."""
+
+# seconds per training step, measured on this project's 2-core CPU machine with one torch thread, batch 8,
+# LR patch 32, reconstruction loss (training/sr_default/log.jsonl: 1.66 s for the cpu preset); tiny and
+# paper scaled by their multiply-adds. The adversarial phase (perceptual + WGAN-GP critic) costs about 2x.
+SECONDS_PER_STEP_1T = {"tiny": 0.06, "cpu": 1.66, "paper": 26.0}
+THREAD_SPEEDUP = {1: 1.0, 2: 1.6, 4: 2.5}
+ADVERSARIAL_COST = 2.0
+
+
+def estimate_seconds(preset: str, steps: int, *, batch: int = 8, patch: int = 32, threads: int | None = None,
+                     device="cpu", adv_from: float = 1.0) -> float | None:
+    """A rough duration of ``steps`` training steps on the CPU (``None`` on a GPU or for an unknown
+    preset: not measured). Scales the measured seconds per step by ``batch × patch²`` and the threads;
+    ``adv_from`` is the fraction of the run on the reconstruction loss only (the rest costs 2x)."""
+    dev = pick_device(device)
+    if dev.type != "cpu" or preset not in SECONDS_PER_STEP_1T:
+        return None
+    t = int(threads or torch.get_num_threads())
+    speed = THREAD_SPEEDUP.get(t, THREAD_SPEEDUP[4] if t > 4 else 1.0 + 0.6 * (t - 1))
+    per = SECONDS_PER_STEP_1T[preset] * (batch * patch * patch) / (8 * 32 * 32) / speed
+    per *= 1.0 + (ADVERSARIAL_COST - 1.0) * (1.0 - min(max(adv_from, 0.0), 1.0))
+    return per * int(steps)
+
+
 @torch.no_grad()
 def validate(model: TTSR, data, ids, k: int, device, batch: int = 8) -> dict:
     """Mean PSNR/SSIM/ESSIM of the model and of bicubic on the cells ``ids`` (original intensity units)."""
