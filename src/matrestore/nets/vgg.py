@@ -141,3 +141,73 @@ def imagenet_normalisation(in_channels: int):
     m = sum(IMAGENET_MEAN) / 3
     s = sum(IMAGENET_STD) / 3
     return torch.full((1, in_channels, 1, 1), m), torch.full((1, in_channels, 1, 1), s)
+
+
+# ------------------------------------------------------------------------------------------ VGG16
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16_layer_names() -> list[str]:
+    """Names of torchvision's ``vgg16().features`` entries in order: conv1_1, relu1_1, ..., pool5."""
+    names, block, idx = [], 1, 1
+    for v in VGG16_CFG:
+        if v == "M":
+            names.append(f"pool{block}")
+            block, idx = block + 1, 1
+        else:
+            names += [f"conv{block}_{idx}", f"relu{block}_{idx}"]
+            idx += 1
+    return names
+
+
+VGG16_LAYER_INDEX = {n: i for i, n in enumerate(vgg16_layer_names())}
+
+
+class VGG16Features(nn.Module):
+    """The first layers of VGG16 up to ``upto`` (e.g. ``"relu3_3"``), parameters named like torchvision's
+    ``vgg16().features`` (ImageNet ``vgg16-397923af.pth`` loads with :func:`load_vgg16_imagenet`).
+    ``forward(x, taps)`` returns the outputs of the named layers (a list)."""
+
+    def __init__(self, upto: str = "relu3_3", in_channels: int = 3, widths=(64, 128, 256, 512, 512)):
+        super().__init__()
+        if upto not in VGG16_LAYER_INDEX:
+            raise ValueError(f"unknown VGG16 layer {upto!r}")
+        self.upto = upto
+        self.in_channels = int(in_channels)
+        self.widths = tuple(int(w) for w in widths)
+        layers: list[nn.Module] = []
+        cin, block = self.in_channels, 0
+        for v in VGG16_CFG:
+            if len(layers) > VGG16_LAYER_INDEX[upto]:
+                break
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                block += 1
+            else:
+                layers += [nn.Conv2d(cin, self.widths[block], 3, padding=1), nn.ReLU(inplace=True)]
+                cin = self.widths[block]
+        self.features = nn.Sequential(*layers[: VGG16_LAYER_INDEX[upto] + 1])
+
+    @property
+    def imagenet_compatible(self) -> bool:
+        return self.widths == (64, 128, 256, 512, 512)[: len(self.widths)]
+
+    def forward(self, x, taps=None):
+        if taps is None:
+            return self.features(x)
+        want = {VGG16_LAYER_INDEX[t]: t for t in taps}
+        last = max(want)
+        out = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in want:
+                out[want[i]] = x
+            if i == last:
+                break
+        return [out[t] for t in taps]
+
+
+def load_vgg16_imagenet(module: VGG16Features, path) -> str:
+    """Load torchvision ImageNet VGG16 weights (``features.*``) from a local file into ``module``, the
+    same way :func:`load_vgg19_imagenet` does for VGG19 (grey input: first convolution folded)."""
+    return load_vgg19_imagenet(module, path).replace("VGG19", "VGG16")
