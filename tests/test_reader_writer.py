@@ -18,6 +18,7 @@ def test_reader_layer_has_physical_scale(shared_data):
     assert kind == "image" and data.shape == (1024, 1536)
     assert kwargs["scale"] == pytest.approx([66.91, 66.91], rel=1e-3)
     assert kwargs["metadata"]["unit"] == "nm" and kwargs["metadata"]["databar_rows"] == 70
+    assert kwargs["units"] == ["nm", "nm"]  # napari's own units: the scale bar shows nm, not "kpixel"
     assert kwargs["metadata"]["raw"]["Beam"]  # instrument metadata kept
     assert kwargs["name"] == "openecci__steel_SEM_001"
 
@@ -27,6 +28,7 @@ def test_reader_micron_unit_and_several_paths(shared_data):
     layers = _reader.get_reader(paths)(paths)
     assert len(layers) == 2
     assert layers[0][1]["metadata"]["unit"] == "µm" and layers[0][1]["scale"] == pytest.approx([2.615, 2.615])
+    assert layers[0][1]["units"] == ["µm", "µm"]
     assert layers[1][1]["metadata"]["unit"] == "nm"
 
 
@@ -34,6 +36,7 @@ def test_reader_folder_stack(shared_data):
     folder = str(shared_data / "xrd" / "labdct_pure_iron")
     (data, kwargs, _), = _reader.get_reader(folder)(folder)
     assert data.shape == (40, 1024, 1024) and len(kwargs["scale"]) == 3
+    assert kwargs.get("units", ["pixel"])[0] == "pixel"  # the frame axis stays in pixels
     assert kwargs["metadata"]["frame_indices"][-1] == 40
 
 
@@ -119,3 +122,36 @@ def test_reader_stack_of_our_own_multipage_file(tmp_path):
     path = str(io.write_tiff(tmp_path / "st.tif", st, pixel_size_nm=40.0, metadata={"vendor": "zeiss"}))
     (data, kwargs, _), = _reader.get_reader(path)(path)
     assert data.shape == (3, 8, 8) and kwargs["scale"] == pytest.approx([1.0, 40.0, 40.0])
+
+
+def test_drag_and_drop_asks_and_lists_matrestore_then_the_preference_opens_with_it(request, shared_data):
+    """napari 0.9 with two readers: ``viewer.open(path, plugin=None)`` (what drag-and-drop calls) raises
+    MultipleReaderError, which the GUI turns into its reader dialog listing "matrestore"; with the
+    preference that `matrestore prefer-reader` sets (= "Remember this choice"), ours opens it."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        pytest.skip("no display for a napari viewer: run under xvfb-run (make test)")
+    from napari.errors import MultipleReaderError
+    from napari.plugins import _npe2
+    from napari.settings import get_settings
+
+    viewer = request.getfixturevalue("make_napari_viewer")()
+    path = str(shared_data / "sem" / "aquami__Sample.tif")
+    assert _npe2.get_readers(path).get("napari-matrestore") == "matrestore"  # the name in napari's dialog
+    settings = get_settings()
+    saved = dict(settings.plugins.extension2reader)
+    try:
+        settings.plugins.extension2reader = {}
+        with pytest.raises(MultipleReaderError) as exc:
+            viewer.open(path, plugin=None)
+        assert "napari-matrestore" in exc.value.available_plugins
+        _reader.prefer_matrestore_reader(settings=settings)
+        layers = viewer.open(path, plugin=None)
+        assert tuple(layers[0].scale) == pytest.approx((0.543, 0.543)) and layers[0].data.shape == (691, 1024)
+        assert [str(u) for u in layers[0].units] == ["nanometer", "nanometer"]
+        _reader.prefer_matrestore_reader(undo=True, settings=settings)
+        assert "*.tif" not in settings.plugins.extension2reader
+    finally:
+        settings.plugins.extension2reader = saved

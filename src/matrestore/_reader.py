@@ -41,3 +41,31 @@ def read_layers(path) -> list[tuple]:
         else:
             layers.append(image_layer_tuple(data, meta, name_for(p)))
     return layers
+
+
+PLUGIN = "napari-matrestore"
+PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF", "*.png", "*.PNG", "*.jpg", "*.jpeg", "*.JPG", "*.JPEG")  # napari.yaml
+
+
+def prefer_matrestore_reader(undo: bool = False, settings=None) -> dict:
+    """Make matrestore napari's reader for micrograph files (what ticking "Remember this choice" in
+    napari's reader dialog does, for all of matrestore's file patterns at once); ``undo`` removes
+    those preferences again. Returns napari's ``extension2reader`` mapping as it is afterwards.
+
+    napari (0.5+) asks which reader to use when several can open a file (drag-and-drop, File > Open)
+    and ``viewer.open(path)`` in Python uses napari's own reader unless ``plugin="napari-matrestore"``
+    is given: with this preference both use matrestore (pixel size, data bar cut, metadata kept).
+    """
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    prefs = dict(settings.plugins.extension2reader)
+    for pat in PATTERNS:
+        if undo:
+            if prefs.get(pat) == PLUGIN:
+                del prefs[pat]
+        else:
+            prefs[pat] = PLUGIN
+    settings.plugins.extension2reader = prefs
+    return prefs

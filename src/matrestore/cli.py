@@ -136,6 +136,19 @@ def _cmd_ser(args) -> int:
     return 0
 
 
+def _cmd_prefer_reader(args) -> int:
+    from ._reader import PATTERNS, prefer_matrestore_reader
+
+    prefs = prefer_matrestore_reader(undo=args.undo)
+    if args.undo:
+        print("napari no longer prefers matrestore for " + ", ".join(PATTERNS) + "; remaining preferences: "
+              + (", ".join(f"{k} → {v}" for k, v in prefs.items()) or "none"))
+    else:
+        print("napari now opens " + ", ".join(PATTERNS) + " with matrestore (drag-and-drop, File > Open and "
+              "viewer.open). Undo with `matrestore prefer-reader --undo`, or in napari's Preferences > Plugins.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matrestore", description="Restore microscopy images (matrestore engine).")
     p.add_argument("--version", action="version", version=f"matrestore {__version__}")
@@ -159,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-model", action="store_true", help="baselines only (nearest, bicubic, Lanczos)")
     add_overwrite_option(d)
     d.set_defaults(func=_cmd_demo)
+
+    pr = sub.add_parser("prefer-reader", help="make matrestore napari's reader for TIFF/PNG/JPEG micrographs")
+    pr.add_argument("--undo", action="store_true", help="remove that preference again")
+    pr.set_defaults(func=_cmd_prefer_reader)
 
     e = sub.add_parser("ser", help="scan-enhance-rescan: propose, export and register regions of interest")
     esub = e.add_subparsers(dest="ser_command", required=True)
