@@ -357,3 +357,30 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, hr, lr, monkeyp
     finished = w.runner._finished
     viewer.close()
     assert finished.is_set()  # stopped and joined before the window went away
+
+
+def test_a_failed_run_clears_the_previous_table(setup, qtbot):
+    viewer, w = setup
+    w.mode_lr.setChecked(True)
+    w.run()
+    wait_done(qtbot, w)
+    assert w.table.rowCount() == 3 and w.last_results is not None
+    w.scale_spin.setValue(3)  # 32 × 3 does not fit the 128 px ground truth: the run fails
+    w.run()
+    wait_done(qtbot, w)
+    assert w.runner.state is State.FAILED and "does not match" in w.status.text()
+    assert w.table.rowCount() == 0 and w.last_results is None  # no stale numbers under the error
+
+
+def test_auto_data_range_shows_the_value_in_use(setup):
+    viewer, w = setup
+    viewer.add_image((np.asarray(viewer.layers["hr"].data).astype(np.uint16) * 257), name="hr16",
+                     scale=(2.0, 2.0))
+    w.gt_combo.setCurrentText("hr16")
+    w.range_auto.setChecked(True)
+    w._sync_range()
+    assert "L = 65535" in w.range_label.text()
+    assert w.range_spin.value() == 65535 and not w.range_spin.isEnabled()  # the box shows what is used
+    w.gt_combo.setCurrentText("hr")
+    w._sync_range()
+    assert w.range_spin.value() == 255
