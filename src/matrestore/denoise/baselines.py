@@ -18,7 +18,8 @@ wavelet      BayesShrink, soft, db1, σ̂ estimated (no grid)                   
 bm3d         sigma_psd = σ̂ (only when the optional ``bm3d`` package is present) same
 =========== ================================================================ =====================
 
-σ̂: :func:`~skimage.restoration.estimate_sigma` of the normalised image (wavelet MAD estimate).
+σ̂: :func:`noise_sigma` of the normalised image (``skimage.restoration.estimate_sigma`` when PyWavelets is
+installed, else the same MAD estimate on Haar coefficients). ``wavelet`` needs PyWavelets.
 BM3D's licence is non-commercial: it is never a dependency, only used when installed.
 """
 
@@ -38,17 +39,40 @@ __all__ = ["BASELINES", "available_baselines", "run_baseline", "baseline_params"
 BASELINES = ("gaussian", "median", "bilateral", "nl_means", "tv", "wavelet", "bm3d")
 
 
-def _has_bm3d() -> bool:
+def _importable(name: str) -> bool:
     try:
-        import bm3d  # noqa: F401
+        __import__(name)
     except Exception:  # noqa: BLE001
         return False
     return True
 
 
+def _has_bm3d() -> bool:
+    return _importable("bm3d")
+
+
+def _has_pywt() -> bool:
+    return _importable("pywt")
+
+
 def available_baselines() -> list[str]:
-    """The baselines usable here (``bm3d`` only when its package is installed)."""
-    return [b for b in BASELINES if b != "bm3d" or _has_bm3d()]
+    """The baselines usable here (``bm3d`` only when its package is installed; ``wavelet`` needs
+    PyWavelets, which scikit-image's wavelet functions use)."""
+    return [b for b in BASELINES if (b != "bm3d" or _has_bm3d()) and (b != "wavelet" or _has_pywt())]
+
+
+def noise_sigma(x: np.ndarray) -> tuple[float, str]:
+    """``(σ̂, estimator)``: Gaussian noise level of ``x`` without ground truth —
+    :func:`skimage.restoration.estimate_sigma` (wavelet MAD, needs PyWavelets) when available, else the same
+    estimate (Donoho's median absolute deviation / 0.6745) on the finest Haar diagonal coefficients."""
+    if _has_pywt():
+        from skimage.restoration import estimate_sigma
+
+        return float(estimate_sigma(x)), "skimage.restoration.estimate_sigma"
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    a = x[:h:2, :w:2], x[:h:2, 1:w:2], x[1:h:2, :w:2], x[1:h:2, 1:w:2]
+    hh = (a[0] - a[1] - a[2] + a[3]) / 2.0
+    return float(np.median(np.abs(hh)) / 0.6745), "Haar diagonal MAD / 0.6745"
 
 
 def _gaussian(x, sigma):
@@ -121,8 +145,9 @@ def _calibrate(x, fn, grid):
     from skimage.restoration import calibrate_denoiser
 
     space = {k: sorted({g[k] for g in grid}) for k in grid[0]}  # every grid here is a product of value lists
-    best = calibrate_denoiser(x, fn, denoise_parameters=space, stride=4, approximate_loss=True)
-    return dict(best.keywords) if hasattr(best, "keywords") else {}
+    _, (tested, losses) = calibrate_denoiser(x, fn, denoise_parameters=space, stride=4, approximate_loss=True,
+                                             extra_output=True)
+    return dict(tested[int(np.argmin(losses))])
 
 
 def run_baseline(image, name: str, *, calibrate: bool = True, colour: str = "luminance", return_params: bool = False):
@@ -130,18 +155,18 @@ def run_baseline(image, name: str, *, calibrate: bool = True, colour: str = "lum
     input's grey scale. ``return_params=True`` also returns the parameters used (and the time)."""
     if name == "bm3d" and not _has_bm3d():
         raise InputError("BM3D needs the optional 'bm3d' package (non-commercial licence): pip install bm3d.")
+    if name == "wavelet" and not _has_pywt():
+        raise InputError("the wavelet baseline needs the PyWavelets package (pip install PyWavelets).")
     grey, _ = prepare_input(image, colour)
-    from skimage.restoration import estimate_sigma
-
     t0 = time.perf_counter()
     lo, hi = norm_stats(grey)
     x = (grey - lo) / (hi - lo)
-    sigma = float(estimate_sigma(x))
+    sigma, estimator = noise_sigma(x)
     fn, grid, rule = baseline_params(name, sigma)
     params = _calibrate(x, fn, grid) if (calibrate and grid) else dict(rule)
     y = fn(x, **params)
     out = (np.asarray(y, dtype=np.float64) * (hi - lo) + lo).astype(np.float32)
     if return_params:
-        return out, {"method": name, "sigma_est": sigma, **{k: float(v) for k, v in params.items()},
+        return out, {"method": name, "sigma_est": sigma, "sigma_estimator": estimator, **{k: float(v) for k, v in params.items()},
                      "calibrated": bool(calibrate and grid), "time_s": time.perf_counter() - t0}
     return out

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from matrestore import InputError
+from matrestore.denoise import load_model, train
+from matrestore.progress import drive
+
+OPTS = dict(preset="tiny", epochs=2, steps_per_epoch=4, batch_size=4, patch=32, structures=3, val_structures=1,
+            structure_size=64, grains=(8, 12), pf_steps=(10, 20), val_pairs=2, lr=3e-3, checkpoint_every=2, seed=1)
+
+
+def _run(tmp, real, **kw):
+    recs = []
+    res = drive(train([real], tmp, **{**OPTS, **kw}), recs.append)
+    return res, recs
+
+
+def test_short_training_lowers_the_loss(tmp_path, real_texture):
+    res, recs = _run(tmp_path, real_texture, epochs=3, steps_per_epoch=8)
+    assert res["status"] == "done"
+    mse = [r["losses"]["mse"] for r in recs if r["kind"] == "step"]
+    assert np.mean(mse[-6:]) < 0.8 * np.mean(mse[:4])
+    ep = [r for r in recs if r["kind"] == "epoch"]
+    assert len(ep) == 3 and {"f1", "psnr", "mse"} <= set(ep[-1]["val"])
+    m = load_model(res["best"])
+    assert m.meta["training"]["structures"]["val"] == [2]
+    assert (tmp_path / "log.jsonl").read_text().count("\n") >= 4
+
+
+def test_cancel_leaves_checkpoint_and_resume_equals_uninterrupted(tmp_path, real_texture):
+    full, _ = _run(tmp_path / "full", real_texture)
+    import threading
+
+    stop = threading.Event()
+    recs = []
+
+    def progress(rec):  # cancel after the 5th step (mid-epoch), as a widget's Stop button would
+        recs.append(rec)
+        if rec["kind"] == "step" and rec["step"] == 5:
+            stop.set()
+
+    res = drive(train([real_texture], tmp_path / "part", cancel=stop, **OPTS), progress)
+    assert res["status"] == "stopped" and recs[-1]["kind"] == "stopped"
+    assert (tmp_path / "part" / "checkpoint.pt").is_file() and (tmp_path / "part" / "last.safetensors").is_file()
+    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 5
+    res2 = drive(train([real_texture], tmp_path / "part", resume=True, **OPTS))
+    assert res2["status"] == "done"
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_training_input(tmp_path, real_texture):
+    with pytest.raises(InputError, match="real micrograph"):
+        drive(train([], tmp_path, **OPTS))
+    with pytest.raises(InputError, match="smaller than the training patch"):
+        drive(train([real_texture[:20, :20]], tmp_path, **OPTS))
+    with pytest.raises(InputError, match="unknown training option"):
+        drive(train([real_texture], tmp_path, epoks=3))
+    with pytest.raises(InputError, match="checkpoint not found"):
+        drive(train([real_texture], tmp_path, resume=str(tmp_path / "nope.pt"), **OPTS))
