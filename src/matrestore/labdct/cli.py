@@ -361,7 +361,7 @@ def _cmd_evaluate(args) -> int:
         model = resolve_model(model)
     say = lambda m: print(f"matrestore: {m}", file=sys.stderr)  # noqa: E731
     doc = {"written_by": "matrestore", "command": "labdct evaluate"}
-    doc["synthetic"] = evaluate_synthetic(model, iron_folder=iron, n_frames=args.frames, tune_frames=args.tune_frames,
+    doc["synthetic"] = evaluate_synthetic(model, iron_folder=iron, n_frames=args.frames, tune_frames=args.tune_frames, tune_use=args.tune_use,
                                           seed=args.seed, i0=args.i0, brightness=args.brightness, tune=not args.no_tune,
                                           progress=say)
     if model is not None and not args.no_real:
@@ -475,7 +475,8 @@ def add_subparser(subparsers) -> None:
     e.add_argument("--iron", required=True, help="folder of the 40 real iron frames (backgrounds: 1-28 train, 29-40 test)")
     e.add_argument("--model", default="default", help="model file, 'default', or 'none' (routine only)")
     e.add_argument("--frames", type=int, default=24, help="test-stack frames (default 24)")
-    e.add_argument("--tune-frames", type=int, default=8, help="tuning-stack frames (default 8)")
+    e.add_argument("--tune-frames", type=int, default=12, help="tuning-stack frames (default 12, at least the window)")
+    e.add_argument("--tune-use", type=int, default=6, help="tuning frames scored in the grid search (default 6)")
     e.add_argument("--seed", type=int, default=1234)
     e.add_argument("--i0", type=float, default=110.0)
     e.add_argument("--brightness", type=float, default=1.0)

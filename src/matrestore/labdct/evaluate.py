@@ -4,8 +4,9 @@
 index: frames 1–28 give the *training* backgrounds (the shipped model saw only these) and frames 29–40
 the *test* backgrounds; each split's ``I_BG`` is extracted from its own frames only (appendix A). Stacks:
 
-* *tuning stack* — a new simulated sample on the training backgrounds, used only to grid-search the
-  routine's four parameters (:func:`matrestore.labdct.routine.tune_routine`);
+* *tuning stack* — a new simulated sample (12 frames) on the training backgrounds, used only to
+  grid-search the routine's four parameters (:func:`matrestore.labdct.routine.tune_routine`, scored on 6
+  evenly spread frames, the rolling median over all 12);
 * *test stack* — another new sample (seed never used in training) on the test backgrounds, 3° steps,
   I0 = 110, τ = 1, brightness 1 (98th percentile of the spot peaks = I0), per-frame R_BG (eqs. 1–2).
 
@@ -90,7 +91,7 @@ def make_stack(backgrounds: np.ndarray, n_frames: int = 24, seed: int = 1234, i0
                          "material": material, "grain_size_mm": grain_size_mm, "step_deg": step_deg}}
 
 
-def evaluate_synthetic(model="default", iron_folder=None, backgrounds=None, n_frames: int = 24, tune_frames: int = 8,
+def evaluate_synthetic(model="default", iron_folder=None, backgrounds=None, n_frames: int = 24, tune_frames: int = 12, tune_use: int = 6,
                        seed: int = 1234, i0: float = 110.0, brightness: float = 1.0, tune: bool = True, progress=None,
                        grid=None) -> dict:
     """The synthetic evaluation (module docstring). ``backgrounds``: ``(train_I_BG, test_I_BG)`` or taken
@@ -117,8 +118,10 @@ def evaluate_synthetic(model="default", iron_folder=None, backgrounds=None, n_fr
     edges = res["methods"]["routine_default"]["tercile_edges"]
     if tune:
         say("tuning the routine on the tuning stack")
-        tun = make_stack(bg_tr, n_frames=tune_frames, seed=seed + 1, i0=i0, brightness=brightness)
-        best = tune_routine(tun["x"], tun["truth"], beamstop=tun["beamstop"], grid=grid)
+        tun = make_stack(bg_tr, n_frames=max(tune_frames, ROUTINE_DEFAULTS["window"]), seed=seed + 1, i0=i0,
+                         brightness=brightness)
+        use = np.unique(np.linspace(0, len(tun["x"]) - 1, min(tune_use, len(tun["x"]))).round().astype(int))
+        best = tune_routine(tun["x"], tun["truth"], beamstop=tun["beamstop"], grid=grid, frames=list(use))
         params = best["params"]
         t = time.perf_counter()
         m_tun = standard_routine(test["x"], beamstop=bs, **params)

@@ -85,7 +85,8 @@ def _lr_at(step, tcfg: TrainConfig):
     return tcfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def validate(model: SpotUNet, vx: torch.Tensor, vy: torch.Tensor, loss_fn, thresholds=(DEFAULT_THRESHOLD, 0.1, 0.3, 0.5, 0.7)) -> dict:
+def validate(model: SpotUNet, vx: torch.Tensor, vy: torch.Tensor, loss_fn,
+             thresholds=(0.003, 0.006, 0.01, DEFAULT_THRESHOLD, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)) -> dict:
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(vx[i : i + 8]) for i in range(0, len(vx), 8)])
