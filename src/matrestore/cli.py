@@ -99,7 +99,7 @@ def _unit_and_scale(meta):
 
 
 def _cmd_ser(args) -> int:
-    from . import io, ser
+    from . import ser
 
     if args.ser_command == "propose":
         outputs = Outputs(inputs=[args.image], overwrite=args.overwrite)

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -32,8 +31,10 @@ from qtpy.QtWidgets import (
 from .. import evaluation
 from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
-from ._layers import (LayerCombo, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
+from ..sr.enhance import EnhanceOptions
+from ._layers import (LayerCombo, LayerDock, layer_key, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
+from ._params import ParamForm
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._worker import relay
 from .compare import CompareWidget, metrics_table
@@ -44,7 +45,6 @@ __all__ = ["EnhanceWidget", "enhance_job", "MIN_SIZE"]
 MIN_SIZE = 8  # LR px a side: smaller inputs are refused with a message
 OUTPUT_KEY = "matrestore"  # metadata key of the layers this widget makes (as the Compare widget)
 DEFAULT = "default"
-MODES = {"fast (whole-image quality)": "fast", "paper (32 px tiles, per-tile references)": "paper"}
 RESULT_NAME = "ttsr"
 
 
@@ -224,8 +224,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self._sync_device()  # fills the device list before its remembered choice is applied
         self._remember({"model_default": self.model_default, "model_file": self.model_file_radio,
                         "model_path": self.model_path, "reference_folder": self.ref_folder,
-                        "tile": self.tile_spin, "batch": self.batch_spin, "device": self.device_combo,
-                        "top_k": self.topk_spin, "mode": self.mode_combo, "uncertainty": self.unc_spin})
+                        "device": self.device_combo})  # the options remember themselves (ParamForm)
         self._start_runner(self.progress_bar, self.progress_label, self.status)
         self._watch_layers()
         self._sync_model()
@@ -271,38 +270,16 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
-        self.tile_spin = QSpinBox(minimum=0, maximum=8192, value=0, singleStep=32)
-        self.tile_spin.setSpecialValueText("auto")
-        self.tile_spin.setSuffix(" px")
-        self.tile_spin.setToolTip("Tile side in input (LR) pixels, including the overlap that is discarded.\n"
-                                  "auto (0): fast mode 512 (evened out over the image); paper mode 32.\n"
-                                  "Smaller tiles need less memory; an out-of-memory error halves it automatically.")
-        self.batch_spin = QSpinBox(minimum=0, maximum=1024, value=0)
-        self.batch_spin.setSpecialValueText("auto")
-        self.batch_spin.setToolTip("Tiles computed together. auto (0): fast mode 1 on the CPU / 4 on a GPU; "
-                                   "paper mode 16 / 64.")
+        self.options = ParamForm(EnhanceOptions, names=["tile", "batch"], settings=self.settings)
+        af.addRow(self.options)
         drow = self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
                                 "The device 'auto' picks on this computer.")
-        self.topk_spin = QSpinBox(minimum=0, maximum=64, value=0)
-        self.topk_spin.setSpecialValueText("model default")
-        self.topk_spin.setToolTip("How many reference crops each image (fast mode) or tile (paper mode) searches "
-                                  "for textures: the top-k most similar by the selector (eq. 4).\n"
-                                  "model default (0): the value the model was trained with.")
-        self.mode_combo = combo_box(MODES, "Stitching of the tiles.\nfast: large tiles with a halo of the network's "
-                                           "receptive radius; equals whole-image inference.\npaper: the SEM paper's "
-                                           "32×32 tiles keeping the central 62.5 %, each tile choosing its own "
-                                           "references.")
-        af.addRow("tile size", self.tile_spin)
-        af.addRow("batch size", self.batch_spin)
         af.addRow("device", drow)
-        af.addRow("top-k references", self.topk_spin)
-        af.addRow("stitching", self.mode_combo)
-        self.unc_spin = QSpinBox(minimum=0, maximum=8, value=0)
-        self.unc_spin.setSpecialValueText("off")
-        self.unc_spin.setToolTip("Also compute an uncertainty map: the standard deviation of the result over this many "
-                                 "flips/rotations of the input (2-8; each costs one more enhancement). Added as "
-                                 "'<input>_sr_uncertainty'; the Scan-enhance-rescan widget proposes regions on it.")
-        af.addRow("uncertainty (TTA)", self.unc_spin)
+        self.options2 = ParamForm(EnhanceOptions, names=["top_k", "mode", "uncertainty"], settings=self.settings)
+        af.addRow(self.options2)
+        self.tile_spin, self.batch_spin = self.options.control("tile"), self.options.control("batch")
+        self.topk_spin, self.mode_combo, self.unc_spin = (self.options2.control(n) for n in ("top_k", "mode",
+                                                                                              "uncertainty"))
         af.addRow(self._defaults_row("Set the model choice, the reference folder and the advanced options (tile, "
                                      "batch, device, top-k, stitching, uncertainty) back to their defaults. "
                                      "(They are remembered between sessions.)"))
@@ -483,21 +460,20 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         if any(lyr.name == out_name for lyr in inputs):
             raise InputError(f"the output layer '{out_name}' would replace an input layer; rename that input.")
         spec = self.model_spec()
-        from ..sr.enhance import check_options
-
-        check_options(mode=MODES[self.mode_combo.currentText()], tile=self.tile_spin.value() or None,
-                      batch=self.batch_spin.value() or None, top_k=self.topk_spin.value() or None)
+        opts = self.enhance_options()
         sources = [lyr.data for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
         ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
-        params = {"tile": self.tile_spin.value() or None, "batch": self.batch_spin.value() or None,
-                  "device": self.device(), "mode": MODES[self.mode_combo.currentText()],
-                  "top_k": self.topk_spin.value() or None,
-                  "uncertainty": self.unc_spin.value() if self.unc_spin.value() >= 2 else 0}
+        params = {"tile": opts.tile, "batch": opts.batch, "device": self.device(), "mode": opts.mode,
+                  "top_k": opts.top_k, "uncertainty": opts.uncertainty or 0}
         return {"input": inp, "name": inp.name, "out_name": out_name, "gt": gt, "gt_name": gt.name if gt else None,
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
                 "units": spatial_units(inp),
                 "sources": sources, "ref_names": ref_names, "model": spec, "params": params}
+
+    def enhance_options(self) -> EnhanceOptions:
+        """The options as the engine takes them, checked by the engine (InputError names a bad one)."""
+        return EnhanceOptions(**self.options.values(), **self.options2.values()).check()
 
     def run(self):
         """Start enhancing in a worker thread (the result arrives in :meth:`_show_result`)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,10 +32,11 @@ from ..tiling import Stitcher, balanced_tile, margin_for_keep, plan_tiles
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
 from ..nets.hooks import ForwardMonitor
+from ..params import param
 from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
 from .references import RefFeatures, features_iter, load_references
 
-__all__ = ["enhance", "enhance_iter", "measure_receptive_radius", "image_embedding", "default_tiling", "output_geometry"]
+__all__ = ["enhance", "enhance_iter", "EnhanceOptions", "check_options", "measure_receptive_radius", "image_embedding", "default_tiling", "output_geometry"]
 
 MODES = ("fast", "paper")
 PAPER_TILE = 32
@@ -166,6 +168,42 @@ def _run_batch(model: TTSR, x: torch.Tensor, feats: RefFeatures, ids, top_k: int
 
 
 HEARTBEAT_S = 0.5  # seconds between progress records while a batch of tiles runs
+MODE_CHOICES = {"fast (whole-image quality)": "fast", "paper (32 px tiles, per-tile references)": "paper"}
+
+
+@dataclass
+class EnhanceOptions:
+    """The options of an enhancement (the Enhance widget's controls are made from these fields)."""
+
+    tile: int | None = param(
+        None, label="tile size", min=0, max=8192, step=32, suffix=" px", special="auto",
+        tip="Tile side in input (LR) pixels, including the overlap that is discarded.\n"
+            "auto: fast mode up to 512 (evened out over the image); paper mode 32.\n"
+            "Smaller tiles need less memory; an out-of-memory error halves it automatically.")
+    batch: int | None = param(
+        None, label="batch size", min=0, max=1024, special="auto",
+        tip="Tiles computed together. auto: fast mode 1 on the CPU / 4 on a GPU; paper mode 16 / 64.")
+    top_k: int | None = param(
+        None, label="top-k references", min=0, max=64, special="model default",
+        tip="How many reference crops each image (fast mode) or tile (paper mode) searches for textures: the "
+            "top-k most similar by the selector (eq. 4).\nmodel default: the value the model was trained with.")
+    mode: str = param(
+        "fast", label="stitching", choices=MODE_CHOICES,
+        tip="Stitching of the tiles.\nfast: large tiles with a halo of the network's receptive radius; equals "
+            "whole-image inference.\npaper: the SEM paper's 32×32 tiles keeping the central 62.5 %, each tile "
+            "choosing its own references.")
+    uncertainty: int | None = param(
+        None, label="uncertainty (TTA)", min=0, max=8, special="off",
+        tip="Also compute an uncertainty map: the standard deviation of the result over this many flips/rotations "
+            "of the input (2-8; each costs one more enhancement). Added as '<input>_sr_uncertainty'; the "
+            "Scan-enhance-rescan widget proposes regions on it.")
+
+    def check(self) -> "EnhanceOptions":
+        """InputError for an option the engine cannot use (the one validation, also for the widget)."""
+        check_options(mode=self.mode, tile=self.tile, batch=self.batch, top_k=self.top_k)
+        if self.uncertainty is not None and not 2 <= int(self.uncertainty) <= 8:
+            raise InputError(f"uncertainty needs 2 to 8 flips/rotations (or off), got {self.uncertainty}.")
+        return self
 
 
 def check_options(*, mode="fast", tile=None, batch=None, top_k=None, halo=None, keep=PAPER_KEEP) -> None:
