@@ -28,6 +28,10 @@ RECIPE = dict(
     real_gamma=(0.5, 2.0), val_pairs=12, lr=5e-4, lr_min=1e-5, schedule="cosine", weight_decay=1e-6,
     boundary_weight=2.0, seed=0, checkpoint_every=50,
 )
+# run 2 (shipped candidate): half of the pairs take a procedural texture as magnitude/histogram source
+# (domain randomisation), fine-tuned from run 1 (NIST texture only, which did not generalise to unseen
+# micrographs: docs/model_denoise_default.md)
+RECIPE_V2 = dict(RECIPE, epochs=11, procedural=0.5, lr=3e-4, seed=1)
 
 
 def main(argv=None) -> int:
@@ -37,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--real", default=str(TRAIN_REAL), help="texture source (default: the NIST steel micrograph)")
+    ap.add_argument("--v1", action="store_true", help="the first recipe (NIST texture only, from scratch)")
+    ap.add_argument("--init", default=None, help="fine-tune this model file (run 2: run 1's best)")
     args = ap.parse_args(argv)
     import torch
 
@@ -44,11 +50,12 @@ def main(argv=None) -> int:
     from matrestore.progress import Kind
 
     torch.set_num_threads(args.threads)
-    opts = dict(RECIPE)
+    opts = dict(RECIPE if args.v1 else RECIPE_V2)
     if args.epochs:
         opts["epochs"] = args.epochs
     t0 = time.time()
-    for rec in train([args.real], args.out, resume=args.resume, threads=args.threads, **opts):
+    init = None if args.resume else args.init
+    for rec in train([args.real], args.out, resume=args.resume, init=init, threads=args.threads, **opts):
         k = rec["kind"]
         if k == Kind.STEP and rec["step"] % 25:
             continue

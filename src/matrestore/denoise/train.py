@@ -46,7 +46,7 @@ from .evaluate import affine_fit, boundary_f1, segment
 from .model import DenoiseConfig, DenoiseNet, build_model, count_parameters
 from .modelio import NORM, normalise, resolve_model, save_model
 from .phasefield import phase_field
-from .synth import boundary_map, synthesize, texture_source
+from .synth import boundary_map, procedural_texture, synthesize, texture_source
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "make_structures", "make_pair", "validate"]
 
@@ -66,6 +66,7 @@ class TrainConfig:
     boundary_widths: tuple = (0, 0, 2)  # etched-boundary widths drawn from
     mix: tuple = (0.7, 1.0)  # magnitude blend range (1 = the paper's pure real magnitude)
     real_gamma: tuple = (1.0, 1.0)  # log-uniform range of the gamma applied to the real crop (augmentation)
+    procedural: float = 0.0  # share of pairs whose texture source is a procedural_texture (domain randomisation)
     val_pairs: int = 12
     lr: float = 1e-4  # Adam (paper)
     lr_min: float = 1e-5
@@ -146,6 +147,8 @@ def make_pair(labels: np.ndarray, real: np.ndarray, cfg: TrainConfig, rng: np.ra
     mix = float(cfg.mix[0] + (cfg.mix[1] - cfg.mix[0]) * rng.random())
     g0, g1 = cfg.real_gamma
     gamma = float(np.exp(np.log(g0) + (np.log(g1) - np.log(g0)) * rng.random())) if g1 != g0 else float(g0)
+    if cfg.procedural > 0 and rng.random() < cfg.procedural:
+        real, real_name, gamma = procedural_texture((P, P), rng), "procedural texture", 1.0
     pair = synthesize(np.ascontiguousarray(lab), real, seed=int(rng.integers(2**31)), boundary_width=bw, mix=mix,
                       real_name=real_name, real_gamma=gamma)
     x = normalise(pair.noisy)
@@ -288,6 +291,7 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
         "structures": {"train": train_ids, "val": val_ids, "size": cfg.structure_size, "grains": list(cfg.grains),
                        "pf_steps": list(cfg.pf_steps)},
         "pairs": "synthesised on the fly (synthesize), seeded by (seed, step, index)",
+        "procedural_share": cfg.procedural,
         "val_pairs": cfg.val_pairs,
     }
     meta_base = {"training": {**data_summary, "config": asdict(cfg), "device": describe(dev), "init": init_note},
