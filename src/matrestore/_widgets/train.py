@@ -53,7 +53,8 @@ from qtpy.QtWidgets import (
 
 from .._validate import InputError, as_2d_image
 from ..progress import format_duration
-from ..sr.train import FINE_TUNE
+from ..sr.train import FINE_TUNE, TrainConfig
+from ._params import ParamForm
 from ._layers import (LayerCheckList, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
                       selectable_label, spatial_units, spin_box)
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
@@ -381,14 +382,10 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
                                      "base model's architecture.")
         mf.addRow("preset", self.preset_combo)
         mf.addRow(self._model_note_label("Whether the chosen base model is available."))
-        self.epochs_spin = spin_box("Passes of the schedule. After every epoch the network is validated on held-out "
-                                    "cells and the best one is kept.", minimum=1, maximum=10000,
-                                    value=FINE_TUNE["epochs"])
-        mf.addRow("epochs", self.epochs_spin)
-        self.steps_spin = spin_box("Training steps (batches) per epoch. auto (0): about two passes over the training "
-                                   "cells.", special="auto", minimum=0, maximum=100000,
-                                   value=FINE_TUNE["steps_per_epoch"])
-        mf.addRow("steps per epoch", self.steps_spin)
+        self.schedule = ParamForm(TrainConfig, names=["epochs", "steps_per_epoch"], defaults=FINE_TUNE,
+                                  settings=self.settings)
+        mf.addRow(self.schedule)
+        self.epochs_spin, self.steps_spin = self.schedule.control("epochs"), self.schedule.control("steps_per_epoch")
         self.schedule_combo = combo_box(
             SCHEDULES, "two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, transferal "
             "perceptual and adversarial (WGAN-GP) losses added.\nreconstruction loss only: the sharpest PSNR, no "
@@ -413,26 +410,11 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
-        self.batch_spin = spin_box("Patches per training step.", minimum=1, maximum=1024, value=8)
-        af.addRow("batch size", self.batch_spin)
-        self.patch_spin = spin_box("Side of the random training patches in LR px (HR: 4×). At most the cell size.",
-                                   suffix=" LR px", minimum=4, maximum=512, value=32)
-        af.addRow("patch", self.patch_spin)
-        self.cell_spin = spin_box("Images are cut into cells of this side (LR px; HR: 4×), split 80/10/10 into "
-                                  "training / validation / test. An HR image needs at least one cell (4× this) a side.",
-                                  suffix=" LR px", minimum=4, maximum=2048, value=64)
-        af.addRow("cell", self.cell_spin)
-        self.lr_spin = spin_box("Peak learning rate of the cyclic schedule (the lowest is 1e-4 or this, whichever is "
-                                "smaller). Lower it if training diverges.", double=True, decimals=5, minimum=1e-5,
-                                maximum=1e-2, value=5e-4, singleStep=1e-4)
-        af.addRow("learning rate (max)", self.lr_spin)
-        self.noise_spin = spin_box("HR images only: Gaussian noise (fraction of the intensity range) added to the made "
-                                   "LR images, so the network learns to expect noisy coarse scans.", special="none",
-                                   double=True, decimals=3, minimum=0.0, maximum=0.5, value=0.0, singleStep=0.005)
-        af.addRow("LR noise", self.noise_spin)
-        self.seed_spin = spin_box("Random seed (initial weights, data split, patches): the same seed and data give "
-                                  "the same run.", minimum=0, maximum=2**31 - 1, value=0)
-        af.addRow("seed", self.seed_spin)
+        self.advanced = ParamForm(TrainConfig, names=["batch_size", "patch", "cell", "lr_max", "noise", "seed"],
+                                  settings=self.settings)
+        af.addRow(self.advanced)
+        self.batch_spin, self.patch_spin, self.cell_spin, self.lr_spin, self.noise_spin, self.seed_spin = (
+            self.advanced.control(n) for n in ("batch_size", "patch", "cell", "lr_max", "noise", "seed"))
         af.addRow("device", self._device_row("Where the network trains. auto: CUDA if present, else Apple MPS, else "
                                              "the CPU.", "The device found on this computer ('auto' picks it)."))
         orow, self.out_folder, self.out_browse = self._folder_row(
@@ -492,12 +474,10 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         """Remember the settings (each control's value now, as built, is its default)."""
         self._sync_device()  # the device list must exist before its stored value is applied
         self._remember({"pairs": self.mode_pairs, "hr_images": self.mode_hr, "base": self.base_combo,
-                        "model_file": self.model_path, "preset": self.preset_combo, "epochs": self.epochs_spin,
-                        "steps_per_epoch": self.steps_spin, "losses": self.schedule_combo,
-                        "first_phase_percent": self.phase_spin, "batch_size": self.batch_spin,
-                        "patch": self.patch_spin, "cell": self.cell_spin, "lr_max": self.lr_spin,
-                        "noise": self.noise_spin, "seed": self.seed_spin, "device": self.device_combo,
+                        "model_file": self.model_path, "preset": self.preset_combo, "losses": self.schedule_combo,
+                        "first_phase_percent": self.phase_spin, "device": self.device_combo,
                         "output_folder": self.out_folder, "reference_folder": self.ref_folder})
+        # epochs, steps_per_epoch, batch_size, patch, cell, lr_max, noise, seed: bound by their ParamForms
         self.model_path.textChanged.connect(lambda *_: self.settings.save("model_file"))
         self._sync_estimate()
 
@@ -781,14 +761,13 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
             raise InputError(f"only {n_cells} cell(s) of {cell}×{cell} LR px in the training data: at least 3 are "
                              "needed (training and validation); use more or larger images, or lower 'cell' under "
                              "Advanced.")
-        steps = self.steps_spin.value() or None
-        options = {"epochs": self.epochs_spin.value(), "steps_per_epoch": steps, "batch_size": self.batch_spin.value(),
-                   "patch": patch, "cell": cell, "lr_max": self.lr_spin.value(),
-                   "lr_min": min(1e-4, self.lr_spin.value()), "adv_from": self.adv_from(), "seed": self.seed_spin.value()}
+        options = {**self.schedule.values(), **self.advanced.values(), "lr_min": min(1e-4, self.lr_spin.value()),
+                   "adv_from": self.adv_from()}
+        options.pop("noise")
         if init is None:
             options["preset"] = self.preset_combo.currentText()
-        if not pairs_mode and self.noise_spin.value() > 0:
-            options["noise"] = self.noise_spin.value()
+        if not pairs_mode and self.advanced.value("noise"):
+            options["noise"] = self.advanced.value("noise")
         src = sources[0]
         return {"hr": hr, "pairs": pairs, "names": names, "sources": [(lyr.name, tuple(float(v) for v in lyr.scale[-2:]),
                                                                        tuple(float(v) for v in lyr.translate[-2:]),

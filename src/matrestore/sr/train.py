@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..params import param
 from ..progress import is_cancelled
 from .._validate import InputError
 from ..baselines import upsample
@@ -49,22 +50,38 @@ __all__ = ["train", "TrainConfig", "validate", "load_checkpoint", "preview_cell"
 
 @dataclass
 class TrainConfig:
+    """Everything a training run takes (the Train widget's controls are made from the described fields)."""
+
     preset: str = "cpu"
-    epochs: int = 20
-    steps_per_epoch: int | None = None  # default: about two passes over the training cells
-    batch_size: int = 8
-    patch: int = 32  # LR px (HR: 4x)
-    cell: int = 64  # LR px of the split cells
+    epochs: int = param(20, label="epochs", min=1, max=10000,
+                        tip="Passes of the schedule. After every epoch the network is validated on held-out cells "
+                            "and the best one is kept.")
+    steps_per_epoch: int | None = param(  # default: about two passes over the training cells
+        None, label="steps per epoch", min=0, max=100000, special="auto",
+        tip="Training steps (batches) per epoch. auto: about two passes over the training cells.")
+    batch_size: int = param(8, label="batch size", min=1, max=1024, tip="Patches per training step.")
+    patch: int = param(32, label="patch", min=4, max=512, suffix=" LR px",  # LR px (HR: 4x)
+                       tip="Side of the random training patches in LR px (HR: 4×). At most the cell size.")
+    cell: int = param(64, label="cell", min=4, max=2048, suffix=" LR px",  # LR px of the split cells
+                      tip="Images are cut into cells of this side (LR px; HR: 4×), split 80/10/10 into training / "
+                          "validation / test. An HR image needs at least one cell (4× this) a side.")
     lr_min: float = 1e-4
-    lr_max: float = 5e-4
+    lr_max: float = param(5e-4, label="learning rate (max)", min=1e-5, max=1e-2, step=1e-4, decimals=5,
+                          tip="Peak learning rate of the cyclic schedule (the lowest is 1e-4 or this, whichever is "
+                              "smaller). Lower it if training diverges.")
     cycle_steps: int | None = None  # full cycle of the cyclic LR; default: a quarter of the run (>= 2 epochs)
     cycle_mode: str = "triangular2"  # torch CyclicLR mode ("triangular2": amplitude halves every cycle)
     weights: dict = field(default_factory=lambda: dict(LOSS_WEIGHTS))
     gp_lambda: float = 10.0
     adv_from: float = 0.5  # fraction of the epochs trained on the reconstruction loss only
     top_k_train: int = 1  # references per training patch
-    seed: int = 0
-    noise: float | None = None  # Gaussian noise (fraction of range) added to made LR images
+    seed: int = param(0, label="seed", min=0, max=2**31 - 1,
+                      tip="Random seed (initial weights, data split, patches): the same seed and data give the "
+                          "same run.")
+    noise: float | None = param(  # Gaussian noise (fraction of range) added to made LR images
+        None, label="LR noise", min=0.0, max=0.5, step=0.005, decimals=3, special="none",
+        tip="HR images only: Gaussian noise (fraction of the intensity range) added to the made LR images, so "
+            "the network learns to expect noisy coarse scans.")
     select_by: str = "score"  # "score" (PSNR gain in dB + 10 x relative ESSIM gain), "psnr", "essim"
     checkpoint_every: int = 100
     max_val_cells: int = 64
