@@ -16,7 +16,7 @@ def test_segmentation_of_ground_truth_is_perfect(small_pair):
 def test_rule_does_not_depend_on_the_grey_scale(small_pair):
     c = small_pair.clean.astype(np.float64)
     a = segment(c)
-    for t in (c * 250 + 17, -3 * c + 2, (c * 65535).astype(np.uint16)):
+    for t in (c * 250 + 17, -3 * c + 2, (c * 65535).astype(np.uint16), np.sqrt(c), np.exp(4 * c)):
         np.testing.assert_array_equal(boundary_map(segment(t)), boundary_map(a))
 
 

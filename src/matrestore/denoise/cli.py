@@ -190,7 +190,9 @@ def _cmd_evaluate(args) -> int:
     res = _drive(evaluate_iter(pairs, model, baselines, calibrate=not args.no_calibrate, device=args.device), "evaluate", "run")
     print(res["table"])
     if json_path:
-        doc = {"command": " ".join(["matrestore"] + sys.argv[1:]) if sys.argv else None, "real": [str(r) for r in args.real],
+        cmd = (f"matrestore denoise evaluate --real {' '.join(map(str, args.real))} --model {args.model} --n {args.n} "
+               f"--shape {args.shape} --seed {args.seed} --baselines {args.baselines}" + (" --no-calibrate" if args.no_calibrate else ""))
+        doc = {"command": cmd, "real": [str(r) for r in args.real],
                "n_per_real": args.n, "shape": args.shape, "seed": args.seed, "model": args.model, **res}
         _write_json(json_path, doc)
         print(f"wrote {json_path}")

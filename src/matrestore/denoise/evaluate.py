@@ -3,7 +3,7 @@
 Grain grey levels are arbitrary, so the figures that matter do not depend on the grey scale:
 
 * **boundary F1** (``tol`` = 2 px): predicted boundaries are those of :func:`segment` (one fixed rule,
-  invariant to any affine change of the grey scale); true boundaries those of the grain labels, both by
+  invariant to any monotone change of the grey scale); true boundaries those of the grain labels, both by
   :func:`~matrestore.denoise.synth.boundary_map`. Precision: share of predicted boundary pixels within
   ``tol`` px (Euclidean) of a true one; recall: share of true boundary pixels within ``tol`` of a
   predicted one; F1 their harmonic mean.
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # the one segmentation rule (fixed before any evaluation; see segment)
-SEGMENT = {"low": 1.0, "high": 99.0, "sigma": 1.0, "h": 0.03, "min_width": 2.5, "min_area": 30}
+SEGMENT = {"normalise": "rank", "low": 1.0, "high": 99.0, "sigma": 1.0, "h": 0.03, "min_width": 2.5, "min_area": 30}
 
 METRIC_NAMES = {
     "f1": "boundary F1",
@@ -59,6 +59,16 @@ METRIC_NAMES = {
 }
 
 
+def rank_normalise(image) -> np.ndarray:
+    """Each pixel's rank among all pixels, scaled to [0, 1] (ties share their mean rank): the same for
+    every strictly increasing change of the grey scale (and mirrored for decreasing ones)."""
+    from scipy.stats import rankdata
+
+    a = np.asarray(image, dtype=np.float64)
+    r = rankdata(a.ravel(), method="average").reshape(a.shape)
+    return (r - 1.0) / max(a.size - 1, 1)
+
+
 def robust_normalise(image, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """``(image - p_low) / (p_high - p_low)`` (float64): the same for any affine grey scale."""
     a = np.asarray(image, dtype=np.float64)
@@ -71,7 +81,9 @@ def robust_normalise(image, low: float = 1.0, high: float = 99.0) -> np.ndarray:
 def segment(image, **rule) -> np.ndarray:
     """Grain labels (int32, 1…n) of a (denoised) micrograph by one fixed rule (:data:`SEGMENT`):
 
-    1. normalise by the 1st and 99th percentiles (so any affine grey scale gives the same result);
+    1. replace every pixel by its rank, scaled to [0, 1] (so any monotone grey scale — an affine one, a
+       gamma, a histogram matching — gives the same result; ``normalise="percentile"``: the 1st/99th
+       percentiles instead, invariant to affine changes only);
     2. gradient magnitude (Sobel) of the image smoothed by a Gaussian of ``sigma`` px;
     3. markers: the regional minima of the gradient deeper than ``h`` (h-minima), one per basin;
     4. watershed of the gradient from the markers (every pixel gets a grain);
@@ -85,7 +97,7 @@ def segment(image, **rule) -> np.ndarray:
     from skimage.segmentation import watershed
 
     r = dict(SEGMENT, **rule)
-    x = robust_normalise(image, r["low"], r["high"])
+    x = rank_normalise(image) if r["normalise"] == "rank" else robust_normalise(image, r["low"], r["high"])
     g = sobel(ndi.gaussian_filter(x, r["sigma"]))
     markers, n = ndi.label(h_minima(g, r["h"]), structure=np.ones((3, 3), bool))
     if n == 0:
