@@ -102,3 +102,20 @@ def test_global_squeeze_warns_when_tiled():
     recs = []
     drive(denoise_iter(np.random.default_rng(0).random((100, 100)), m, tile=48, halo=8), recs.append)
     assert any(r["kind"] == "warning" and "global" in r["message"] for r in recs)
+
+
+def test_fused_batch_norm_is_the_same_function():
+    from matrestore.denoise.model import fuse_for_inference
+
+    m = build_model("tiny", seed=3)
+    m.train()
+    with torch.no_grad():  # give the batch norms non-trivial running statistics
+        for _ in range(3):
+            m(torch.rand(2, 1, 32, 32) * 3)
+    m.eval()
+    f = fuse_for_inference(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the original is untouched
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), m(x), atol=1e-5, rtol=1e-5)

@@ -23,7 +23,7 @@ from .._validate import InputError
 from ..device import is_oom, pick_device, describe
 from ..progress import Kind, drive, is_cancelled, record
 from ..tiling import Stitcher, balanced_tile, batched, plan_tiles
-from .model import DenoiseNet, receptive_radius
+from .model import DenoiseNet, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram
 
@@ -70,7 +70,7 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
     if note:
         yield record(Kind.WARNING, message=note)
     dev = pick_device(device)
-    net.to(dev).eval()
+    net = fuse_for_inference(net).to(dev)  # batch norms folded into the convolutions: same function, faster
     s = int(net.cfg.shuffle)
     H, W = grey.shape
     stats = norm_stats(grey)
