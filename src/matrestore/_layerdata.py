@@ -8,6 +8,16 @@ import numpy as np
 
 from .io import display_unit
 
+# The layer-metadata keys every widget shares (one place):
+OUTPUT_KEY = "matrestore"  # layer.metadata[OUTPUT_KEY]: what a matrestore widget made ({"made_by": ..., ...})
+ROLE_KEY = "matrestore_role"  # layer.metadata[ROLE_KEY] == "reference": HR images for the reference bank
+
+
+def made_by(metadata) -> str | None:
+    """Which matrestore widget made a layer (``metadata[OUTPUT_KEY]["made_by"]``), None for the user's own."""
+    md = (metadata or {}).get(OUTPUT_KEY)
+    return md.get("made_by") if isinstance(md, dict) else None
+
 
 def image_layer_tuple(data: np.ndarray, meta: dict, name: str, stack: bool = False) -> tuple:
     """``(data, add_kwargs, "image")`` with the physical scale in the unit named in the metadata.

@@ -14,16 +14,11 @@ defaults" sets them back.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
-from qtpy.QtGui import QBrush, QColor, QFont, QKeySequence
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -32,30 +27,28 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QRadioButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
 )
 
 from .. import evaluation
 from .. import metrics as _metrics
+from .._layerdata import OUTPUT_KEY
 from .._validate import InputError, as_2d_image
 from ..baselines import METHODS, upsampled_geometry
 from ._layers import (LayerCheckList, LayerCombo, LayerDock, layer_key, layer_problem, put_image, same_layer,
                       spatial_units)
+from .._paths import atomic_write_text
+from ._table import MetricsTable, copy_table
 from ._worker import ERROR_STYLE, State
 
 __all__ = ["CompareWidget", "compare_job", "layer_problem"]
 
 MAPS = {"none": None, "SSIM map": "ssim", "ESSIM map": "essim"}
 BEST = "best candidate"
-BEST_BRUSH = QColor(46, 125, 70)
-OUTPUT_KEY = "matrestore"  # metadata key of the layers this widget makes
 
 
 # ---------------------------------------------------------------------------------------- engine calls
@@ -131,42 +124,6 @@ def _infer_factor(gt, lr) -> tuple[int | None, str]:
         if f >= 2 and gw // lw == f and gh - f * lh < f and gw - f * lw < f:
             return f, "image sizes"
     return None, ""
-
-
-class _CopyTable(QTableWidget):
-    """A table whose Ctrl+C copies the whole table (not only the current cell)."""
-
-    def __init__(self, copy_callback, *args):
-        super().__init__(*args)
-        self._copy = copy_callback
-
-    def event(self, ev):  # take Ctrl+C before any window-wide shortcut
-        if ev.type() == QEvent.ShortcutOverride and ev.matches(QKeySequence.Copy):
-            ev.accept()
-            return True
-        return super().event(ev)
-
-    def keyPressEvent(self, ev):  # noqa: N802 (Qt API)
-        if ev.matches(QKeySequence.Copy):
-            self._copy()
-            ev.accept()
-            return
-        super().keyPressEvent(ev)
-
-
-def metrics_table(copy_callback, first_column: str, tooltip: str) -> _CopyTable:
-    """The read-only table of PSNR / SSIM / ESSIM, one row a method or candidate (Ctrl+C copies it all)."""
-    table = _CopyTable(copy_callback, 0, 4)
-    table.setHorizontalHeaderLabels([first_column] + [evaluation.LABELS[m] for m in _metrics.METRICS])
-    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectRows)
-    table.verticalHeader().setVisible(False)
-    hh = table.horizontalHeader()
-    hh.setSectionResizeMode(0, QHeaderView.Stretch)
-    for c in (1, 2, 3):
-        hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
-    table.setToolTip(tooltip + "\nCtrl+C copies the whole table.")
-    return table
 
 
 # ---------------------------------------------------------------------------------------- widget
@@ -270,7 +227,7 @@ class CompareWidget(LayerDock):
             cancel_tip="Stop the running comparison; nothing is added or changed.",
             progress=("%v / %m", "Progress of the running comparison."), step_tip="The step being computed.")
 
-        self.table = metrics_table(self.copy_table, "candidate",
+        self.table = MetricsTable("candidate",
                                    "PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of each candidate; "
                                    "the best value of each column is highlighted.")
         lay.addWidget(self.table)
@@ -288,9 +245,9 @@ class CompareWidget(LayerDock):
         crow.addWidget(self.save_btn)
         lay.addLayout(crow)
         lay.addStretch(1)
-        self._fit_table()
 
         self.copy_btn.clicked.connect(self.copy_table)
+        self.table.copy_requested.connect(self.copy_table)
         self.save_btn.clicked.connect(self._save_dialog)
         self.mode_lr.toggled.connect(self._sync_mode)
         self.gt_combo.currentIndexChanged.connect(self._on_selection)
@@ -391,7 +348,7 @@ class CompareWidget(LayerDock):
     def _follow_state(self, state) -> None:
         super()._follow_state(state)
         if state is State.FAILED:  # no table of an earlier run under the error
-            self.table.setRowCount(0)
+            self.table.clear_scores()
             self.last_results = None
 
     def data_range(self):
@@ -487,7 +444,7 @@ class CompareWidget(LayerDock):
             "layers": list(job["outputs"]),
             "map": None if res["map"] is None else {k: v for k, v in res["map"].items() if k != "data"},
         }
-        self._fill_table(scores)
+        self.table.fill(scores)
         auto = job["data_range"] is None
         self.range_label.setText(f"Data range L = {res['data_range']:g} "
                                  + (f"(auto: effective range of '{job['gt_name']}')." if auto else "(set by hand)."))
@@ -503,64 +460,19 @@ class CompareWidget(LayerDock):
         return put_image(self.viewer, name, data, scale, translate, metadata, units=units,
                          contrast_limits=contrast_limits, colormap=colormap)
 
-    def _fill_table(self, scores: dict) -> None:
-        t = self.table
-        cols = list(_metrics.METRICS)
-        t.setRowCount(len(scores))
-        best = {m: max(v[m] for v in scores.values()) for m in cols}
-        bold = QFont()
-        bold.setBold(True)
-        for r, (name, vals) in enumerate(scores.items()):
-            item = QTableWidgetItem(name)
-            item.setToolTip(name)
-            t.setItem(r, 0, item)
-            for c, m in enumerate(cols, start=1):
-                v = float(vals[m])
-                item = QTableWidgetItem(evaluation._fmt(m, v))
-                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
-                item.setData(Qt.UserRole, v)
-                item.setToolTip(f"{evaluation.LABELS[m]} = {v!r}" + ("  (best)" if v == best[m] else ""))
-                if v == best[m]:
-                    item.setFont(bold)
-                    item.setBackground(QBrush(BEST_BRUSH))
-                    item.setForeground(QBrush(QColor("white")))
-                t.setItem(r, c, item)
-        self._fit_table()
-
-    def _fit_table(self) -> None:
-        t = self.table
-        rows = max(t.rowCount(), 3)
-        h = t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth() + 4
-        h += sum(t.rowHeight(r) for r in range(t.rowCount())) + (rows - t.rowCount()) * t.verticalHeader().defaultSectionSize()
-        t.setMinimumHeight(min(h, 400))
-        t.setMaximumHeight(max(h, 120))
-
     # ------------------------------------------------------------------ export
     def table_csv(self) -> str:
         """CSV of the last results (``method,psnr,ssim,essim``, full precision), as the CLI writes it."""
         if not self.last_results:
             raise InputError("nothing to export yet: run a comparison first.")
-        return evaluation.table_to_csv(self.last_results["metrics"])
-
-    def table_text(self) -> str:
-        """The last results as tab-separated text (pastes into spreadsheets as columns)."""
-        rows = csv.reader(_io.StringIO(self.table_csv()))
-        return "".join("\t".join(r) + "\n" for r in rows)
+        return self.table.csv()
 
     def copy_table(self) -> None:
-        try:
-            text = self.table_text()
-        except InputError as exc:
-            self.runner.fail(exc)
-            return
-        QApplication.clipboard().setText(text)
-        self.status.setStyleSheet("")
-        self.status.setText(f"Copied {len(self.last_results['metrics'])} row(s) to the clipboard.")
+        copy_table(self.table, self.runner, self.status, "nothing to copy yet: run a comparison first.")
 
     def save_csv(self, path) -> Path:
         """Write the table as CSV to ``path`` and return it."""
-        path = Path(path)
-        path.write_text(self.table_csv(), encoding="utf-8")
+        path = atomic_write_text(Path(path), self.table_csv())
         self.status.setStyleSheet("")
         self.status.setText(f"Saved {path}")
         return path

@@ -37,13 +37,12 @@ from ._layers import (LayerCombo, LayerDock, layer_key, layer_problem, put_image
 from ._params import ParamForm
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._worker import relay
-from .compare import CompareWidget, metrics_table
-from .rescan import ROLE_KEY
+from ._table import MetricsTable, copy_table
+from .._layerdata import OUTPUT_KEY, ROLE_KEY
 
 __all__ = ["EnhanceWidget", "enhance_job", "MIN_SIZE"]
 
 MIN_SIZE = 8  # LR px a side: smaller inputs are refused with a message
-OUTPUT_KEY = "matrestore"  # metadata key of the layers this widget makes (as the Compare widget)
 DEFAULT = "default"
 RESULT_NAME = "ttsr"
 
@@ -207,11 +206,6 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
     settings_group = "enhance"
 
-    # the Compare widget's table code, reused as is (it needs self.table, self.last_results, self.runner, self.status)
-    _fill_table = CompareWidget._fill_table
-    _fit_table = CompareWidget._fit_table
-    table_text = CompareWidget.table_text
-    copy_table = CompareWidget.copy_table
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -298,7 +292,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
         self.table_box = QGroupBox("Against the ground truth")
         tl = QVBoxLayout(self.table_box)
-        self.table = metrics_table(self.copy_table, "method",
+        self.table = MetricsTable("method",
                                    "PSNR (dB, higher is better), SSIM and ESSIM (1 = identical) of the interpolation "
                                    "baselines and the TTSR result against the ground truth; the best value of each "
                                    "column is highlighted.")
@@ -315,9 +309,9 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.table_box.setVisible(False)
         lay.addWidget(self.table_box)
         lay.addStretch(1)
-        self._fit_table()
 
         self.copy_btn.clicked.connect(self.copy_table)
+        self.table.copy_requested.connect(self.copy_table)
         self.model_default.toggled.connect(self._sync_model)
         self.input_combo.currentIndexChanged.connect(self._on_input)
         self.gt_combo.currentIndexChanged.connect(self._on_input)
@@ -538,13 +532,13 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.last_results = {"layer": layer.name, "scale": s, "elapsed_s": res["elapsed_s"], "device": res["device"],
                              "metrics": res["metrics"], "ground_truth": job["gt_name"], "data_range": res["data_range"]}
         if res["metrics"]:
-            self._fill_table(res["metrics"])
+            self.table.fill(res["metrics"])
             self.range_label.setText(f"'{job['gt_name']}', data range L = {res['data_range']:g}")
             self.table_box.setVisible(True)
             best = max(res["metrics"], key=lambda k: res["metrics"][k]["essim"])
             text += f" Best ESSIM: {best}."
         else:
-            self.table.setRowCount(0)
+            self.table.clear_scores()
             self.table_box.setVisible(False)
         self.status.setStyleSheet("")
         self.status.setText(text)
@@ -559,4 +553,8 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         """CSV of the last ground-truth table (``method,psnr,ssim,essim``, full precision)."""
         if not self.last_results or not self.last_results.get("metrics"):
             raise InputError("nothing to copy yet: enhance with a ground-truth layer chosen first.")
-        return evaluation.table_to_csv(self.last_results["metrics"])
+        return self.table.csv()
+
+    def copy_table(self) -> None:
+        copy_table(self.table, self.runner, self.status,
+                   "nothing to copy yet: enhance with a ground-truth layer chosen first.")

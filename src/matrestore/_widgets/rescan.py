@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import ser
+from .._layerdata import ROLE_KEY
 from .._validate import InputError
 from ._layers import LayerCombo, LayerDock, combo_box, put_image, same_layer, spatial_units
 from ._plot import PlotWidget
@@ -35,7 +36,6 @@ SOURCES = {
     "bright features": "high",
     "high values of a map layer (e.g. uncertainty)": "map",
 }
-ROLE_KEY = "matrestore_role"  # layer.metadata[ROLE_KEY] == "reference": HR rescans for the reference bank
 
 
 def _duration(minutes: float) -> str:

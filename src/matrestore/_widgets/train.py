@@ -60,8 +60,7 @@ from ._layers import (LayerCheckList, LayerDock, combo_box, layer_key, layer_pro
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._plot import AXIS, BACKGROUND, PlotWidget
 from ._worker import State, relay
-from .enhance import OUTPUT_KEY
-from .rescan import ROLE_KEY
+from .._layerdata import OUTPUT_KEY, ROLE_KEY, made_by
 
 __all__ = ["TrainWidget", "train_job", "LossPlot", "PREVIEW_NAMES"]
 
@@ -568,8 +567,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
     # ------------------------------------------------------------------ layer pickers
     @staticmethod
     def _made_by(layer) -> str | None:
-        md = (layer.metadata or {}).get(OUTPUT_KEY)
-        return md.get("made_by") if isinstance(md, dict) else None
+        return made_by(layer.metadata)
 
     def _why_not(self, layer) -> str | None:
         """Why an image layer cannot be training data or a reference (None when it can)."""
