@@ -88,6 +88,9 @@ def test_train_records_files_and_validation(images, tmp_path):
     assert [r["phase"] for r in steps] == ["reconstruction"] * 2 + ["full"] * 2  # first half: L1 only
     assert set(steps[0]["losses"]) == {"rec", "total"}
     assert {"rec", "per", "tper", "adv", "critic"} <= set(steps[-1]["losses"])
+    setup = [r for r in recs if r["kind"] == "setup" and "total" in r][-1]
+    first_full = next(r["step"] for r in steps if r["phase"] == "full")
+    assert setup["phase2_step"] == first_full - 1 == 2  # the engine says where phase 2 starts
     ep = [r for r in recs if r["kind"] == "epoch"]
     assert len(ep) == 2 and ep[0]["best"]
     v = ep[-1]["val"]
@@ -135,3 +138,19 @@ def test_bad_options(images, tmp_path):
         next(train(images, out_dir=tmp_path, colour=True))
     with pytest.raises(InputError, match="checkpoint not found"):
         next(train(images, out_dir=tmp_path, resume=tmp_path / "none.pt"))
+
+
+def test_engine_rules_the_widget_uses():
+    from matrestore._validate import InputError
+    from matrestore.sr.data import check_cell_count, check_pair_shapes
+
+    check_pair_shapes((50, 60), (200, 240), 4)
+    check_pair_shapes((50, 60), (210, 236), 4)  # a few rows or columns off: fine
+    with pytest.raises(InputError, match="about 4×"):
+        check_pair_shapes((50, 60), (100, 120), 4)
+    check_cell_count(10, 16)
+    with pytest.raises(InputError, match="at least 2 cells"):
+        check_cell_count(1, 16)
+    with pytest.raises(InputError, match="references"):
+        check_cell_count(2, 16)  # 2 cells: one for training, one for validation — too few to cut references
+    check_cell_count(2, 16, has_references=True)

@@ -56,7 +56,7 @@ from ..progress import format_duration
 from ..sr.train import FINE_TUNE, TrainConfig
 from ._params import ParamForm
 from ._layers import (LayerCheckList, LayerDock, combo_box, layer_key, layer_problem, put_image, radio_row,
-                      selectable_label, spatial_units, spin_box)
+                      same_layer, selectable_label, spatial_units, spin_box)
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._plot import AXIS, BACKGROUND, PlotWidget
 from ._worker import State, relay
@@ -708,7 +708,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
 
     def _collect(self) -> dict:
         """Snapshot of the inputs (arrays, names, geometry, options) or InputError."""
-        from ..sr.data import split_indices
+        from ..sr.data import check_cell_count, check_pair_shapes
 
         init, s, ref_crop, base_desc = self._base_info()
         cell, patch = self.cell_spin.value(), self.patch_spin.value()
@@ -730,15 +730,11 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
             if not self._pairs:
                 raise InputError("no LR/HR pairs: pick the LR and HR layers of a pair and press Add.")
             for lr_l, hr_l in self._pairs:
-                if lr_l is hr_l:
+                if same_layer(lr_l, hr_l):
                     raise InputError(f"pair '{lr_l.name}': the LR and HR layers are the same layer.")
                 lr_d = self._check_layer(lr_l, "LR image", cell)
                 hr_d = self._check_layer(hr_l, "HR image", cell * s)
-                ratio = np.asarray(hr_d.shape, float) / (np.asarray(lr_d.shape, float) * s)
-                if np.any(ratio < 0.8) or np.any(ratio > 1.25):
-                    raise InputError(f"pair '{lr_l.name}' / '{hr_l.name}': the HR image ({hr_d.shape[0]}×"
-                                     f"{hr_d.shape[1]}) must be about {s}× the LR image ({lr_d.shape[0]}×"
-                                     f"{lr_d.shape[1]}).")
+                check_pair_shapes(lr_d.shape, hr_d.shape, s, f"pair '{lr_l.name}' / '{hr_l.name}'")
                 pairs.append((lr_d, hr_d))
                 sources.append(hr_l)
                 names.append(f"{lr_l.name} / {hr_l.name}")
@@ -754,11 +750,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
                                  "truth through its references. Uncheck it or use another image.")
             self._check_layer(lyr, "reference", 1)
         ref_sources = [np.asarray(lyr.data) for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
-        n_train = split_indices(n_cells).count("train") if n_cells else 0
-        if n_cells < 2 or (n_train < 2 and not ref_sources):
-            raise InputError(f"only {n_cells} cell(s) of {cell}×{cell} LR px in the training data: at least 3 are "
-                             "needed (training and validation); use more or larger images, or lower 'cell' under "
-                             "Advanced.")
+        check_cell_count(n_cells, cell, has_references=bool(ref_sources), seed=self.seed_spin.value())
         options = {**self.schedule.values(), **self.advanced.values(), "lr_min": min(1e-4, self.lr_spin.value()),
                    "adv_from": self.adv_from()}
         options.pop("noise")
@@ -864,11 +856,8 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
             self.progress.update(step=rec["step"], total=rec["total"])
         if kind == "setup" and rec.get("total"):
             self.loss_plot.set_total(rec["total"])
-            opts = self._job["options"]
-            spe = rec["total"] // max(opts["epochs"], 1)
-            adv = int(math.floor(opts["epochs"] * opts["adv_from"]))
-            if 0 < adv < opts["epochs"]:
-                self.loss_plot.mark(adv * spe, "phase 2")
+            if rec.get("phase2_step") is not None:  # the engine says where its second phase begins
+                self.loss_plot.mark(rec["phase2_step"], "phase 2")
             self.progress["epoch"] = rec.get("epoch", 0)
             self.epoch_bar.setValue(int(rec.get("epoch", 0)))
             if rec.get("alignment"):

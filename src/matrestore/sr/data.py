@@ -205,6 +205,7 @@ def build_training_data(hr_images=None, pairs=None, scale: int = 4, patch: int =
         lr_src, hr_src = pair
         lr, lname = _load(lr_src, i)
         hr, hname = _load(hr_src, i)
+        check_pair_shapes(lr.shape, hr.shape, scale, f"pair '{lname}' / '{hname}'")
         stats = norm_stats(lr)
         sid = len(sources)
         sources.append({"name": f"{lname}|{hname}", "stats": stats, "data_range": effective_data_range(hr), "kind": "pair", "shape": list(hr.shape)})
@@ -223,8 +224,7 @@ def build_training_data(hr_images=None, pairs=None, scale: int = 4, patch: int =
         sources[sid]["search"] = search
         if progress:
             progress(f"aligned {lname} / {hname}")
-    if len(cells) < 2:
-        raise InputError(f"only {len(cells)} training cell(s) of {cell}×{cell} LR px; give more or larger images.")
+    check_cell_count(len(cells), cell, has_references=references is not None, seed=seed)
     for c, lab in zip(cells, split_indices(len(cells), seed)):
         c.split = lab
     if references is not None:
@@ -248,11 +248,29 @@ def build_training_data(hr_images=None, pairs=None, scale: int = 4, patch: int =
             names.append(sources[c.source]["name"])
             origins.append(c.origin)
             owner.append(ci)
-        if len(crops) < 2:
-            raise InputError("at least two training cells are needed to make references.")
         bank = ReferenceBank(np.stack(crops), names, origins, ref_crop, sources=[s["name"] for s in sources])
         bank_cell = np.asarray(owner)
     return TrainingData(cells, bank, bank_cell, sources, scale, patch, cell)
+
+
+def check_pair_shapes(lr_shape, hr_shape, scale: int, name: str = "pair") -> None:
+    """InputError unless the HR image of a pair is about ``scale`` × its LR image (within 0.8-1.25 per
+    axis: real pairs differ by a few rows or a small field mismatch, not by a factor)."""
+    ratio = np.asarray(hr_shape[:2], float) / (np.asarray(lr_shape[:2], float) * scale)
+    if np.any(ratio < 0.8) or np.any(ratio > 1.25):
+        raise InputError(f"{name}: the HR image ({hr_shape[0]}×{hr_shape[1]}) must be about {scale}× the LR image "
+                         f"({lr_shape[0]}×{lr_shape[1]}).")
+
+
+def check_cell_count(n_cells: int, cell: int, has_references: bool = False, seed: int = 0) -> None:
+    """InputError unless ``n_cells`` split cells make a run: at least 2 cells (training and validation), and
+    without an explicit reference bank at least 2 training cells (the references are cut from them)."""
+    n_train = split_indices(n_cells, seed).count("train") if n_cells else 0
+    if n_cells < 2 or (n_train < 2 and not has_references):
+        need = "2 cells (training and validation)" if n_cells < 2 else \
+            "2 training cells to cut references from (or give references)"
+        raise InputError(f"only {n_cells} cell(s) of {cell}×{cell} LR px in the training data: at least {need} are "
+                         "needed; use more or larger images, or lower 'cell' under Advanced.")
 
 
 def alignment_summary(data: TrainingData) -> list[dict]:

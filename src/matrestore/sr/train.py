@@ -313,7 +313,11 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
     setup = {"kind": "setup", "message": (
         f"{summary['cells']['train']} training / {summary['cells']['val']} validation / {summary['cells']['test']} test cells, "
         f"{len(data.bank)} reference crops; {cfg.epochs} epochs × {spe} steps of {cfg.batch_size}; "
-        f"adversarial + perceptual losses from epoch {adv_epoch + 1}"), "total": total, "epoch": start_epoch, "step": start_epoch * spe + start_step}
+        f"adversarial + perceptual losses from epoch {adv_epoch + 1}"), "total": total, "epoch": start_epoch, "step": start_epoch * spe + start_step,
+        "steps_per_epoch": spe, "epochs": cfg.epochs,
+        # derived facts for progress displays: where the second phase (all losses) begins, None without one
+        "phase2_step": adv_epoch * spe if 0 < adv_epoch < cfg.epochs and any(w > 0 for k, w in cfg.weights.items()
+                                                                              if k != "rec") else None}
     alignment = alignment_summary(data)
     if alignment:
         setup["alignment"] = alignment
