@@ -3,6 +3,7 @@
 - :class:`TrainRun` — the facts of one run (job, run folder, history, alignment, progress, timings,
   saved path, temporary folders), reset in one place;
 - :class:`DataPart` — HR image layers to check, or LR/HR pairs; its checks of the chosen layers;
+- :class:`SchedulePart` — epochs, steps, loss schedule and the duration estimate;
 - :class:`PairsPart` — the LR/HR pair picker and its table (with the realignment found per pair);
 - :class:`ProgressPart` — the epoch bar, the live :class:`LossPlot` and the validation table, fed with
   the engine's progress records (:mod:`matrestore.progress`);
@@ -27,10 +28,12 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout
 
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError, as_2d_image
-from ._layers import LayerCheckList, layer_key, layer_problem, put_image, radio_row, same_layer
+from ..progress import format_duration
+from ._layers import (LayerCheckList, combo_box, layer_key, layer_problem, put_image, radio_row, same_layer,
+                      selectable_label, spin_box)
 from ._plot import AXIS, BACKGROUND, PlotWidget
 
-__all__ = ["TrainRun", "DataPart", "PairsPart", "why_not", "check_layer", "copy_model", "ProgressPart", "PreviewLayers", "LossPlot", "read_only_table", "VScroll",
+__all__ = ["TrainRun", "DataPart", "SchedulePart", "SCHEDULES", "PairsPart", "why_not", "check_layer", "copy_model", "ProgressPart", "PreviewLayers", "LossPlot", "read_only_table", "VScroll",
            "PREVIEW_NAMES", "PREVIEW_KIND"]
 
 PREVIEW_NAMES = {"lr": "train_preview_lr", "sr": "train_preview_sr", "hr": "train_preview_hr"}
@@ -103,6 +106,22 @@ class TrainRun:
         for d in self.temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
         self.temp_dirs = []
+
+    def summary(self, res: dict | None, stopped: bool) -> str:
+        """The status line after a run: epochs and steps done, time, device, base, best epoch."""
+        job, best = self.job, self.best()
+        head = "Stopped" if stopped else "Done"
+        text = (f"{head}: {len(self.history)} of {job['options']['epochs']} epoch(s), step "
+                f"{self.progress.get('step', 0)}/{self.progress.get('total', 0)} in {format_duration(self.elapsed())}"
+                f"{' on ' + res['device'] if res and res.get('device') else ''}; base: {job['base']}.")
+        if best is not None:
+            v = best["val"]
+            text += (f" Best: epoch {best['epoch']} (validation PSNR {v['ttsr']['psnr']:.2f} dB, "
+                     f"bicubic {v['bicubic']['psnr']:.2f}).")
+        text += " Save the model with 'Save model…'." if self.model_file() else ""
+        if stopped:
+            text += " Resume continues from the checkpoint."
+        return text
 
     def best(self) -> dict | None:
         rows = [h for h in self.history if h["val"]]
@@ -250,6 +269,63 @@ class VScroll(QScrollArea):
         return hint
 
 
+
+
+# ---------------------------------------------------------------------------------------- schedule
+SCHEDULES = {"two phases (paper)": "two", "reconstruction loss only": "rec", "all losses from the start": "all"}
+DEFAULT_SCHEDULE = "reconstruction loss only"  # sr.train.FINE_TUNE: adv_from = 1
+
+
+class SchedulePart(QWidget):
+    """Epochs and steps (from :class:`~matrestore.sr.train.TrainConfig`, the ten-minute FINE_TUNE defaults),
+    the loss schedule and the duration estimate shown before starting."""
+
+    def __init__(self, settings=None, parent=None):
+        from ..sr.train import FINE_TUNE, TrainConfig
+        from ._params import ParamForm
+
+        super().__init__(parent)
+        self.form = ParamForm(TrainConfig, names=["epochs", "steps_per_epoch"], defaults=FINE_TUNE, settings=settings)
+        self.losses = combo_box(
+            SCHEDULES, "two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, transferal "
+            "perceptual and adversarial (WGAN-GP) losses added.\nreconstruction loss only: the sharpest PSNR, no "
+            "adversarial textures.\nall losses from the start: no first phase.")
+        self.losses.setCurrentText(DEFAULT_SCHEDULE)
+        self.phase = spin_box("Length of the first, reconstruction-only phase (the paper: half of the epochs).",
+                              suffix=" % of the epochs", minimum=0, maximum=100, value=50, singleStep=10)
+        self.estimate_label = selectable_label("A rough duration from the measured seconds per step of the preset on "
+                                               "this project's 2-core CPU (sr.train.estimate_seconds); none on a GPU.")
+        self.form.add_row("losses", self.losses)
+        self.form.add_row("first phase", self.phase)
+        self.form.add_row("estimate", self.estimate_label)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.form)
+
+    def sync(self) -> None:
+        self.phase.setEnabled(SCHEDULES[self.losses.currentText()] == "two")
+
+    def adv_from(self) -> float:
+        """The fraction of the epochs on the reconstruction loss only."""
+        mode = SCHEDULES[self.losses.currentText()]
+        return {"two": self.phase.value() / 100.0, "rec": 1.0, "all": 0.0}[mode]
+
+    def show_estimate(self, preset: str, batch: int, patch: int, device) -> None:
+        from ..sr.train import estimate_seconds
+
+        steps = self.form.value("steps_per_epoch")
+        total = self.form.value("epochs") * (steps or 1)
+        try:
+            secs = estimate_seconds(preset, total, batch=batch, patch=patch, device=device, adv_from=self.adv_from())
+        except InputError:
+            secs = None
+        if secs is None:
+            self.estimate_label.setText("no estimate for this device or model (measured on the CPU only)")
+        elif steps:
+            self.estimate_label.setText(f"about {format_duration(secs)} on this CPU ({total} steps)")
+        else:
+            self.estimate_label.setText(f"about {format_duration(secs)} per step on this CPU × the steps that "
+                                        "'auto' picks from the data")
 
 
 # ---------------------------------------------------------------------------------------- LR/HR pairs

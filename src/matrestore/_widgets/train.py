@@ -40,11 +40,11 @@ from qtpy.QtWidgets import (
 from .._layerdata import ROLE_KEY, made_by
 from .._validate import InputError
 from ..progress import format_duration
-from ..sr.train import FINE_TUNE, TrainConfig
-from ._layers import LayerDock, combo_box, layer_key, selectable_label, spatial_units, spin_box
+from ..sr.train import TrainConfig
+from ._layers import LayerDock, combo_box, layer_key, selectable_label, spatial_units
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._params import ParamForm
-from ._train_parts import (PREVIEW_KIND, PREVIEW_NAMES, DataPart, LossPlot, PreviewLayers, ProgressPart, TrainRun,
+from ._train_parts import (PREVIEW_KIND, PREVIEW_NAMES, DataPart, SchedulePart, LossPlot, PreviewLayers, ProgressPart, TrainRun,
                            VScroll, check_layer, copy_model, why_not)
 from ._worker import State, relay
 
@@ -52,8 +52,6 @@ __all__ = ["TrainWidget", "train_job", "LossPlot", "PREVIEW_NAMES"]
 
 BASES = {"fine-tune the bundled default model": "default", "fine-tune a model file": "file",
          "train a new model": "new"}
-SCHEDULES = {"two phases (paper)": "two", "reconstruction loss only": "rec", "all losses from the start": "all"}
-DEFAULT_SCHEDULE = "reconstruction loss only"  # FINE_TUNE: adv_from = 1
 
 
 # ---------------------------------------------------------------------------------------- engine calls
@@ -179,22 +177,12 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
                                      "base model's architecture.")
         mf.addRow("preset", self.preset_combo)
         mf.addRow(self._model_note_label("Whether the chosen base model is available."))
-        self.schedule = ParamForm(TrainConfig, names=["epochs", "steps_per_epoch"], defaults=FINE_TUNE,
-                                  settings=self.settings)
-        mf.addRow(self.schedule)
+        self.schedule_part = SchedulePart(self.settings)
+        mf.addRow(self.schedule_part)
+        sp = self.schedule_part
+        self.schedule, self.schedule_combo, self.phase_spin, self.estimate_label = (sp.form, sp.losses, sp.phase,
+                                                                                    sp.estimate_label)
         self.epochs_spin, self.steps_spin = self.schedule.control("epochs"), self.schedule.control("steps_per_epoch")
-        self.schedule_combo = combo_box(
-            SCHEDULES, "two phases (SEM paper): the reconstruction (L1) loss only, then the perceptual, transferal "
-            "perceptual and adversarial (WGAN-GP) losses added.\nreconstruction loss only: the sharpest PSNR, no "
-            "adversarial textures.\nall losses from the start: no first phase.")
-        self.schedule_combo.setCurrentText(DEFAULT_SCHEDULE)
-        mf.addRow("losses", self.schedule_combo)
-        self.phase_spin = spin_box("Length of the first, reconstruction-only phase (the paper: half of the epochs).",
-                                   suffix=" % of the epochs", minimum=0, maximum=100, value=50, singleStep=10)
-        mf.addRow("first phase", self.phase_spin)
-        self.estimate_label = selectable_label("A rough duration from the measured seconds per step of the preset on "
-                                               "this project's 2-core CPU (sr.train.estimate_seconds); none on a GPU.")
-        mf.addRow("estimate", self.estimate_label)
         lay.addWidget(mbox)
 
         trow = QHBoxLayout()
@@ -314,37 +302,15 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         self._sync_model()
 
     def _sync_schedule(self, *_) -> None:
-        self.phase_spin.setEnabled(SCHEDULES[self.schedule_combo.currentText()] == "two")
+        self.schedule_part.sync()
 
     def _sync_estimate(self, *_) -> None:
-        """Show how long the schedule will take, before starting (auto steps: the time per step)."""
-        from ..sr.train import estimate_seconds
-
-        preset = self._estimate_preset()
-        steps = self.steps_spin.value()
-        total = self.epochs_spin.value() * (steps or 1)
-        try:
-            secs = estimate_seconds(preset, total, batch=self.batch_spin.value(), patch=self.patch_spin.value(),
-                                    device=self.device(), adv_from=self.adv_from())
-        except InputError:
-            secs = None
-        if secs is None:
-            self.estimate_label.setText("no estimate for this device or model (measured on the CPU only)")
-        elif steps:
-            self.estimate_label.setText(f"about {format_duration(secs)} on this CPU ({total} steps)")
-        else:
-            self.estimate_label.setText(f"about {format_duration(secs)} per step on this CPU × the steps that "
-                                        "'auto' picks from the data")
-
-    def _estimate_preset(self) -> str:
-        """The preset of the model that will train (the base model's, or the chosen one for a new model)."""
-        if self.base() == "new":
-            return self.preset_combo.currentText()
-        return "cpu"  # the bundled default and models fine-tuned from it
+        """Show how long the schedule will take, before starting."""
+        preset = self.preset_combo.currentText() if self.base() == "new" else "cpu"  # the default's preset
+        self.schedule_part.show_estimate(preset, self.batch_spin.value(), self.patch_spin.value(), self.device())
 
     def adv_from(self) -> float:
-        mode = SCHEDULES[self.schedule_combo.currentText()]
-        return {"two": self.phase_spin.value() / 100.0, "rec": 1.0, "all": 0.0}[mode]
+        return self.schedule_part.adv_from()
 
     def _browse_model(self) -> None:
         path = self._ask_model_file("Model to fine-tune")
@@ -544,22 +510,6 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
     def preview_layers(self) -> dict:
         return self.previews.layers()
 
-    def _finish_text(self, res: dict, stopped: bool) -> str:
-        run = self.current
-        job, best = run.job, run.best()
-        head = "Stopped" if stopped else "Done"
-        text = (f"{head}: {len(run.history)} of {job['options']['epochs']} epoch(s), step "
-                f"{run.progress.get('step', 0)}/{run.progress.get('total', 0)} in {format_duration(run.elapsed())}"
-                f"{' on ' + res['device'] if res and res.get('device') else ''}; base: {job['base']}.")
-        if best is not None:
-            v = best["val"]
-            text += (f" Best: epoch {best['epoch']} (validation PSNR {v['ttsr']['psnr']:.2f} dB, "
-                     f"bicubic {v['bicubic']['psnr']:.2f}).")
-        text += " Save the model with 'Save model…'." if self.model_file() else ""
-        if stopped:
-            text += " Resume continues from the checkpoint."
-        return text
-
     def _on_done(self, res) -> None:
         self._finish(res, stopped=False)
 
@@ -569,7 +519,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
     def _finish(self, res, stopped: bool) -> None:
         self.current.result = res
         self.status.setStyleSheet("")
-        self.status.setText(self._finish_text(res, stopped=stopped))
+        self.status.setText(self.current.summary(res, stopped))
         self._show_run_folder()
         self._follow_state(self.runner.state)
 
