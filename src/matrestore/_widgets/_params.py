@@ -104,6 +104,10 @@ class ParamForm(QWidget):
         else:
             c.setValue(c.minimum() if value is None else value)
 
-    def add_row(self, label: str, widget) -> None:
-        """A row that is not a parameter (e.g. the device choice), in the same form."""
-        self.form.addRow(label, widget)
+    def add_row(self, label: str, widget, after: str | None = None) -> None:
+        """A row that is not a parameter (e.g. the device choice), in the same form: at the end, or right
+        after the parameter ``after``."""
+        if after is None:
+            self.form.addRow(label, widget)
+        else:
+            self.form.insertRow(list(self.controls).index(after) + 1, label, widget)

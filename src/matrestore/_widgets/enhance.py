@@ -264,16 +264,13 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
-        self.options = ParamForm(EnhanceOptions, names=["tile", "batch"], settings=self.settings)
+        self.options = ParamForm(EnhanceOptions, settings=self.settings)
+        self.options.add_row("device", self._device_row(
+            "Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
+            "The device 'auto' picks on this computer."), after="batch")
         af.addRow(self.options)
-        drow = self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
-                                "The device 'auto' picks on this computer.")
-        af.addRow("device", drow)
-        self.options2 = ParamForm(EnhanceOptions, names=["top_k", "mode", "uncertainty"], settings=self.settings)
-        af.addRow(self.options2)
-        self.tile_spin, self.batch_spin = self.options.control("tile"), self.options.control("batch")
-        self.topk_spin, self.mode_combo, self.unc_spin = (self.options2.control(n) for n in ("top_k", "mode",
-                                                                                              "uncertainty"))
+        self.tile_spin, self.batch_spin, self.topk_spin, self.mode_combo, self.unc_spin = (
+            self.options.control(n) for n in ("tile", "batch", "top_k", "mode", "uncertainty"))
         af.addRow(self._defaults_row("Set the model choice, the reference folder and the advanced options (tile, "
                                      "batch, device, top-k, stitching, uncertainty) back to their defaults. "
                                      "(They are remembered between sessions.)"))
@@ -467,7 +464,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
     def enhance_options(self) -> EnhanceOptions:
         """The options as the engine takes them, checked by the engine (InputError names a bad one)."""
-        return EnhanceOptions(**self.options.values(), **self.options2.values()).check()
+        return EnhanceOptions(**self.options.values()).check()
 
     def run(self):
         """Start enhancing in a worker thread (the result arrives in :meth:`_show_result`)."""

@@ -200,14 +200,15 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         af.addRow(self.advanced)
         self.batch_spin, self.patch_spin, self.cell_spin, self.lr_spin, self.noise_spin, self.seed_spin = (
             self.advanced.control(n) for n in ("batch_size", "patch", "cell", "lr_max", "noise", "seed"))
-        af.addRow("device", self._device_row("Where the network trains. auto: CUDA if present, else Apple MPS, else "
-                                             "the CPU.", "The device found on this computer ('auto' picks it)."))
+        self.advanced.add_row("device", self._device_row(
+            "Where the network trains. auto: CUDA if present, else Apple MPS, else the CPU.",
+            "The device found on this computer ('auto' picks it)."))
         orow, self.out_folder, self.out_browse = self._folder_row(
             "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
             "best/last.safetensors, log.jsonl).\nEmpty: a temporary folder, deleted when the next run starts or the "
             "widget closes (save the model first).", "Choose the output folder.", "Output folder for training runs",
             "output_folder")
-        af.addRow("output folder", orow)
+        self.advanced.add_row("output folder", orow)
         self.adv_box.setVisible(False)
         lay.addWidget(self.adv_box)
 
