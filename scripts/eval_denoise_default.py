@@ -32,13 +32,47 @@ def command(model, reals, json_path, n):
             "--json", str(json_path)]
 
 
+def figure(model, held_json: Path) -> Path:
+    """Real micrograph (NIST, free licence), network output and the held-out best baseline, side by side."""
+    import numpy as np
+    from PIL import Image
+
+    from matrestore.denoise import denoise, run_baseline
+    from matrestore.io import read_image
+
+    doc = json.loads(held_json.read_text())
+    base = {k: v for k, v in doc["summary"].items() if k not in ("network", "network (no histogram matching)", "input (not denoised)")}
+    best = max(base, key=lambda k: base[k]["f1"])
+    img, _ = read_image(SEEN[0])
+    outs = [np.asarray(img, float), denoise(img, model), run_baseline(img, best)]
+
+    def u8(a):
+        lo, hi = np.percentile(a, [0.5, 99.5])
+        return (np.clip((a - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+    gap = np.full((img.shape[0], 8), 255, np.uint8)
+    row = np.concatenate([u8(outs[0]), gap, u8(outs[1]), gap, u8(outs[2])], 1)
+    out = RUN / "real_nist.png"
+    im = Image.fromarray(row)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "matrestore scripts/eval_denoise_default.py")
+    info.add_text("Description", f"NIST etched steel: input | network ({Path(str(model)).name}) | {best} (best baseline by held-out F1)")
+    im.save(out, pnginfo=info)
+    print(f"wrote {out} (input | network | {best})")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(RUN / "best.safetensors"))
     ap.add_argument("--n", type=int, default=6, help="test images per micrograph (default 6: 12 held-out images)")
     ap.add_argument("--seen", action="store_true", help="also evaluate on the training texture")
     ap.add_argument("--ship", action="store_true", help="write the model as src/matrestore/denoise/models/default.safetensors")
-    ap.add_argument("--skip-eval", action="store_true", help="--ship with the existing eval_heldout.json")
+    ap.add_argument("--skip-eval", action="store_true", help="--ship/--figure with the existing eval_heldout.json")
+    ap.add_argument("--figure", action="store_true",
+                    help="training/denoise_default/real_nist.png: the real NIST micrograph, the network, the best baseline")
     args = ap.parse_args(argv)
     from matrestore.cli import main as cli
 
@@ -53,6 +87,8 @@ def main(argv=None) -> int:
             print("matrestore " + " ".join(cmd), flush=True)
             if cli(cmd) != 0:
                 return 1
+    if args.figure:
+        figure(args.model, held)
     if args.ship:
         from matrestore.denoise import load_model, save_model
         from matrestore.denoise.modelio import DEFAULT_MODEL

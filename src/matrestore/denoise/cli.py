@@ -152,6 +152,8 @@ def _cmd_apply(args) -> int:
         raise InputError("--out must be a folder when several images are given.")
     for im in args.images:
         p = Path(im)
+        if not p.is_file():
+            raise InputError(f"file not found: {p}" if not p.exists() else f"{p} is not a file.")
         suffix = "_denoised" if not args.baseline else f"_{args.baseline}"
         if args.out is None:
             dest = p.with_name(p.stem + suffix + ".tif")
