@@ -125,3 +125,26 @@ def test_terciles_put_noise_detections_in_the_weak_tercile():
     assert r["terciles"]["weak"]["fn"] == 1 and r["terciles"]["weak"]["fp"] == 1
     assert r["terciles"]["strong"]["f1"] == 1.0
     assert r["spots"]["tp"] == 8 and r["n_true_spots"] == 9
+
+
+def test_fast_greedy_matching_equals_plain_greedy():
+    from scipy import ndimage as ndi
+
+    from matrestore.labdct.metrics import candidates, greedy_pairs
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        pred = ndi.binary_dilation(rng.uniform(size=(60, 60)) > 0.97, iterations=int(rng.integers(1, 3)))
+        truth = ndi.binary_dilation(rng.uniform(size=(60, 60)) > 0.97)
+        lp, npred = ndi.label(pred, np.ones((3, 3)))
+        lt, ntrue = ndi.label(truth, np.ones((3, 3)))
+        pa, pb, inter, iou = candidates(lp, npred, lt, ntrue)
+        fast = sorted(greedy_pairs(pa, pb, inter, iou, npred, ntrue))
+        order = np.lexsort((-inter, -iou))
+        used_p, used_t, plain = set(), set(), []
+        for i in order:
+            if pa[i] not in used_p and pb[i] not in used_t:
+                used_p.add(pa[i])
+                used_t.add(pb[i])
+                plain.append((int(pa[i]), int(pb[i])))
+        assert fast == sorted(plain)

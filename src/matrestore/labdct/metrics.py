@@ -47,14 +47,24 @@ def greedy_pairs(pa, pb, inter, iou, npred, ntrue, allowed=None):
     if allowed is not None and len(pa):
         ok = allowed[pa]
         pa, pb, inter, iou = pa[ok], pb[ok], inter[ok], iou[ok]
-    order = np.lexsort((-inter, -iou))
-    used_p = np.zeros(npred + 1, bool)
-    used_t = np.zeros(ntrue + 1, bool)
     pairs = []
-    for i in order:
-        if not used_p[pa[i]] and not used_t[pb[i]]:
-            used_p[pa[i]] = used_t[pb[i]] = True
-            pairs.append((int(pa[i]), int(pb[i])))
+    if len(pa) == 0:
+        return pairs
+    # pairs whose two spots have no other candidate are accepted whatever the order: take them at once
+    cp = np.bincount(pa, minlength=npred + 1)
+    ct = np.bincount(pb, minlength=ntrue + 1)
+    lone = (cp[pa] == 1) & (ct[pb] == 1)
+    pairs = list(zip(pa[lone].tolist(), pb[lone].tolist()))
+    rest = ~lone
+    if rest.any():
+        pa, pb, inter, iou = pa[rest], pb[rest], inter[rest], iou[rest]
+        order = np.lexsort((-inter, -iou))
+        used_p = np.zeros(npred + 1, bool)
+        used_t = np.zeros(ntrue + 1, bool)
+        for i in order:
+            if not used_p[pa[i]] and not used_t[pb[i]]:
+                used_p[pa[i]] = used_t[pb[i]] = True
+                pairs.append((int(pa[i]), int(pb[i])))
     return pairs
 
 

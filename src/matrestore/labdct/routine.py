@@ -257,12 +257,23 @@ def tune_routine(stack, truth_masks, window: int = 11, beamstop="auto", circular
     table = []
     best = None
     done = 0
+    eight = np.ones((3, 3), bool)
     for b, s in itertools.product(grid["background"], grid["sigma"]):
-        L = {k: log_response(corr[k], b * sig[k], s) for k in use}
+        comp = {}
+        for k in use:  # LoG, its positive components and their maxima: once per (background, sigma)
+            L = log_response(corr[k], b * sig[k], s)
+            pos = L > 0
+            if bs is not None:
+                pos &= ~bs
+            lab, n = ndi.label(pos, eight)
+            mx = ndi.maximum(L, lab, np.arange(1, n + 1)).astype(np.float32) if n else np.zeros(0, np.float32)
+            comp[k] = (L, pos, lab, mx)
         for p in grid["percent"]:
             counts = {m: [0, 0, 0] for m in sizes_grid}
             for k in use:
-                keep = _threshold_components(L[k], p, 1, bs)
+                L, pos, lab, mx = comp[k]
+                thr = np.concatenate([[np.inf], mx * (float(p) / 100.0)])
+                keep = pos & (L >= thr[lab])
                 lp, npred = ndi.label(keep, _EIGHT)
                 lt, ntrue = tlab[k]
                 sz = np.bincount(lp.ravel(), minlength=npred + 1)
