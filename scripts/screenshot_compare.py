@@ -49,7 +49,7 @@ def main(argv=None) -> Path:
     viewer.add_image(data, **kw)
     # an LR pixel covers s×s HR pixels: its centre sits (s - 1)/2 HR pixels in
     viewer.add_image(lr, name="sem_lr", scale=(px * s, px * s), translate=(px * (s - 1) / 2,) * 2,
-                     metadata={"unit": kw["metadata"]["unit"]})
+                     metadata={"unit": kw["metadata"]["unit"]}, units=kw.get("units"))
     w = CompareWidget(viewer)
     viewer.window.add_dock_widget(w, name="Compare images", area="right")
     w.gt_combo.setCurrentText("sem_hr")

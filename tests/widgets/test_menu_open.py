@@ -103,3 +103,18 @@ def test_a_fixed_problem_leaves_no_stale_toast(viewer):
     w.run()  # nothing checked: the problem shows in red beside the button, not as a toast
     assert "no training images" in w.status.text()
     assert len(notification_manager.records) == before
+
+
+def test_outputs_take_the_units_of_their_source(make_napari_viewer):
+    from matrestore._layerdata import image_layer_tuple
+    from matrestore._widgets._layers import put_image, spatial_units
+
+    viewer = make_napari_viewer()
+    data, kw, _ = image_layer_tuple(np.zeros((32, 32), np.float32), {"pixel_size": 90.9}, "sem")
+    src = viewer.add_image(data, **kw)  # as the reader adds it: 90.9 nm/px with napari units
+    assert [str(u) for u in src.units] == ["nanometer", "nanometer"]
+    out = put_image(viewer, "sem_sr", np.zeros((128, 128), np.float32), (90.9 / 4,) * 2, (0.0, 0.0), {},
+                    units=spatial_units(src))
+    assert tuple(out.units) == tuple(src.units)
+    plain = viewer.add_image(np.zeros((8, 8)), name="plain")  # no calibration: pixels, and so its outputs
+    assert [str(u) for u in spatial_units(plain)] == ["pixel", "pixel"]

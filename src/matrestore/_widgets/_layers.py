@@ -211,17 +211,11 @@ def radio_row(*choices: tuple[str, str]) -> tuple:
 
 
 def spatial_units(layer):
-    """The spatial units (last two axes) to give a layer made from ``layer``: its own napari ``units`` when
-    they are physical, else ``metadata["unit"]`` (parsed by napari), else None (pixels). Every output,
-    preview and registered layer takes them from its source, so the scale bar and napari's unit check
-    agree across layers."""
+    """The spatial units (last two axes) to give a layer made from ``layer``: exactly its own napari
+    ``units`` (nm / µm from matrestore's reader, pixels otherwise). Every output, preview and registered
+    layer takes them from its source, so the scale bar and napari's unit check agree across layers."""
     units = tuple(getattr(layer, "units", ())[-2:])
-    if units and all(str(u) != "pixel" for u in units):
-        return units
-    unit = (layer.metadata or {}).get("unit")
-    if isinstance(unit, str) and unit not in ("px", "pixel", ""):
-        return (unit, unit)  # parsed by napari when set; ignored there if it cannot be
-    return None
+    return units or None
 
 
 def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):
