@@ -148,3 +148,20 @@ def test_fast_greedy_matching_equals_plain_greedy():
                 used_t.add(pb[i])
                 plain.append((int(pa[i]), int(pb[i])))
         assert fast == sorted(plain)
+
+
+def test_missing_beamstop_region_is_said():
+    from matrestore.labdct.routine import beamstop_mask, standard_routine_iter
+    from matrestore.progress import Kind, drive
+
+    stack, _, _ = moving_spot_stack(n=6)  # no dark shadow anywhere
+    recs = []
+    masks = drive(standard_routine_iter(stack, window=5, background=10.0, beamstop="auto"), recs.append)
+    assert masks.shape == stack.shape
+    assert any(r["kind"] == Kind.WARNING and "no beam-stop shadow" in r["message"] for r in recs)
+    with pytest.raises(InputError, match="no beam-stop shadow"):
+        beamstop_mask("auto", stack.shape[1:], np.median(stack, 0), required=True)
+    with pytest.raises(InputError, match="empty"):
+        beamstop_mask(np.zeros(stack.shape[1:], bool), stack.shape[1:])
+    with pytest.raises(InputError, match="box"):
+        beamstop_mask("somewhere", stack.shape[1:])

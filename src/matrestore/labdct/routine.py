@@ -204,6 +204,9 @@ def standard_routine_iter(stack, window: int = 11, background: float = 0.0, sigm
     t0 = time.perf_counter()
     yield record(Kind.SETUP, message=f"{n} frames, window {window} ({'circular' if circ else 'shifted at the ends'}), "
                  f"beam stop {'none' if bs is None else f'{int(bs.sum())} px'}", total=n)
+    if isinstance(beamstop, str) and bs is None:
+        yield record(Kind.WARNING, message="no beam-stop shadow found in the stack (no dark region near the centre): "
+                     "nothing is excluded; give the box (row0, row1, col0, col1) if there is a beam stop")
     for k, frame, med in rolling_median_iter(st, window, circ):
         if is_cancelled(cancel):
             yield record(Kind.STOPPED, message="stopped", step=k, total=n)
