@@ -28,7 +28,7 @@ FORMAT = "matrestore-model"
 FORMAT_VERSION = 1
 META_KEY = "matrestore"
 
-__all__ = ["save", "load", "read_metadata", "versions", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "versions", "load_module", "resolve_module", "FORMAT", "FORMAT_VERSION"]
 
 
 def versions() -> dict:
@@ -148,3 +148,45 @@ def load(path, task: str | None = None, device="cpu") -> tuple[dict, dict]:
             f"{p.name} is not a readable matrestore model file (truncated, or not a safetensors file): {exc}"
         ) from exc
     return tensors, meta
+
+
+def load_module(path, *, task: str, build, default_path: Path, what: str, device=None):
+    """A torch module from a model file of ``task`` — or ``"default"``: the file shipped at
+    ``default_path`` — for every workflow's ``load_model``. ``build(meta)`` makes the (untrained)
+    architecture from the stored metadata; the weights are loaded strictly (float16 files come back as
+    float32). The module is in eval mode, on ``device`` (default CPU), with the metadata in ``.meta``.
+    ``what`` names the model in messages ("denoising model"). Every failure is an InputError."""
+    if isinstance(path, str) and path == "default":
+        if not Path(default_path).is_file():
+            raise InputError(f"no default {what} is installed (expected {default_path}); train one with "
+                             f"`matrestore {task} train` and pass it with --model FILE.")
+        path = default_path
+    tensors, meta = load(path, task=task)
+    if "config" not in meta:
+        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
+    try:
+        model = build(meta)
+        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()},
+                              strict=True)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
+    model.meta = meta
+    model.eval()
+    if device is not None:
+        from .device import pick_device
+
+        model.to(pick_device(device))
+    return model
+
+
+def resolve_module(model, cls, load_model, what: str):
+    """``model`` itself when it is a ``cls``, else ``load_model(model)`` for a path or ``"default"`` (None)."""
+    if isinstance(model, cls):
+        return model
+    if model is None:
+        model = "default"
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    raise InputError(f"expected a {what}, a model file or 'default', got {type(model).__name__}.")

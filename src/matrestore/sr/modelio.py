@@ -39,31 +39,8 @@ def load_model(path="default", device=None) -> TTSR:
     """A TTSR model from a model file, or ``"default"``: the model shipped with matrestore
     (``matrestore/sr/models/default.safetensors``). The model is in eval mode, on ``device`` (default CPU);
     its metadata is in ``model.meta``."""
-    if isinstance(path, str) and path == "default":
-        if not DEFAULT_MODEL.is_file():
-            raise InputError(
-                "no default super-resolution model is installed yet "
-                f"(expected {DEFAULT_MODEL}); train one with `matrestore sr train` and pass it with --model FILE."
-            )
-        path = DEFAULT_MODEL
-    tensors, meta = modelfile.load(path, task=TASK)
-    if "config" not in meta:
-        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
-    try:
-        cfg = SRConfig.from_dict(meta["config"])
-        model = TTSR(cfg)
-        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
-    model.meta = meta
-    model.eval()
-    if device is not None:
-        from ..device import pick_device
-
-        model.to(pick_device(device))
-    return model
+    return modelfile.load_module(path, task=TASK, build=lambda meta: TTSR(SRConfig.from_dict(meta["config"])),
+                                 default_path=DEFAULT_MODEL, what="super-resolution model", device=device)
 
 
 def held_out_summary(meta: dict, where: str = "on {n} held-out micrographs") -> str | None:
@@ -80,10 +57,4 @@ def held_out_summary(meta: dict, where: str = "on {n} held-out micrographs") -> 
 
 def resolve_model(model) -> TTSR:
     """A TTSR instance from a model, a path or ``"default"``."""
-    if isinstance(model, TTSR):
-        return model
-    if model is None:
-        model = "default"
-    if isinstance(model, (str, Path)):
-        return load_model(model)
-    raise InputError(f"expected a TTSR model, a model file or 'default', got {type(model).__name__}.")
+    return modelfile.resolve_module(model, TTSR, load_model, "TTSR model")
