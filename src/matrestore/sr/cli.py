@@ -96,7 +96,7 @@ def enhance_file(args) -> Path:
 def evaluate_files(args, outputs: Outputs | None = None) -> dict:
     """Compare the SR model with nearest/bicubic/Lanczos on HR files; returns the compare JSON document."""
     from .. import io
-    from ..evaluation import evaluate_baselines
+    from ..evaluation import check_not_constant, evaluate_baselines
     from ..metrics import summarize
 
     if args.lr and len(args.lr) != len(args.hr):
@@ -109,6 +109,7 @@ def evaluate_files(args, outputs: Outputs | None = None) -> dict:
     images, per_image = [], []
     for i, hr_path in enumerate(args.hr):
         hr, meta = read_single_image(hr_path)
+        check_not_constant(hr, f"ground truth {Path(hr_path).name}")  # before the long part
         _warn_overlaps(hr, hr_path, ref_images)
         if args.lr:
             lr = read_single_image(args.lr[i])[0]
