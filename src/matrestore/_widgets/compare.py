@@ -42,6 +42,7 @@ from ..baselines import METHODS, upsampled_geometry
 from ._layers import (LayerCheckList, LayerCombo, LayerDock, layer_key, layer_problem, put_image, same_layer,
                       spatial_units)
 from .._paths import atomic_write_text
+from ..progress import is_cancelled
 from ._table import MetricsTable, copy_table
 from ._worker import ERROR_STYLE, State
 
@@ -63,7 +64,7 @@ def compare_job(gt, *, lr=None, candidates=None, scale: int = 4, data_range=None
     metric). Yields ``{"step", "total", "message"}``; returns ``None`` when cancelled, else
     ``{"mode", "metrics", "images", "data_range", "scale", "shape", "map"}``.
     """
-    stopped = lambda: cancel is not None and cancel.is_set()  # noqa: E731
+    stopped = lambda: is_cancelled(cancel)  # noqa: E731
     gt = np.asarray(gt)
     scores: dict = {}
     images: dict = {}

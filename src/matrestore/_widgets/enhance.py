@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 from .. import evaluation
 from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
+from ..progress import is_cancelled
 from ..sr.enhance import EnhanceOptions
 from ._layers import (LayerCombo, LayerDock, layer_key, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
@@ -162,7 +163,7 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
             return rec
 
         result = yield from relay(gen, keep_last)
-        if result is None or (cancel is not None and cancel.is_set()):
+        if result is None or is_cancelled(cancel):
             return None
         elapsed = time.perf_counter() - t0
         out = {"image": result, "scale": s, "model_key": key, "model_meta": model_summary(mdl),
@@ -189,7 +190,7 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
         if gt is not None:
             total = last.get("total") or 1
             yield {"step": total, "total": total, "message": "scoring against the ground truth…"}
-            if cancel is not None and cancel.is_set():
+            if is_cancelled(cancel):
                 return None
             res = evaluation.evaluate_baselines(gt, lr=img, scale=s, extra={RESULT_NAME: result})
             out["metrics"], out["data_range"] = res["metrics"], res["data_range"]
