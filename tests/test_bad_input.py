@@ -207,6 +207,8 @@ CLI_CASES = {
     "sr enhance multi-page TIFF": (["sr", "enhance", f"{D}/multi.tif", "--refs", f"{D}/refs", *M], "pages"),
     "sr enhance batch -1": (["sr", "enhance", f"{D}/lr.tif", "--refs", f"{D}/refs", *M, "--batch", "-1"], "batch"),
     "sr enhance tile 1": (["sr", "enhance", f"{D}/lr.tif", "--refs", f"{D}/refs", *M, "--tile", "1"], "tile"),
+    "sr train --out is a file": (["sr", "train", "--hr", f"{D}/hr.tif", "--out", f"{D}/afile", "--preset", "tiny"],
+                                 "existing file"),
     "sr enhance top-k -3": (["sr", "enhance", f"{D}/lr.tif", "--refs", f"{D}/refs", *M, "--top-k", "-3"], "top_k"),
     # model files
     "model zero bytes": (["sr", "enhance", f"{D}/lr.tif", "--refs", f"{D}/refs", "--model", f"{D}/empty.safetensors"],

@@ -189,6 +189,7 @@ def _cmd_train(args) -> int:
 
     from .train import train
 
+    Outputs(inputs=[args.hr, args.lr, args.refs, args.init]).folder(args.out, "--out run folder")
     pairs = None
     hr = args.hr
     if args.lr:
