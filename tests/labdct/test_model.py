@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from matrestore._validate import InputError
-from matrestore.labdct import build_model, clean, load_model, save_model
+from matrestore.labdct import build_model, load_model, save_model
 from matrestore.labdct.model import PRESETS, PixelShuffleICNR, icnr_
 from matrestore.labdct.infer import _forward
 from matrestore.nets import VGG16Features, VGG19Features, resnet34_encoder

@@ -33,7 +33,7 @@ from scipy import ndimage as ndi
 from .._validate import InputError
 from ..progress import Kind, drive, is_cancelled, record
 from .routine import log_segment, noise_sigma, rolling_median_iter
-from .stack import FrameStack, as_stack
+from .stack import as_stack
 
 __all__ = ["spot_mask_for_background", "fill_masked", "extract_background", "extract_background_iter",
            "synthesize", "ground_truth", "spot_scale", "GT_SETTINGS"]

@@ -117,7 +117,7 @@ def _beamstop_arg(text):
 def _cmd_simulate(args) -> int:
     from .background import extract_background, ground_truth
     from .data import GT_FRAC
-    from .geometry import IRON_GEOMETRY, Geometry, read_geometry_m
+    from .geometry import IRON_GEOMETRY, read_geometry_m
     from .simulate import SampleConfig, simulate_iter
 
     outs = Outputs(inputs=[args.background, args.geometry], overwrite=args.overwrite)

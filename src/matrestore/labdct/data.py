@@ -14,7 +14,7 @@ whole synthetic frame would have, ``(1 + τ/2) I0 median(I_BG_j)``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi

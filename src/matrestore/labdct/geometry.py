@@ -13,7 +13,7 @@ along +x through the sample at the origin, the rotation axis is z, and the flat 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np

@@ -24,7 +24,7 @@ from ..progress import Kind, drive, is_cancelled, record
 from ..tiling import Stitcher, batched, plan_tiles
 from .model import normalise_frames, stack_scale
 from .modelio import resolve_model
-from .stack import FrameStack, as_stack
+from .stack import as_stack
 
 __all__ = ["clean", "clean_iter", "clean_frame", "segment", "spot_table", "write_spot_csv", "neighbour_indices",
            "DEFAULT_THRESHOLD", "SPOT_COLUMNS"]

@@ -239,8 +239,6 @@ def tune_routine(stack, truth_masks, window: int = 11, beamstop="auto", circular
     ``background`` is searched in noise-σ units (``background_in_sigma=True``). Returns
     ``{"params": best parameters (for standard_routine), "score": best, "table": [(params, score), ...]}``.
     """
-    from .metrics import spot_counts
-
     grid = dict(TUNE_GRID if grid is None else grid)
     st, circ, bs = _prepare(stack, window, circular, beamstop, name="tuning stack")
     truth = np.asarray(truth_masks, bool)
