@@ -311,7 +311,7 @@ class RefFeatures:
 
 # --------------------------------------------------------------------------------- features across runs
 _FEATURE_CACHE: OrderedDict = OrderedDict()  # (model, bank, device) fingerprints -> RefFeatures
-FEATURE_CACHE_SIZE = 2  # banks kept (each holds at most its RefFeatures.cache_mb of keys/values)
+FEATURE_CACHE_SIZE = 1  # banks kept: the last one (it holds at most its RefFeatures.cache_mb of keys/values)
 
 
 def fingerprint(model, bank: ReferenceBank) -> str:
