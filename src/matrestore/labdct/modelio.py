@@ -30,33 +30,9 @@ def save_model(model: SpotUNet, path, half: bool = False, **meta) -> Path:
 
 def load_model(path="default", device=None) -> SpotUNet:
     """A model from a file, or ``"default"`` (the shipped ``labdct/models/default.safetensors``); eval mode."""
-    if isinstance(path, str) and path == "default":
-        if not DEFAULT_MODEL.is_file():
-            raise InputError(f"no default LabDCT model is installed (expected {DEFAULT_MODEL}); train one with "
-                             "`matrestore labdct train` and pass it with --model FILE.")
-        path = DEFAULT_MODEL
-    tensors, meta = modelfile.load(path, task=TASK)
-    if "config" not in meta:
-        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
-    try:
-        model = SpotUNet(LabdctConfig.from_dict(meta["config"]))
-        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}, strict=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
-    model.meta = meta
-    model.eval()
-    if device is not None:
-        from ..device import pick_device
-
-        model.to(pick_device(device))
-    return model
+    return modelfile.load_module(path, task=TASK, build=lambda meta: SpotUNet(LabdctConfig.from_dict(meta["config"])),
+                                 default_path=DEFAULT_MODEL, what="LabDCT model", device=device)
 
 
 def resolve_model(model) -> SpotUNet:
-    if isinstance(model, SpotUNet):
-        return model
-    if model is None:
-        model = "default"
-    if isinstance(model, (str, Path)):
-        return load_model(model)
-    raise InputError(f"expected a LabDCT model, a model file or 'default', got {type(model).__name__}.")
+    return modelfile.resolve_module(model, SpotUNet, load_model, "LabDCT model")
