@@ -7,7 +7,7 @@ updating an output layer (:func:`put_image`).
 - :class:`LayerCombo`: a combo box of layers (optionally with a "(none)" entry) that keeps the chosen
   layer, by its key (:func:`layer_key`), when the layer list changes (added, removed, reordered, renamed layers).
 - :class:`LayerCheckList`: a list of layers to check (candidates, references); layers that cannot be
-  used stay visible, greyed out with the reason.
+  used stay visible, greyed out with the reason; it remembers what the user checked across refills.
 - :class:`LayerDock`: the base of the dock widgets: follows the layer list (``_refresh_layers``),
   stops its runner and lets go of the viewer's events when closed (then ``_closed`` for the rest).
 - :func:`layer_problem`: why an image layer cannot be used (RGB, multiscale, not 2-D).
@@ -116,6 +116,22 @@ class LayerCheckList(QListWidget):
         self.layers: list = []
         self.setToolTip(tooltip)
         self.setMaximumHeight(max_height)
+        self._on: set = set()  # keys (layer_key) of the layers the user checked ...
+        self._off: set = set()  # ... and unchecked: both survive refills of the list
+        self.itemChanged.connect(self._remember)
+
+    def _remember(self, item) -> None:
+        key, on = layer_key(self.layer_of(item)), item.checkState() == Qt.Checked
+        (self._on.add if on else self._on.discard)(key)
+        (self._off.discard if on else self._off.add)(key)
+
+    def offer(self, rows, checked_by_default=None) -> None:
+        """Show ``rows`` of ``(layer, why, label)`` (``why``: None for a usable layer, else why it is greyed
+        out), checked as the user left them; a layer the user never touched is checked when
+        ``checked_by_default(layer)`` says so (e.g. layers marked as references)."""
+        self.fill([(lyr, why, label, layer_key(lyr) in self._on or (
+            checked_by_default is not None and checked_by_default(lyr) and layer_key(lyr) not in self._off))
+            for lyr, why, label in rows])
 
     def fill(self, rows) -> None:
         """Show ``rows`` of ``(layer, why, label, checked)``: ``why`` None for a usable layer (shown as
@@ -140,14 +156,6 @@ class LayerCheckList(QListWidget):
     def layer_of(self, item):
         return self.layers[self.row(item)]
 
-    def remember_check(self, item, checked: set, unchecked: set | None = None) -> None:
-        """Note the user's check of ``item``: its layer's key (:func:`layer_key`) goes into ``checked``
-        (checked) or out of it, and the other way round for ``unchecked`` (layers unchecked on purpose)."""
-        key, on = layer_key(self.layer_of(item)), item.checkState() == Qt.Checked
-        (checked.add if on else checked.discard)(key)
-        if unchecked is not None:
-            (unchecked.discard if on else unchecked.add)(key)
-
     def checked_layers(self) -> list:
         """The checked (usable) layers, in list order."""
         out = []
@@ -158,7 +166,7 @@ class LayerCheckList(QListWidget):
         return out
 
     def set_checked(self, names) -> None:
-        """Check exactly the usable layers named in ``names``."""
+        """Check exactly the usable layers named in ``names`` (remembered as the user's choice)."""
         names = set(names)
         for i, lyr in enumerate(self.layers):
             item = self.item(i)

@@ -93,6 +93,17 @@ class TrainRun:
                 return self.run_dir / n
         return None
 
+    def inputs(self, model_path_text: str = "") -> list:
+        """Model files a save must never replace: the bundled model, the run's base, the chosen file."""
+        from ..sr.modelio import DEFAULT_MODEL
+
+        out = [DEFAULT_MODEL]
+        if self.job is not None and self.job["init"] not in (None, "default"):
+            out.append(Path(self.job["init"]))
+        if model_path_text.strip():
+            out.append(Path(model_path_text.strip()).expanduser())
+        return out
+
     def has_checkpoint(self) -> bool:
         return self.run_dir is not None and (self.run_dir / "checkpoint.pt").is_file()
 
@@ -463,8 +474,6 @@ class DataPart(QGroupBox):
         self.invalid_note.setWordWrap(True)
         self.invalid_note.setToolTip("Image layers that cannot be used for training, and why.")
         lay.addWidget(self.invalid_note)
-        self._checked: set = set()  # keys of the layers the user checked
-        self.hr_list.itemChanged.connect(lambda item: self.hr_list.remember_check(item, self._checked))
         self.mode_hr.toggled.connect(self.sync_mode)
 
     def sync_mode(self, *_) -> None:
@@ -474,7 +483,7 @@ class DataPart(QGroupBox):
 
     def refresh(self, images: list, alive: set) -> None:
         """Offer ``images`` (checked ones stay checked); drop pairs of layers that are gone."""
-        self.hr_list.fill([(lyr, why_not(lyr), lyr.name, layer_key(lyr) in self._checked) for lyr in images])
+        self.hr_list.offer([(lyr, why_not(lyr), lyr.name) for lyr in images])
         self.pairs.offer([lyr for lyr in images if why_not(lyr) is None], alive, layer_key)
 
     def hr_layers(self) -> list:

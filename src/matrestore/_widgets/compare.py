@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -136,7 +135,6 @@ class CompareWidget(LayerDock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.last_results: dict | None = None
-        self._checked: set[int] = set()
         self._inferred_for: tuple | None = None
         self._job: dict | None = None
         self._build()
@@ -253,7 +251,7 @@ class CompareWidget(LayerDock):
         self.mode_lr.toggled.connect(self._sync_mode)
         self.gt_combo.currentIndexChanged.connect(self._on_selection)
         self.lr_combo.currentIndexChanged.connect(self._on_selection)
-        self.cand_list.itemChanged.connect(self._on_check)
+        self.cand_list.itemChanged.connect(self._sync_map)
         self.range_auto.toggled.connect(self._sync_range)
         self.map_combo.currentIndexChanged.connect(self._sync_map)
 
@@ -274,13 +272,8 @@ class CompareWidget(LayerDock):
         rows = []
         for lyr in self._image_layers():
             why = layer_problem(lyr) or ("ground truth" if same_layer(lyr, gt) else None)
-            rows.append((lyr, why, lyr.name, layer_key(lyr) in self._checked))
-        self.cand_list.fill(rows)
-        self._sync_map()
-
-    def _on_check(self, item) -> None:
-        lyr = self.cand_list.layer_of(item)
-        (self._checked.add if item.checkState() == Qt.Checked else self._checked.discard)(layer_key(lyr))
+            rows.append((lyr, why, lyr.name))
+        self.cand_list.offer(rows)
         self._sync_map()
 
     def _on_selection(self, *_) -> None:

@@ -33,7 +33,7 @@ from .._validate import InputError, as_2d_image
 from ..baselines import upsampled_geometry
 from ..progress import is_cancelled
 from ..sr.enhance import EnhanceOptions
-from ._layers import (LayerCombo, LayerDock, layer_key, layer_problem, put_image, radio_row,
+from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
 from ._params import ParamForm
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
@@ -212,8 +212,6 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         super().__init__(napari_viewer)
         self.last_results: dict | None = None
         self.model_cache: dict = {}
-        self._checked: set[int] = set()
-        self._unchecked: set[int] = set()
         self._job: dict | None = None
         self._build()
         self._sync_device()  # fills the device list before its remembered choice is applied
@@ -313,7 +311,6 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self.model_default.toggled.connect(self._sync_model)
         self.input_combo.currentIndexChanged.connect(self._on_input)
         self.gt_combo.currentIndexChanged.connect(self._on_input)
-        self.ref_list.itemChanged.connect(self._on_check)
 
     # ------------------------------------------------------------------ model
     def _sync_model(self, *_) -> None:
@@ -400,14 +397,8 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
                 why = "the ground truth"  # a reference showing the scored field would flatter the result
             elif why is None and (lyr.name == out_name or self._is_output(lyr)):
                 why = "a super-resolution result"
-            label = lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")
-            key = layer_key(lyr)
-            on = key in self._checked or (self._is_reference(lyr) and key not in self._unchecked)
-            rows.append((lyr, why, label, on))
-        self.ref_list.fill(rows)
-
-    def _on_check(self, item) -> None:
-        self.ref_list.remember_check(item, self._checked, self._unchecked)
+            rows.append((lyr, why, lyr.name + ("  (marked as reference)" if self._is_reference(lyr) else "")))
+        self.ref_list.offer(rows, checked_by_default=self._is_reference)
 
     def input_layer(self):
         return self.input_combo.layer()

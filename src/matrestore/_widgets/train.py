@@ -118,8 +118,6 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        self._ref_checked: set = set()
-        self._ref_unchecked: set = set()
         self.current = TrainRun()  # the facts of the current (or last) run
         self.previews = PreviewLayers(napari_viewer)
         self._build()
@@ -241,7 +239,6 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         self.base_combo.currentIndexChanged.connect(self._sync_model)
         self.schedule_combo.currentIndexChanged.connect(self._sync_schedule)
         self.pair_box.add_btn.clicked.connect(self._add_current_pair)
-        self.ref_list.itemChanged.connect(self._on_ref_check)
         for box in (self.epochs_spin, self.steps_spin, self.batch_spin, self.patch_spin, self.phase_spin):
             box.valueChanged.connect(self._sync_estimate)
         for combo in (self.schedule_combo, self.base_combo, self.preset_combo, self.device_combo):
@@ -322,13 +319,9 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
     def _refresh_layers(self, event=None) -> None:
         images = [lyr for lyr in self._image_layers() if made_by(lyr.metadata) != PREVIEW_KIND]  # previews: not data
         self.data.refresh(images, {layer_key(lyr) for lyr in self.viewer.layers})
-        self.ref_list.fill([(lyr, why_not(lyr), lyr.name, layer_key(lyr) in self._ref_checked or (
-            (lyr.metadata or {}).get(ROLE_KEY) == "reference" and layer_key(lyr) not in self._ref_unchecked))
-            for lyr in images])
+        self.ref_list.offer([(lyr, why_not(lyr), lyr.name) for lyr in images],
+                            checked_by_default=lambda lyr: (lyr.metadata or {}).get(ROLE_KEY) == "reference")
         self._show_unoffered(images)
-
-    def _on_ref_check(self, item) -> None:
-        self.ref_list.remember_check(item, self._ref_checked, self._ref_unchecked)
 
     def hr_layers(self) -> list:
         """The checked HR training layers, in list order."""
@@ -374,30 +367,9 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
     # ------------------------------------------------------------------ collecting the inputs
     def _base_info(self) -> tuple:
         """``(init spec or None, scale, ref_crop, description)`` of the base model; reads only the header."""
-        from .. import modelfile
-        from ..sr.model import PRESETS
-        from ..sr.modelio import DEFAULT_MODEL, TASK
+        from ..sr.modelio import base_model_info
 
-        base = self.base()
-        if base == "new":
-            cfg = PRESETS[self.preset_combo.currentText()]
-            return None, int(cfg.scale), int(cfg.ref_crop), f"new '{cfg.preset}' network"
-        if base == "default":
-            if not DEFAULT_MODEL.is_file():
-                raise InputError("no default super-resolution model is installed; choose a model file or "
-                                 "'train a new model'.")
-            path, spec, desc = DEFAULT_MODEL, "default", "the bundled default model"
-        else:
-            p = self.model_path.text().strip()
-            if not p:
-                raise InputError("choose the model file to fine-tune (or another base model).")
-            path = Path(p).expanduser()
-            if not path.is_file():
-                raise InputError(f"model file not found: {path}")
-            spec, desc = str(path), f"model file {path.name}"
-        meta = modelfile.read_metadata(path, task=TASK)  # InputError for a corrupt or foreign file
-        cfg = meta.get("config", {})
-        return spec, int(meta.get("scale", cfg.get("scale", 4))), int(cfg.get("ref_crop", 128)), desc
+        return base_model_info(self.base(), preset=self.preset_combo.currentText(), path=self.model_path.text())
 
     def _collect(self) -> dict:
         """Snapshot of the inputs (arrays, names, geometry, options) or InputError."""
@@ -536,18 +508,6 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
         """The model the last run produced: best.safetensors, else last.safetensors (None before a run)."""
         return self.current.model_file()
 
-    def _protected(self) -> list:
-        from ..sr.modelio import DEFAULT_MODEL
-
-        out = [DEFAULT_MODEL]
-        job = self.current.job
-        if job is not None and job["init"] not in (None, "default"):
-            out.append(Path(job["init"]))
-        p = self.model_path.text().strip()
-        if p:
-            out.append(Path(p).expanduser())
-        return out
-
     def save_model(self, path=None):
         """Copy the run's model (best, else last) to ``path`` (asked with a file dialog when None)."""
         src = self.model_file()
@@ -563,7 +523,7 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
             if not path:
                 return None
         try:
-            dst = copy_model(src, path, self._protected(), self.current.run_dir)
+            dst = copy_model(src, path, self.current.inputs(self.model_path.text()), self.current.run_dir)
         except InputError as exc:
             self.runner.fail(exc)
             return None

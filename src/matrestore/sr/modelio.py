@@ -9,7 +9,7 @@ from .. import modelfile
 from .._validate import InputError
 from .model import NORM, TTSR, SRConfig, count_parameters
 
-__all__ = ["save_model", "load_model", "DEFAULT_MODEL", "resolve_model", "held_out_summary"]
+__all__ = ["save_model", "load_model", "DEFAULT_MODEL", "resolve_model", "held_out_summary", "base_model_info"]
 
 TASK = "sr"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
@@ -41,6 +41,35 @@ def load_model(path="default", device=None) -> TTSR:
     its metadata is in ``model.meta``."""
     return modelfile.load_module(path, task=TASK, build=lambda meta: TTSR(SRConfig.from_dict(meta["config"])),
                                  default_path=DEFAULT_MODEL, what="super-resolution model", device=device)
+
+
+def base_model_info(kind: str, preset: str | None = None, path=None) -> tuple:
+    """What training starts from, from the file header only: ``(init, scale, ref_crop, description)``.
+
+    ``kind`` "new" (a fresh network of ``preset``: ``init`` None), "default" (the bundled model) or "file"
+    (the model file ``path``). InputError for a missing default, an empty/missing path or a file that is
+    not a super-resolution model."""
+    from .model import PRESETS
+
+    if kind == "new":
+        cfg = PRESETS[preset or "cpu"]
+        return None, int(cfg.scale), int(cfg.ref_crop), f"new '{cfg.preset}' network"
+    if kind == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise InputError("no default super-resolution model is installed; choose a model file or "
+                             "'train a new model'.")
+        p, spec, desc = DEFAULT_MODEL, "default", "the bundled default model"
+    else:
+        text = str(path or "").strip()
+        if not text:
+            raise InputError("choose the model file to fine-tune (or another base model).")
+        p = Path(text).expanduser()
+        if not p.is_file():
+            raise InputError(f"model file not found: {p}")
+        spec, desc = str(p), f"model file {p.name}"
+    meta = modelfile.read_metadata(p, task=TASK)  # InputError for a corrupt or foreign file
+    cfg = meta.get("config", {})
+    return spec, int(meta.get("scale", cfg.get("scale", 4))), int(cfg.get("ref_crop", 128)), desc
 
 
 def held_out_summary(meta: dict, where: str = "on {n} held-out micrographs") -> str | None:
