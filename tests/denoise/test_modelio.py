@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from matrestore import InputError, modelfile
-from matrestore.denoise import build_model, denoise, load_model, save_model
+from matrestore.denoise import denoise, load_model, save_model
 
 
 def test_round_trip_same_outputs(tmp_path, tiny_model):

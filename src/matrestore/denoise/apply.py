@@ -22,7 +22,7 @@ import torch
 from .._validate import InputError
 from ..device import is_oom, pick_device, describe
 from ..progress import Kind, drive, is_cancelled, record
-from ..tiling import Stitcher, balanced_tile, batched, plan_tiles
+from ..tiling import Stitcher, balanced_tile, plan_tiles
 from .model import DenoiseNet, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram

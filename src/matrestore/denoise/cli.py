@@ -118,7 +118,7 @@ def _cmd_synth(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ train
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from .train import train
 
     _threads(args)
     out = _outputs(args, args.real)

@@ -62,38 +62,10 @@ def save_model(model: DenoiseNet, path, half: bool = False, **meta) -> Path:
 def load_model(path="default", device=None) -> DenoiseNet:
     """A denoiser from a model file, or ``"default"`` (the model shipped in
     ``matrestore/denoise/models/default.safetensors``). Eval mode; metadata in ``model.meta``."""
-    if isinstance(path, str) and path == "default":
-        if not DEFAULT_MODEL.is_file():
-            raise InputError(
-                f"no default denoising model is installed (expected {DEFAULT_MODEL}); train one with "
-                "`matrestore denoise train` and pass it with --model FILE."
-            )
-        path = DEFAULT_MODEL
-    tensors, meta = modelfile.load(path, task=TASK)
-    if "config" not in meta:
-        raise InputError(f"{Path(path).name}: the model file has no architecture config.")
-    try:
-        model = DenoiseNet(DenoiseConfig.from_dict(meta["config"]))
-        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}, strict=True)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{Path(path).name}: weights do not match the stored architecture ({exc}).") from exc
-    model.meta = meta
-    model.eval()
-    if device is not None:
-        from ..device import pick_device
-
-        model.to(pick_device(device))
-    return model
+    return modelfile.load_module(path, task=TASK, build=lambda meta: DenoiseNet(DenoiseConfig.from_dict(meta["config"])),
+                                 default_path=DEFAULT_MODEL, what="denoising model", device=device)
 
 
 def resolve_model(model) -> DenoiseNet:
     """A :class:`DenoiseNet` from a model, a path or ``"default"``."""
-    if isinstance(model, DenoiseNet):
-        return model
-    if model is None:
-        model = "default"
-    if isinstance(model, (str, Path)):
-        return load_model(model)
-    raise InputError(f"expected a denoising model, a model file or 'default', got {type(model).__name__}.")
+    return modelfile.resolve_module(model, DenoiseNet, load_model, "denoising model")
