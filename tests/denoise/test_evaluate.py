@@ -3,7 +3,7 @@ import pytest
 
 from matrestore import InputError
 from matrestore.denoise import available_baselines, boundary_f1, evaluate_output, grain_stats, run_baseline, segment
-from matrestore.denoise.evaluate import affine_fit, format_table, summarise
+from matrestore.denoise.scoring import affine_fit, format_table, summarise
 from matrestore.denoise.synth import boundary_map
 
 

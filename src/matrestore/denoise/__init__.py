@@ -17,7 +17,7 @@ No Qt or napari here; long work is a generator of :mod:`matrestore.progress` rec
 
 from .apply import denoise, denoise_iter
 from .baselines import BASELINES, available_baselines, run_baseline
-from .evaluate import boundary_f1, evaluate_output, format_table, grain_stats, segment
+from .scoring import boundary_f1, evaluate_output, format_table, grain_stats, segment
 from .model import PRESETS, DenoiseConfig, DenoiseNet, build_model, count_parameters, receptive_radius
 from .modelio import DEFAULT_MODEL, load_model, save_model
 from .phasefield import PhaseField, colour_grains, phase_field, phase_field_iter

@@ -61,7 +61,7 @@ def _outputs(args, inputs):
 
 def _write_json(path, doc):
     from .._paths import atomic_write_text
-    from .evaluate import to_json
+    from .scoring import to_json
 
     atomic_write_text(path, to_json(dict(doc, written_by="matrestore")))
 

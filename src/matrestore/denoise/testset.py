@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validate import InputError
 from ..progress import Kind, drive, record
-from .evaluate import evaluate_methods, format_table
+from .scoring import evaluate_methods, format_table
 from .phasefield import phase_field
 from .synth import synthesize, texture_source
 

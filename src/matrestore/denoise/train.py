@@ -41,7 +41,7 @@ import torch
 from .._validate import InputError
 from ..device import describe, pick_device
 from ..progress import Kind, is_cancelled, record
-from .evaluate import affine_fit, boundary_f1, segment
+from .scoring import affine_fit, boundary_f1, segment
 from .model import DenoiseConfig, DenoiseNet, build_model, count_parameters
 from .modelio import NORM, normalise, resolve_model, save_model
 from .phasefield import phase_field
