@@ -21,10 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_FILE = "vgg19-dcbb9e9d.pth"
 
 
-def layer_names() -> list[str]:
-    """Names of torchvision's ``vgg19().features`` entries in order: conv1_1, relu1_1, conv1_2, ..."""
+def layer_names(cfg=VGG19_CFG) -> list[str]:
+    """Names of torchvision's ``vgg19().features`` (or the layers of ``cfg``) in order: conv1_1, relu1_1, ..."""
     names, block, idx = [], 1, 1
-    for v in VGG19_CFG:
+    for v in cfg:
         if v == "M":
             names.append(f"pool{block}")
             block, idx = block + 1, 1
@@ -37,25 +37,24 @@ def layer_names() -> list[str]:
 LAYER_INDEX = {n: i for i, n in enumerate(layer_names())}
 
 
-class VGG19Features(nn.Module):
-    """The first layers of VGG19 up to (and including) ``upto`` (e.g. ``"relu3_1"``).
+class _VGGFeatures(nn.Module):
+    """The first layers of a VGG (``CFG``) up to (and including) ``upto``, named like torchvision's."""
 
-    ``widths`` replaces the channel numbers of the conv blocks (1..5) for slim variants with the same
-    structure; with the default widths the parameters are named and shaped like torchvision's, so
-    ImageNet weights load. ``forward(x, taps)`` returns the outputs of the named layers (a list).
-    """
+    CFG: list = VGG19_CFG
+    INDEX: dict = LAYER_INDEX
+    NAME = "VGG19"
 
-    def __init__(self, upto: str = "relu5_1", in_channels: int = 3, widths=(64, 128, 256, 512, 512)):
+    def __init__(self, upto: str, in_channels: int = 3, widths=(64, 128, 256, 512, 512)):
         super().__init__()
-        if upto not in LAYER_INDEX:
-            raise ValueError(f"unknown VGG19 layer {upto!r}")
+        if upto not in self.INDEX:
+            raise ValueError(f"unknown {self.NAME} layer {upto!r}")
         self.upto = upto
         self.in_channels = int(in_channels)
         self.widths = tuple(int(w) for w in widths)
         layers: list[nn.Module] = []
         cin, block = self.in_channels, 0
-        for v in VGG19_CFG:
-            if len(layers) > LAYER_INDEX[upto]:
+        for v in self.CFG:
+            if len(layers) > self.INDEX[upto]:
                 break
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
@@ -64,7 +63,7 @@ class VGG19Features(nn.Module):
                 w = self.widths[block]
                 layers += [nn.Conv2d(cin, w, 3, padding=1), nn.ReLU(inplace=True)]
                 cin = w
-        self.features = nn.Sequential(*layers[: LAYER_INDEX[upto] + 1])
+        self.features = nn.Sequential(*layers[: self.INDEX[upto] + 1])
 
     @property
     def imagenet_compatible(self) -> bool:
@@ -73,7 +72,7 @@ class VGG19Features(nn.Module):
     def forward(self, x, taps=None):
         if taps is None:
             return self.features(x)
-        want = {LAYER_INDEX[t]: t for t in taps}
+        want = {self.INDEX[t]: t for t in taps}
         last = max(want)
         out = {}
         for i, layer in enumerate(self.features):
@@ -83,6 +82,18 @@ class VGG19Features(nn.Module):
             if i == last:
                 break
         return [out[t] for t in taps]
+
+
+class VGG19Features(_VGGFeatures):
+    """The first layers of VGG19 up to (and including) ``upto`` (e.g. ``"relu3_1"``).
+
+    ``widths`` replaces the channel numbers of the conv blocks (1..5) for slim variants with the same
+    structure; with the default widths the parameters are named and shaped like torchvision's, so
+    ImageNet weights load. ``forward(x, taps)`` returns the outputs of the named layers (a list).
+    """
+
+    def __init__(self, upto: str = "relu5_1", in_channels: int = 3, widths=(64, 128, 256, 512, 512)):
+        super().__init__(upto, in_channels, widths)
 
 
 def find_vgg19_weights(path=None):
@@ -149,62 +160,23 @@ VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 
 def vgg16_layer_names() -> list[str]:
     """Names of torchvision's ``vgg16().features`` entries in order: conv1_1, relu1_1, ..., pool5."""
-    names, block, idx = [], 1, 1
-    for v in VGG16_CFG:
-        if v == "M":
-            names.append(f"pool{block}")
-            block, idx = block + 1, 1
-        else:
-            names += [f"conv{block}_{idx}", f"relu{block}_{idx}"]
-            idx += 1
-    return names
+    return layer_names(VGG16_CFG)
 
 
 VGG16_LAYER_INDEX = {n: i for i, n in enumerate(vgg16_layer_names())}
 
 
-class VGG16Features(nn.Module):
+class VGG16Features(_VGGFeatures):
     """The first layers of VGG16 up to ``upto`` (e.g. ``"relu3_3"``), parameters named like torchvision's
     ``vgg16().features`` (ImageNet ``vgg16-397923af.pth`` loads with :func:`load_vgg16_imagenet`).
     ``forward(x, taps)`` returns the outputs of the named layers (a list)."""
 
+    CFG = VGG16_CFG
+    INDEX = VGG16_LAYER_INDEX
+    NAME = "VGG16"
+
     def __init__(self, upto: str = "relu3_3", in_channels: int = 3, widths=(64, 128, 256, 512, 512)):
-        super().__init__()
-        if upto not in VGG16_LAYER_INDEX:
-            raise ValueError(f"unknown VGG16 layer {upto!r}")
-        self.upto = upto
-        self.in_channels = int(in_channels)
-        self.widths = tuple(int(w) for w in widths)
-        layers: list[nn.Module] = []
-        cin, block = self.in_channels, 0
-        for v in VGG16_CFG:
-            if len(layers) > VGG16_LAYER_INDEX[upto]:
-                break
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-                block += 1
-            else:
-                layers += [nn.Conv2d(cin, self.widths[block], 3, padding=1), nn.ReLU(inplace=True)]
-                cin = self.widths[block]
-        self.features = nn.Sequential(*layers[: VGG16_LAYER_INDEX[upto] + 1])
-
-    @property
-    def imagenet_compatible(self) -> bool:
-        return self.widths == (64, 128, 256, 512, 512)[: len(self.widths)]
-
-    def forward(self, x, taps=None):
-        if taps is None:
-            return self.features(x)
-        want = {VGG16_LAYER_INDEX[t]: t for t in taps}
-        last = max(want)
-        out = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in want:
-                out[want[i]] = x
-            if i == last:
-                break
-        return [out[t] for t in taps]
+        super().__init__(upto, in_channels, widths)
 
 
 def load_vgg16_imagenet(module: VGG16Features, path) -> str:
