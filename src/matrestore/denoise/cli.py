@@ -17,40 +17,18 @@ from .._validate import InputError
 __all__ = ["add_subparser"]
 
 
-def _bar(total, desc, unit):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None)
+def _epoch_line(rec) -> None:
+    if str(rec.get("kind")) == "epoch" and rec.get("val"):
+        v = rec["val"]
+        print(f"epoch {rec['epoch']}: validation boundary F1 {v['f1']:.3f}, PSNR(affine) {v['psnr']:.2f} dB"
+              f"{'  (best)' if rec.get('best') else ''}", file=sys.stderr)
 
 
 def _drive(gen, desc, unit="step"):
-    """Run a generator of progress records with a tqdm bar; warnings go to stderr; returns its value."""
-    bar = None
-    try:
-        while True:
-            try:
-                rec = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            kind = str(rec.get("kind"))
-            if kind == "warning":
-                print(f"matrestore: note: {rec.get('message')}", file=sys.stderr)
-            if rec.get("total") and kind in ("step", "phase", "epoch", "done", "stopped"):
-                if bar is None or bar.total != rec["total"]:
-                    if bar is not None:
-                        bar.close()
-                    bar = _bar(rec["total"], rec.get("phase") or desc, unit)
-                bar.n = int(rec.get("step") or 0)
-                if rec.get("losses"):
-                    bar.set_postfix(mse=f"{rec['losses'].get('mse', float('nan')):.4f}")
-                bar.refresh()
-            if kind == "epoch" and rec.get("val"):
-                v = rec["val"]
-                print(f"epoch {rec['epoch']}: validation boundary F1 {v['f1']:.3f}, PSNR(affine) {v['psnr']:.2f} dB"
-                      f"{'  (best)' if rec.get('best') else ''}", file=sys.stderr)
-    finally:
-        if bar is not None:
-            bar.close()
+    """Run a generator of progress records with a tqdm bar (:func:`matrestore._cli_progress.drive_with_bar`)."""
+    from .._cli_progress import drive_with_bar
+
+    return drive_with_bar(gen, desc, unit, on_record=_epoch_line)
 
 
 def _outputs(args, inputs):

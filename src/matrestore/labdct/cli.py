@@ -56,33 +56,11 @@ class StackWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def _bar(total, desc):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False, file=sys.stderr, disable=None)
-
-
 def _drive(gen, desc="frames"):
-    bar = None
-    try:
-        while True:
-            try:
-                rec = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            k = str(rec.get("kind"))
-            if k == "setup":
-                print(f"matrestore: {rec.get('message', '')}", file=sys.stderr)
-            if k == "warning":
-                print(f"matrestore: {rec.get('message', '')}", file=sys.stderr)
-            if k == "step" and rec.get("total"):
-                if bar is None:
-                    bar = _bar(rec["total"], desc)
-                bar.n = rec["step"]
-                bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
+    """Run a generator of progress records with a tqdm bar (:func:`matrestore._cli_progress.drive_with_bar`)."""
+    from .._cli_progress import drive_with_bar
+
+    return drive_with_bar(gen, desc, "frame")
 
 
 def _stack(path, args, min_frames=1):
