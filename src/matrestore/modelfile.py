@@ -28,7 +28,7 @@ FORMAT = "matrestore-model"
 FORMAT_VERSION = 1
 META_KEY = "matrestore"
 
-__all__ = ["save", "load", "read_metadata", "versions", "load_module", "resolve_module", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "versions", "load_module", "resolve_module", "load_checkpoint", "save_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
 
 def versions() -> dict:
@@ -190,3 +190,31 @@ def resolve_module(model, cls, load_model, what: str):
     if isinstance(model, (str, Path)):
         return load_model(model)
     raise InputError(f"expected a {what}, a model file or 'default', got {type(model).__name__}.")
+
+
+# --------------------------------------------------------------------------- training checkpoints
+def load_checkpoint(path) -> dict:
+    """A training checkpoint (``checkpoint.pt``: weights, optimiser and schedule state as tensors and plain
+    values), read with ``torch.load(weights_only=True)`` so that no code runs. InputError when it is missing
+    or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no training checkpoint at {p}")
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read training checkpoint {p}: {exc}") from exc
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write a training checkpoint atomically (temporary file, then rename): a run killed while saving
+    keeps its previous checkpoint."""
+    p = Path(path)
+    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(state, str(tmp))
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p

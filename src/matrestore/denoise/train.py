@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modelfile import load_checkpoint, save_checkpoint
 from .._validate import InputError
 from ..device import describe, pick_device
 from ..progress import Kind, is_cancelled, record
@@ -80,19 +81,6 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
-
-
-def load_checkpoint(path) -> dict:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read training checkpoint {path}: {exc}") from exc
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, str(tmp))
-    os.replace(tmp, path)
 
 
 def _structure_params(cfg: TrainConfig, i: int) -> dict:
@@ -327,7 +315,7 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
         total=total, step=gstep, epoch=gstep // spe))
     while gstep < total:
         if is_cancelled(cancel):
-            _save_checkpoint(ckpt_path, state())
+            save_checkpoint(ckpt_path, state())
             save(out / "last.safetensors", history[-1]["val"] if history else None)
             yield emit(record(Kind.STOPPED, message="stopped; checkpoint saved", step=gstep, total=total,
                               epoch=gstep // spe, **result))
@@ -356,7 +344,7 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
         yield emit(record(Kind.STEP, step=gstep, total=total, epoch=(gstep - 1) // spe, losses=vals,
                           lr=opt.param_groups[0]["lr"], elapsed_s=elapsed0 + time.perf_counter() - t0))
         if cfg.checkpoint_every and gstep % cfg.checkpoint_every == 0 and gstep % spe != 0:
-            _save_checkpoint(ckpt_path, state())
+            save_checkpoint(ckpt_path, state())
         if gstep % spe == 0:
             v = validate(model, val, dev)
             is_best = v["f1"] > best
@@ -364,7 +352,7 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
                 best = v["f1"]
                 save(out / "best.safetensors", v, epoch=gstep // spe)
             history.append({"epoch": gstep // spe, "val": v})
-            _save_checkpoint(ckpt_path, state())
+            save_checkpoint(ckpt_path, state())
             rec = record(Kind.EPOCH, epoch=gstep // spe, epochs=cfg.epochs, step=gstep, total=total, val=v, best=is_best,
                          checkpoint=str(ckpt_path), elapsed_s=elapsed0 + time.perf_counter() - t0)
             if preview:
@@ -379,7 +367,7 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
     save(out / "last.safetensors", last_val, epoch=gstep // spe)
     if not (out / "best.safetensors").exists():
         save(out / "best.safetensors", last_val, epoch=gstep // spe)
-    _save_checkpoint(ckpt_path, state())
+    save_checkpoint(ckpt_path, state())
     yield emit(record(Kind.DONE, message="done", step=gstep, total=total, epoch=gstep // spe, **result))
     if logf:
         logf.close()

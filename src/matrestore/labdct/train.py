@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modelfile import load_checkpoint, save_checkpoint
 from .._validate import InputError
 from ..device import describe, pick_device
 from ..progress import Kind, is_cancelled, record
@@ -110,22 +111,6 @@ def validate(model: SpotUNet, vx: torch.Tensor, vy: torch.Tensor, loss_fn,
     return out
 
 
-def load_checkpoint(path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no checkpoint at {p}")
-    try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read checkpoint {p}: {exc}") from exc
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, str(tmp))
-    tmp.replace(path)
-
-
 def _logit(p):
     return math.log(p / (1 - p))
 
@@ -213,7 +198,7 @@ def train(backgrounds=None, out_dir="runs/labdct", *, config: TrainConfig | None
                  f"{describe(dev)}; starting at step {step}", total=tcfg.steps, step=step)
     while step < tcfg.steps:
         if is_cancelled(cancel):
-            _save_checkpoint(out / "checkpoint.pt", state())
+            save_checkpoint(out / "checkpoint.pt", state())
             save("last", best_thr)
             yield record(Kind.STOPPED, message=f"stopped at step {step}; checkpoint saved", step=step, total=tcfg.steps,
                          checkpoint=str(out / "checkpoint.pt"))
@@ -242,7 +227,7 @@ def train(backgrounds=None, out_dir="runs/labdct", *, config: TrainConfig | None
             save("last", val["best_threshold"])
             if is_best:
                 save("best", best_thr)
-            _save_checkpoint(out / "checkpoint.pt", state())
+            save_checkpoint(out / "checkpoint.pt", state())
             yield record(Kind.EPOCH, epoch=step // tcfg.val_every, epochs=math.ceil(tcfg.steps / tcfg.val_every), val=val,
                          best=is_best, checkpoint=str(out / "checkpoint.pt"), step=step, total=tcfg.steps)
             model.eval()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 
 from ..params import param
 from ..progress import is_cancelled
+from ..modelfile import load_checkpoint, save_checkpoint
 from .._validate import InputError
 from ..baselines import upsample
 from ..device import describe, pick_device
@@ -172,19 +172,6 @@ def _criterion(val: dict, select_by: str) -> float:
     if select_by == "essim":
         return val["ttsr"]["essim"]
     return val["score"]
-
-
-def load_checkpoint(path) -> dict:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read training checkpoint {path}: {exc}") from exc
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, str(tmp))
-    os.replace(tmp, path)
 
 
 def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, init=None, resume=False, cancel=None,
@@ -332,7 +319,7 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
         for step in range(start_step, spe):
             gstep = epoch * spe + step
             if is_cancelled(cancel):
-                _save_checkpoint(ckpt_path, state(epoch, step))
+                save_checkpoint(ckpt_path, state(epoch, step))
                 save(out / "last.safetensors", history[-1]["val"] if history else None)
                 rec = emit({"kind": "stopped", "status": "stopped", "epoch": epoch, "step": gstep, "total": total, **result})
                 yield rec
@@ -373,7 +360,7 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
             yield emit({"kind": "step", "epoch": epoch, "step": gstep + 1, "total": total, "losses": vals,
                         "lr": opt_g.param_groups[0]["lr"], "phase": "full" if full else "reconstruction"})
             if cfg.checkpoint_every and (gstep + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, state(epoch, step + 1))
+                save_checkpoint(ckpt_path, state(epoch, step + 1))
         start_step = 0
         val = validate(model, data, val_ids, model.cfg.top_k, dev) if val_ids else None
         is_best = False
@@ -383,7 +370,7 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
                 best, is_best = crit, True
                 save(out / "best.safetensors", val, epoch=epoch + 1)
         history.append({"epoch": epoch + 1, "val": val})
-        _save_checkpoint(ckpt_path, state(epoch + 1, 0))
+        save_checkpoint(ckpt_path, state(epoch + 1, 0))
         rec = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * spe, "total": total, "val": val, "best": is_best,
                "elapsed_s": elapsed0 + time.perf_counter() - t0}
         if preview and (val_ids or train_ids):
