@@ -51,6 +51,7 @@ N_DIRECTIONS = 8
 
 __all__ = [
     "default_data_range",
+    "percentile_range",
     "effective_data_range",
     "psnr",
     "ssim",
@@ -62,6 +63,22 @@ __all__ = [
 ]
 
 METRICS = ("psnr", "ssim", "essim")
+
+
+def percentile_range(image, low: float, high: float, max_pixels: int = 4_000_000) -> tuple[float, float]:
+    """``(lo, hi)``: the ``low``/``high`` percentiles of an image (on a regular subsample above
+    ``max_pixels``: plenty for two percentiles), ``hi > lo`` guaranteed (min/max, then ``lo + 1``): the
+    normalisation every network's input uses."""
+    a = np.asarray(image, dtype=np.float64)
+    if a.size > max_pixels:
+        step = int(math.ceil(math.sqrt(a.size / max_pixels)))
+        a = a[::step, ::step]
+    lo, hi = np.percentile(a, [low, high])
+    if not hi > lo:
+        lo, hi = float(a.min()), float(a.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
 
 
 def default_data_range(image: np.ndarray) -> float:

@@ -28,7 +28,7 @@ FORMAT = "matrestore-model"
 FORMAT_VERSION = 1
 META_KEY = "matrestore"
 
-__all__ = ["save", "load", "read_metadata", "versions", "load_module", "resolve_module", "load_checkpoint", "save_checkpoint", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "versions", "load_module", "resolve_module", "load_checkpoint", "save_checkpoint", "prepare_run", "FORMAT", "FORMAT_VERSION"]
 
 
 def versions() -> dict:
@@ -218,3 +218,32 @@ def save_checkpoint(path, state: dict) -> Path:
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+def prepare_run(out_dir, config_cls, options: dict, *, threads=None, device=None, resume=False):
+    """The start every training generator shares: ``options`` checked against the fields of
+    ``config_cls``, the run folder made, torch threads set, the device picked and — with ``resume`` (True:
+    ``out_dir/checkpoint.pt`` if there is one; a path: that file, which must exist) — the checkpoint read.
+    Returns ``(out_dir, checkpoint path, device, checkpoint or None)``."""
+    import dataclasses
+
+    from .device import pick_device
+
+    bad = set(options) - {f.name for f in dataclasses.fields(config_cls)}
+    if bad:
+        raise InputError(f"unknown training option(s): {sorted(bad)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = pick_device(device)
+    ckpt = None
+    if resume:
+        explicit = isinstance(resume, (str, Path)) and not isinstance(resume, bool)
+        rp = Path(resume) if explicit else ckpt_path
+        if rp.is_file():
+            ckpt = load_checkpoint(rp)
+        elif explicit:
+            raise InputError(f"checkpoint not found: {rp}")
+    return out, ckpt_path, dev, ckpt

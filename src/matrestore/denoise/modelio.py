@@ -23,16 +23,9 @@ NORM = {"kind": "percentile", "low": 0.5, "high": 99.5, "range": [0.0, 1.0]}
 
 def norm_stats(image, norm: dict = NORM) -> tuple[float, float]:
     """``(lo, hi)``: the ``low``/``high`` percentiles of ``image`` (``hi > lo`` guaranteed)."""
-    a = np.asarray(image, dtype=np.float64)
-    if a.size > 4_000_000:
-        step = int(np.ceil(np.sqrt(a.size / 4_000_000)))
-        a = a[::step, ::step]
-    lo, hi = np.percentile(a, [norm["low"], norm["high"]])
-    if not hi > lo:
-        lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    from ..metrics import percentile_range
+
+    return percentile_range(image, norm["low"], norm["high"])
 
 
 def normalise(image, stats=None) -> np.ndarray:

@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modelfile import load_checkpoint, save_checkpoint
+from ..modelfile import load_checkpoint, prepare_run, save_checkpoint  # noqa: F401 (load_checkpoint: public)
 from .._validate import InputError
-from ..device import describe, pick_device
+from ..device import describe
 from ..progress import Kind, is_cancelled, record
 from .scoring import affine_fit, boundary_f1, segment
 from .model import DenoiseConfig, DenoiseNet, build_model, count_parameters
@@ -189,22 +189,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
     overriding the preset. ``cancel`` (event, callable or bool) is checked between steps; a cancelled run
     saves ``checkpoint.pt`` and ``last.safetensors`` and ends with a ``"stopped"`` record.
     """
-    bad = set(options) - {f.name for f in fields(TrainConfig)}
-    if bad:
-        raise InputError(f"unknown training option(s): {sorted(bad)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    if threads:
-        torch.set_num_threads(int(threads))
-    dev = pick_device(device)
-    ckpt = None
-    if resume:
-        rp = Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool) else ckpt_path
-        if rp.is_file():
-            ckpt = load_checkpoint(rp)
-        elif not isinstance(resume, bool):
-            raise InputError(f"checkpoint not found: {rp}")
+    out, ckpt_path, dev, ckpt = prepare_run(out_dir, TrainConfig, options, threads=threads, device=device,
+                                            resume=resume)
     if ckpt is not None:
         keep = {k: v for k, v in options.items() if k in ("epochs", "checkpoint_every")}
         cfg = TrainConfig.from_dict({**json.loads(ckpt["train_config"]), **keep})

@@ -24,7 +24,6 @@ Images enter the network normalised to about [-1, 1] (see :func:`normalise`).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -93,16 +92,9 @@ NORM = {"kind": "percentile", "low": 0.5, "high": 99.5, "range": [-1.0, 1.0]}
 
 def norm_stats(image: np.ndarray, norm: dict = NORM) -> tuple[float, float]:
     """``(lo, hi)``: the ``low``/``high`` percentiles of an image (``hi > lo`` guaranteed)."""
-    a = np.asarray(image, dtype=np.float64)
-    if a.size > 4_000_000:  # a regular subsample is plenty for two percentiles
-        step = int(math.ceil(math.sqrt(a.size / 4_000_000)))
-        a = a[::step, ::step]
-    lo, hi = np.percentile(a, [norm["low"], norm["high"]])
-    if not hi > lo:
-        lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    from ..metrics import percentile_range
+
+    return percentile_range(image, norm["low"], norm["high"])
 
 
 def normalise(image, stats) -> np.ndarray:

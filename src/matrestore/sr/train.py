@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,7 @@ import torch
 
 from ..params import param
 from ..progress import is_cancelled
-from ..modelfile import load_checkpoint, save_checkpoint
-from .._validate import InputError
+from ..modelfile import load_checkpoint, prepare_run, save_checkpoint  # noqa: F401 (load_checkpoint: public)
 from ..baselines import upsample
 from ..device import describe, pick_device
 from ..metrics import essim, psnr, ssim
@@ -187,22 +186,8 @@ def train(hr_images=None, pairs=None, out_dir="runs/sr", *, references=None, ini
     validation cell (:func:`preview_cell`; not written to the log). With LR/HR pairs the second
     ``"setup"`` record carries ``"alignment"`` (:func:`~matrestore.sr.data.alignment_summary`).
     """
-    bad = set(options) - {f.name for f in fields(TrainConfig)}
-    if bad:
-        raise InputError(f"unknown training option(s): {sorted(bad)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    if threads:
-        torch.set_num_threads(int(threads))
-    dev = pick_device(device)
-    ckpt = None
-    if resume:
-        rp = Path(resume) if isinstance(resume, (str, Path)) else ckpt_path
-        if rp.is_file():
-            ckpt = load_checkpoint(rp)
-        elif isinstance(resume, (str, Path)):
-            raise InputError(f"checkpoint not found: {rp}")
+    out, ckpt_path, dev, ckpt = prepare_run(out_dir, TrainConfig, options, threads=threads, device=device,
+                                            resume=resume)
     if ckpt is not None:
         cfg = TrainConfig(**{**ckpt["train_config"], **{k: v for k, v in options.items() if k in ("epochs", "checkpoint_every")}})
     else:
