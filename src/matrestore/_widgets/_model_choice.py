@@ -14,7 +14,9 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdi
 
 from ._worker import ERROR_STYLE
 
-__all__ = ["MODEL_FILES", "ModelDeviceMixin", "default_model_installed", "model_file_state"]
+__all__ = ["MODEL_FILES", "ModelDeviceMixin", "default_model_installed", "load_cached", "model_file_state"]
+
+DEFAULT = "default"  # the model choice that means the bundled default model
 
 MODEL_FILES = "Model files (*.safetensors);;All files (*)"  # the file-dialog filter for model files
 
@@ -24,6 +26,43 @@ def default_model_installed() -> bool:
     from ..sr.modelio import DEFAULT_MODEL
 
     return DEFAULT_MODEL.is_file()
+
+
+def _file_key(path: Path) -> tuple:
+    """Cache key of a model file: (resolved path, modification time, size); the file must exist."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def load_cached(spec, cache: dict, *, default_path: Path, load):
+    """``(model, key, cached)`` for ``spec`` ("default" or a path): the model in ``cache`` when its file
+    is unchanged (same path, modification time and size), else ``load(spec)`` (a task's ``load_model``,
+    which raises the engine's InputError for a corrupt or foreign file), stored in ``cache``.
+
+    Shared by every workflow's widgets (SR enhance, denoise, LabDCT clean): ``default_path`` is the
+    task's bundled model file; when it is missing, ``load("default")`` raises the task's own message."""
+    if spec == DEFAULT:
+        path = Path(default_path)
+        if not path.is_file():
+            load(DEFAULT)  # raises the engine's InputError ("no default ... installed")
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            from .._validate import InputError
+
+            raise InputError(f"model file not found: {path}")
+        if not path.is_file():
+            from .._validate import InputError
+
+            raise InputError(f"model path is not a file: {path}")
+    key = _file_key(path)
+    model = cache.get("model") if cache.get("key") == key else None
+    if model is not None:
+        return model, key, True
+    model = load(DEFAULT if spec == DEFAULT else str(path))
+    cache.clear()
+    cache.update(key=key, model=model)  # one dict assignment: safe to read later on the GUI thread
+    return model, key, False
 
 
 def model_file_state(text: str) -> tuple[Path, str | None]:

@@ -36,7 +36,8 @@ from ..sr.enhance import EnhanceOptions
 from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
 from ._params import ParamForm
-from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
+from ._model_choice import (ModelDeviceMixin, default_model_installed, load_cached,
+                            model_file_state)
 from ._worker import relay
 from ._table import MetricsTable, copy_table
 from .._layerdata import OUTPUT_KEY, ROLE_KEY
@@ -48,38 +49,12 @@ DEFAULT = "default"
 RESULT_NAME = "ttsr"
 
 
-def _model_key(spec) -> tuple:
-    """Cache key of a model choice: (resolved path, modification time); the file must exist."""
+def _load_model(spec, cache: dict):
+    """The SR model for ``spec`` ("default" or a path), from ``cache`` when the file is unchanged."""
+    from ..sr import load_model
     from ..sr.modelio import DEFAULT_MODEL
 
-    path = DEFAULT_MODEL if spec == DEFAULT else Path(spec).expanduser()
-    st = path.stat()
-    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
-
-
-def _load_model(spec, cache: dict):
-    """The model for ``spec`` ("default" or a path) from ``cache`` or freshly loaded (and cached)."""
-    from ..sr import load_model
-
-    if spec == DEFAULT:
-        from ..sr.modelio import DEFAULT_MODEL
-
-        if not DEFAULT_MODEL.is_file():
-            load_model(DEFAULT)  # raises the engine's InputError ("no default ... installed yet")
-    else:
-        p = Path(spec).expanduser()
-        if not p.exists():
-            raise InputError(f"model file not found: {p}")
-        if not p.is_file():
-            raise InputError(f"model path is not a file: {p}")
-    key = _model_key(spec)
-    model = cache.get("model") if cache.get("key") == key else None
-    if model is not None:
-        return model, key, True
-    model = load_model(DEFAULT if spec == DEFAULT else str(Path(spec).expanduser()))
-    cache.clear()
-    cache.update(key=key, model=model)  # one dict assignment: safe to read later on the GUI thread
-    return model, key, False
+    return load_cached(spec, cache, default_path=DEFAULT_MODEL, load=load_model)
 
 
 def describe_model_file(path) -> str:
