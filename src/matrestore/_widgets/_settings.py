@@ -16,11 +16,16 @@ point it at a temporary folder so that they never read or write the user's setti
 Supported controls: QSpinBox, QDoubleSpinBox, QCheckBox, QRadioButton, checkable QGroupBox, QLineEdit,
 QComboBox (stored by item text; a stored text that is no longer offered is ignored). Only plain
 parameters are remembered, never layers or data.
+
+:func:`set_remembered` sets settings of another widget (e.g. the Denoise train widget hands its trained
+model to "Denoise: apply") without importing it: stored for the next time it opens, and applied to its
+controls at once where such a widget is open.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 
 from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import (
@@ -32,10 +37,11 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-__all__ = ["WidgetSettings", "ENV_VAR", "qsettings"]
+__all__ = ["WidgetSettings", "ENV_VAR", "qsettings", "set_remembered"]
 
 ENV_VAR = "MATRESTORE_SETTINGS"
 ORG, APP = "matrestore", "matrestore"
+_LIVE: "weakref.WeakSet[WidgetSettings]" = weakref.WeakSet()  # the settings of the widgets alive now
 
 
 def qsettings() -> QSettings:
@@ -111,6 +117,7 @@ class WidgetSettings:
         self.group = group
         self._bound: dict[str, tuple] = {}
         self._restoring = False
+        _LIVE.add(self)
 
     def _key(self, key: str) -> str:
         return f"{self.group}/{key}"
@@ -149,3 +156,26 @@ class WidgetSettings:
     def values(self) -> dict:
         """The current values of the bound controls (for logs and tests)."""
         return {k: _get(w) for k, (w, _) in self._bound.items()}
+
+
+def set_remembered(group: str, values: dict) -> int:
+    """Store ``values`` (``{key: value}``, applied in that order) as the remembered settings of the widget
+    group ``group`` and put them into the bound controls of every open widget of that group (their change
+    signals fire as if the user had set them). Returns how many open widgets took them."""
+    s = qsettings()
+    for key, value in values.items():
+        s.setValue(f"{group}/{key}", value)
+    s.sync()
+    n = 0
+    for ws in list(_LIVE):
+        if ws.group != group:
+            continue
+        took = False
+        for key, value in values.items():
+            if key in ws._bound:
+                try:
+                    took |= _set(ws._bound[key][0], value)
+                except RuntimeError:  # the widget's controls are gone (closed)
+                    break
+        n += int(took)
+    return n
