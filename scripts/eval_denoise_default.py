@@ -9,6 +9,15 @@ structures come from seeds far from the training pool's. The table is what
     .venv/bin/python scripts/eval_denoise_default.py --seen              # also on the training texture (NIST), unseen structures
     .venv/bin/python scripts/eval_denoise_default.py --ship              # write the model (float16) as the package default,
                                                                          # with the held-out figures in its metadata
+    .venv/bin/python scripts/eval_denoise_default.py --val M1 M2 ...     # model choice: the fixed VALIDATION set only
+                                                                         # (NIST + procedural textures, no MLography)
+
+The validation set (``--val``, run 3 on) is the same for every recipe, so that runs trained on different
+structure pools can be compared: 16 pairs, NIST texture or a procedural texture as source (never the
+MLography micrographs), structures from ``VAL_SEED`` (far from the training pools and ``TEST_SEED``), in two
+grain-size regimes — "fine": 256² with 30–140 grains like the test, 12 pairs; "coarse": 384² with 6–24
+grains (grains of ~80–160 px, like coarse real micrographs), 4 pairs — where the count error also shows
+grains the network invents.
 """
 
 from __future__ import annotations
@@ -25,6 +34,68 @@ DATA = Path("/work/shared/data/optical")
 HELD_OUT = [DATA / "mlography__metallography_train_image_10.jpg", DATA / "mlography__metallography_train_image_15.jpg"]
 SEEN = [DATA / "nistgsat__grain_structures_steel.tif"]
 RUN = ROOT / "training" / "denoise_default"
+VAL_SEED = 20_000_000
+VAL_REGIMES = {"fine": dict(shape=256, grains=(30, 140), n=12), "coarse": dict(shape=384, grains=(6, 24), n=4)}
+
+
+def validation_pairs():
+    """The fixed validation pairs (module docstring): ``[(regime, pair), ...]``."""
+    import numpy as np
+
+    from matrestore.denoise.phasefield import phase_field
+    from matrestore.denoise.synth import procedural_texture, synthesize, texture_source
+
+    nist, name = texture_source(SEEN[0], SEEN[0].name)
+    out = []
+    for r, (regime, spec) in enumerate(VAL_REGIMES.items()):
+        S = spec["shape"]
+        for k in range(spec["n"]):
+            rng = np.random.default_rng([VAL_SEED, r, k])
+            g = int(rng.integers(spec["grains"][0], spec["grains"][1] + 1))
+            pf = phase_field((S, S), g, int(rng.integers(100, 801)), seed=VAL_SEED + 1000 * r + k)
+            if k % 2:
+                src, sname = procedural_texture((S, S), rng), "procedural texture"
+            else:
+                src, sname = nist, name
+            out.append((regime, synthesize(pf, src, seed=VAL_SEED + 1000 * r + k, boundary_width=(0, 2)[(k // 2) % 2],
+                                           mix=1.0, real_name=sname)))
+    return out
+
+
+def validate_models(models, json_path: Path, pairs=None) -> dict:
+    """Network figures (with histogram matching, as shipped) of each model on the validation pairs."""
+    import time
+
+    import numpy as np
+
+    from matrestore.denoise import denoise
+    from matrestore.denoise.modelio import resolve_model
+    from matrestore.denoise.scoring import evaluate_output, summarise, to_json
+
+    if pairs is None:
+        t0 = time.perf_counter()
+        pairs = validation_pairs()
+        print(f"{len(pairs)} validation pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+    doc = json.loads(json_path.read_text()) if json_path.is_file() else {"models": {}}
+    for mpath in models:
+        net = resolve_model(mpath)
+        per = {}
+        for regime, p in pairs:
+            m = evaluate_output(denoise(p.noisy, net), p.clean, p.labels, p.masks)
+            m["signed_count_err"] = (m["count"] - m["count_true"]) / max(m["count_true"], 1)
+            per.setdefault(regime, []).append(m)
+            per.setdefault("all", []).append(m)
+        summ = summarise(per)
+        for reg, rows in per.items():
+            summ[reg]["signed_count_err"] = float(np.mean([r["signed_count_err"] for r in rows]))
+        doc["models"][str(mpath)] = {"summary": summ, "per_image": per}
+        line = "  ".join(f"{reg}: F1 {summ[reg]['f1']:.3f} P {summ[reg]['precision']:.3f} R {summ[reg]['recall']:.3f} "
+                         f"count {summ[reg]['count_err']:.3f} ({summ[reg]['signed_count_err']:+.3f})" for reg in per)
+        print(f"{mpath}: {line}", flush=True)
+    doc["pairs"] = [dict(regime=reg, **{k: v for k, v in p.recipe.items() if isinstance(v, (int, float, str))})
+                    for reg, p in pairs] if hasattr(pairs[0][1], "recipe") else len(pairs)
+    json_path.write_text(to_json(doc))
+    return doc
 
 
 def command(model, reals, json_path, n):
@@ -71,9 +142,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seen", action="store_true", help="also evaluate on the training texture")
     ap.add_argument("--ship", action="store_true", help="write the model as src/matrestore/denoise/models/default.safetensors")
     ap.add_argument("--skip-eval", action="store_true", help="--ship/--figure with the existing eval_heldout.json")
+    ap.add_argument("--val", nargs="+", default=None, metavar="MODEL",
+                    help="only the fixed validation set (model choice), for these models")
+    ap.add_argument("--val-json", default=str(RUN / "run3" / "val.json"))
     ap.add_argument("--figure", action="store_true",
                     help="training/denoise_default/real_nist.png: the real NIST micrograph, the network, the best baseline")
     args = ap.parse_args(argv)
+    if args.val:
+        import torch
+
+        torch.set_num_threads(1)
+        validate_models(args.val, Path(args.val_json))
+        return 0
     from matrestore.cli import main as cli
 
     held = RUN / "eval_heldout.json"
