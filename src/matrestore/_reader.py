@@ -24,6 +24,13 @@ def get_reader(path):
     return read_layers
 
 
+def _omegas(p: Path) -> dict:
+    """ω per frame of a projection stack (``labdct.stack.layer_metadata``: file names or input_main.m)."""
+    from .labdct.stack import layer_metadata
+
+    return layer_metadata(p)
+
+
 def read_layers(path) -> list[tuple]:
     """One image layer per path; multi-page TIFFs and folders become 3-D stack layers."""
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
@@ -31,13 +38,13 @@ def read_layers(path) -> list[tuple]:
     for p in paths:
         if p.is_dir():
             data, meta = read_stack(p)
-            layers.append(image_layer_tuple(data, meta, p.name, stack=True))
+            layers.append(image_layer_tuple(data, {**meta, **_omegas(p)}, p.name, stack=True))
             continue
         data, meta = read_image(p)
         instrument = meta.get("vendor") in VENDORS and meta.get("written_by") != "matrestore"
         if meta.get("n_pages", 1) > 1 and not instrument:
             data, meta = read_stack(p)  # a plain (or our own) multi-page TIFF: a projection stack
-            layers.append(image_layer_tuple(data, meta, name_for(p), stack=True))
+            layers.append(image_layer_tuple(data, {**meta, **_omegas(p)}, name_for(p), stack=True))
         else:
             layers.append(image_layer_tuple(data, meta, name_for(p)))
     return layers

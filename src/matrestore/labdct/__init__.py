@@ -21,7 +21,7 @@ from .geometry import IRON_GEOMETRY, Geometry, read_geometry_m
 from .infer import clean, clean_iter, segment, spot_table, write_spot_csv
 from .model import PRESETS, LabdctConfig, SpotUNet, build_model, count_parameters
 from .modelio import load_model, save_model
-from .routine import ROUTINE_DEFAULTS, log_segment, standard_routine, standard_routine_iter, tune_routine
+from .routine import ROUTINE_DEFAULTS, RoutineOptions, log_segment, standard_routine, standard_routine_iter, tune_routine
 from .simulate import SampleConfig, SimResult, simulate, simulate_iter  # noqa: E402 (function shadows module)
 from .stack import FrameStack
 from .train import TrainConfig, train  # noqa: E402  (the function shadows the submodule name)
@@ -29,7 +29,7 @@ from .train import TrainConfig, train  # noqa: E402  (the function shadows the s
 __all__ = [
     "simulate", "simulate_iter", "SampleConfig", "SimResult", "Geometry", "IRON_GEOMETRY", "read_geometry_m",
     "extract_background", "synthesize", "ground_truth",
-    "standard_routine", "standard_routine_iter", "tune_routine", "log_segment", "ROUTINE_DEFAULTS",
+    "standard_routine", "standard_routine_iter", "tune_routine", "log_segment", "ROUTINE_DEFAULTS", "RoutineOptions",
     "clean", "clean_iter", "segment", "spot_table", "write_spot_csv",
     "build_model", "load_model", "save_model", "train", "TrainConfig", "PRESETS", "LabdctConfig", "SpotUNet",
     "count_parameters", "FrameStack",

@@ -286,8 +286,11 @@ def _cmd_clean(args) -> int:
 
 def _cmd_routine(args) -> int:
     from .infer import spot_table, write_spot_csv
-    from .routine import standard_routine_iter
+    from .routine import RoutineOptions, standard_routine_iter
 
+    opts = RoutineOptions(window=args.window, beamstop=_beamstop_arg(args.beamstop), background=args.background,
+                          background_in_sigma=args.background_in_sigma, sigma=args.sigma, percent=args.percent,
+                          min_size=args.min_size).check()
     outs = Outputs(inputs=[args.stack], overwrite=args.overwrite)
     out = outs.file(args.output)
     table_path = outs.file(args.table) if args.table else None
@@ -297,9 +300,7 @@ def _cmd_routine(args) -> int:
                          "use a smaller --window or more frames.")
 
     masks = np.zeros((len(st),) + st.shape, bool)  # 1 byte per pixel (a 181 x 1024² stack: 190 MB)
-    _drive(standard_routine_iter(st, window=args.window, background=args.background, sigma=args.sigma,
-                                 percent=args.percent, min_size=args.min_size, beamstop=_beamstop_arg(args.beamstop),
-                                 background_in_sigma=args.background_in_sigma, out=masks), "frames")
+    _drive(standard_routine_iter(st, **opts.kwargs(), out=masks), "frames")
     w = StackWriter(out, {"what": "spot masks of the standard routine, 0/255",
                           "params": {"window": args.window, "background": args.background, "sigma": args.sigma,
                                      "percent": args.percent, "min_size": args.min_size}})

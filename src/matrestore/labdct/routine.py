@@ -22,15 +22,17 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .._validate import InputError
+from ..params import param
 from ..progress import Kind, drive, is_cancelled, record
 from .stack import FrameStack, as_stack
 
-__all__ = ["ROUTINE_DEFAULTS", "rolling_median_iter", "log_segment", "standard_routine", "standard_routine_iter",
+__all__ = ["ROUTINE_DEFAULTS", "RoutineOptions", "routine_preview", "rolling_median_iter", "log_segment", "standard_routine", "standard_routine_iter",
            "tune_routine", "find_beamstop", "beamstop_mask", "window_indices", "noise_sigma", "TUNE_GRID"]
 
 ROUTINE_DEFAULTS = {"window": 11, "background": 0.0, "sigma": 1.0, "percent": 50.0, "min_size": 3}
@@ -38,6 +40,54 @@ ROUTINE_DEFAULTS = {"window": 11, "background": 0.0, "sigma": 1.0, "percent": 50
 #: the tuning grid: background in units of the median-subtracted frame's robust noise σ
 TUNE_GRID = {"background": (0.0, 1.0, 2.0, 3.0, 4.0, 6.0), "sigma": (0.5, 0.75, 1.0, 1.5, 2.0),
              "percent": (10.0, 30.0, 50.0, 70.0), "min_size": (1, 2, 3, 5, 8)}
+
+
+@dataclass
+class RoutineOptions:
+    """The standard routine's parameters (one place for defaults, ranges, labels; the CLI and the widget
+    build this): the rolling-median window, the beam stop and the four LoG parameters."""
+
+    window: int = param(11, label="median window", tip="Rolling median over this many projections (centred on each "
+                        "frame; circular for a full turn) is subtracted from each frame. The paper's default: 11.",
+                        min=1, max=181, step=2, suffix=" frames")
+    beamstop: str | None = param("auto", label="beam stop", tip="Pixels of the beam-stop shadow are never spots. auto: "
+                                 "find the dark region near the detector centre in the stack's median; none: a "
+                                 "detector without a beam stop.", choices={"auto (find the shadow)": "auto", "none": None})
+    background: float = param(0.0, label="background", tip="LoG parameter 1: subtracted from the median-corrected frame "
+                              "before the LoG (negatives set to 0); in counts, or in noise σ with 'background in σ'.",
+                              min=0.0, max=1e6, step=0.5, decimals=2)
+    background_in_sigma: bool = param(False, label="background in σ", tip="Read 'background' in units of each "
+                                      "median-corrected frame's robust noise σ (what the tuning helper finds; carries "
+                                      "over between intensity scales).")
+    sigma: float = param(1.0, label="LoG σ", tip="LoG parameter 2: σ of the Gaussian in px (spot size; 0.5–2 px).",
+                         min=0.3, max=10.0, step=0.25, decimals=2, suffix=" px")
+    percent: float = param(50.0, label="percent of max", tip="LoG parameter 3: each connected component of the LoG "
+                           "response keeps the pixels above this percent of its own maximum (10–70 %).",
+                           min=0.0, max=99.0, step=5.0, decimals=1, suffix=" %")
+    min_size: int = param(3, label="minimum spot size", tip="LoG parameter 4: spots smaller than this many pixels "
+                          "are dropped (1–8 px).", min=1, max=10000, suffix=" px")
+
+    def check(self) -> "RoutineOptions":
+        """InputError naming a bad option; returns self."""
+        if int(self.window) < 1:
+            raise InputError(f"the rolling-median window must be >= 1 frame, got {self.window}.")
+        if not self.sigma > 0:
+            raise InputError(f"LoG σ must be positive, got {self.sigma}.")
+        if not 0 <= self.percent < 100:
+            raise InputError(f"percent must be in [0, 100), got {self.percent}.")
+        if self.background < 0:
+            raise InputError(f"background must be >= 0, got {self.background}.")
+        if int(self.min_size) < 1:
+            raise InputError(f"minimum spot size must be >= 1 px, got {self.min_size}.")
+        if self.beamstop is not None and isinstance(self.beamstop, str) and self.beamstop != "auto":
+            raise InputError(f"beam stop must be 'auto', None, a box or a mask; got {self.beamstop!r}.")
+        return self
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of :func:`standard_routine` / :func:`standard_routine_iter`."""
+        d = asdict(self)
+        d["window"], d["min_size"] = int(d["window"]), int(d["min_size"])
+        return d
 
 
 def window_indices(k: int, n: int, window: int, circular: bool) -> list[int]:
@@ -196,8 +246,9 @@ def _prepare(stack, window, circular, beamstop, name="stack"):
 
 def standard_routine_iter(stack, window: int = 11, background: float = 0.0, sigma: float = 1.0,
                           percent: float = 50.0, min_size: int = 3, beamstop="auto", circular=None,
-                          background_in_sigma: bool = False, cancel=None, out=None):
-    """Generator version of :func:`standard_routine`: yields progress records, returns the masks."""
+                          background_in_sigma: bool = False, cancel=None, out=None, sink=None):
+    """Generator version of :func:`standard_routine`: yields progress records, returns the masks.
+    ``sink(k, corrected, mask)``, when given, receives each median-subtracted frame (float32) and its mask."""
     st, circ, bs = _prepare(stack, window, circular, beamstop)
     n = len(st)
     masks = out if out is not None else np.zeros((n,) + st.shape, bool)
@@ -214,7 +265,9 @@ def standard_routine_iter(stack, window: int = 11, background: float = 0.0, sigm
         corr = frame - med
         bg = background * noise_sigma(corr, bs) if background_in_sigma else background
         masks[k] = log_segment(corr, bg, sigma, percent, min_size, exclude=bs)
-        yield record(Kind.STEP, step=k + 1, total=n, elapsed_s=time.perf_counter() - t0, message=f"frame {k + 1}/{n}")
+        if sink is not None:
+            sink(k, corr, masks[k])
+        yield record(Kind.STEP, step=k + 1, total=n, frame=k, elapsed_s=time.perf_counter() - t0, message=f"frame {k + 1}/{n}")
     yield record(Kind.DONE, message="done", elapsed_s=time.perf_counter() - t0)
     return masks
 
@@ -228,6 +281,33 @@ def standard_routine(stack, window: int = 11, background: float = 0.0, sigma: fl
     intensity scales)."""
     return drive(standard_routine_iter(stack, window, background, sigma, percent, min_size, beamstop, circular,
                                        background_in_sigma, cancel, out), progress)
+
+
+def routine_preview(stack, k: int, options: RoutineOptions | None = None, beamstop_cache: dict | None = None):
+    """The standard routine on frame ``k`` alone (a live preview): ``(corrected, mask)``, the
+    median-subtracted frame (float32) and its boolean spot mask, exactly as :func:`standard_routine`
+    computes them for that frame. Reads only the ``window`` frames around ``k`` (and, for an automatic
+    beam stop, up to 11 frames once: pass the same ``beamstop_cache`` dict to reuse it)."""
+    o = (options or RoutineOptions()).check()
+    if isinstance(stack, np.ndarray) and stack.ndim == 2:
+        _prepare(stack, o.window, None, None)  # the "a single 2-D frame" message
+    st = as_stack(stack)
+    n = len(st)
+    if n < o.window:
+        _prepare(st, o.window, None, None)  # the "fewer frames than the window" message
+    if not 0 <= int(k) < n:
+        raise InputError(f"frame {k} is outside the stack of {n} frames.")
+    bs = None
+    if o.beamstop is not None:
+        cache = beamstop_cache if beamstop_cache is not None else {}
+        if "mask" not in cache:
+            cache["mask"] = _prepare(st, o.window, None, o.beamstop)[2]
+        bs = cache["mask"]
+    idx = window_indices(int(k), n, int(o.window), st.full_turn)
+    med = np.median(np.stack([st[j] for j in idx]), axis=0).astype(np.float32)
+    corr = st[int(k)] - med
+    bg = o.background * noise_sigma(corr, bs) if o.background_in_sigma else o.background
+    return corr, log_segment(corr, bg, o.sigma, o.percent, int(o.min_size), exclude=bs)
 
 
 def tune_routine(stack, truth_masks, window: int = 11, beamstop="auto", circular=None, grid=None,

@@ -17,10 +17,14 @@ import numpy as np
 
 from .._validate import InputError
 
-__all__ = ["FrameStack", "as_stack", "omegas_from_names", "omegas_from_geometry", "is_full_turn"]
+__all__ = ["FrameStack", "as_stack", "omegas_from_names", "omegas_from_geometry", "is_full_turn", "layer_metadata",
+           "OMEGA_KEY", "GEOMETRY_NAMES"]
+
+OMEGA_KEY = "omegas"  # layer.metadata[OMEGA_KEY]: ω (degrees) of every frame of a projection-stack layer
+GEOMETRY_NAMES = ("input_main.m",)  # LabDCT geometry files looked for beside the frames
 
 _TIFF = {".tif", ".tiff"}
-_OMEGA_RE = re.compile(r"(?:omega|ome|om|w)[_=]?(m?-?\d+(?:[.p]\d+)?)(?:deg)?(?=[^0-9.]|$)", re.I)
+_OMEGA_RE = re.compile(r"(?<![a-z])(?:omega|ome|om|w)[_=]?(m?-?\d+(?:[.p]\d+)?)(?:deg)?(?=[^0-9.]|$)", re.I)
 
 
 def _natural_key(p: Path):
@@ -58,6 +62,57 @@ def omegas_from_geometry(path, frame_numbers) -> list:
     if any(k is None for k in frame_numbers):
         raise InputError("frame numbers are needed to take ω from a geometry file (numbered file names).")
     return [info["rot_start"] + info["rot_step"] * (k - 1) for k in frame_numbers]
+
+
+def _geometry_file(folder: Path) -> Path | None:
+    for name in GEOMETRY_NAMES:
+        for d in (folder, folder.parent):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def layer_metadata(source) -> dict:
+    """What a napari layer of the projection stack ``source`` (a folder of numbered TIFFs, a list of frame
+    files, or a multi-page TIFF) should carry about its rotation: ``{"omegas": [ω per frame, degrees],
+    "omega_source": where they came from, "full_turn": bool}``, or ``{}`` when ω is unknown. ω comes
+    from the file names, else from an ``input_main.m`` beside the frames (or one folder up): frame
+    numbers from the names for files, 1..N for the pages of a multi-page TIFF. Never raises for an
+    unreadable geometry file (the stack still opens, without ω)."""
+    if isinstance(source, (list, tuple)):
+        files = [Path(f) for f in source]
+        folder = files[0].parent if files else Path(".")
+        pages = None
+    else:
+        p = Path(source)
+        if p.is_dir():
+            files = sorted((f for f in p.iterdir() if f.suffix.lower() in _TIFF and f.is_file()), key=_natural_key)
+            folder, pages = p, None
+        else:
+            files, folder = None, p.parent
+            try:
+                import tifffile
+
+                with tifffile.TiffFile(str(p)) as tf:
+                    shape = tf.series[0].shape
+                    pages = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            except Exception:  # noqa: BLE001 - not a readable TIFF: nothing to say
+                return {}
+    if files is not None and not files:
+        return {}
+    om, how = (omegas_from_names(files), "file names") if files is not None else (None, "")
+    if om is None:
+        geo = _geometry_file(folder)
+        if geo is None:
+            return {}
+        numbers = [_frame_number(f) for f in files] if files is not None else list(range(1, pages + 1))
+        try:
+            om = omegas_from_geometry(geo, numbers)
+        except (InputError, OSError, ValueError):
+            return {}
+        how = f"{geo.name}: rot_start + rot_step × (frame number − 1)"
+    om = [float(w) for w in om]
+    return {OMEGA_KEY: om, "omega_source": how, "full_turn": is_full_turn(om)}
 
 
 def is_full_turn(omegas) -> bool:
