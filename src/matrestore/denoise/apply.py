@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -21,16 +22,65 @@ import torch
 
 from .._validate import InputError
 from ..device import is_oom, pick_device, describe
-from ..progress import Kind, drive, is_cancelled, record
+from ..nets.hooks import ForwardMonitor
+from ..params import param
+from ..progress import Cancelled, Kind, drive, eta_text, is_cancelled, record, run_blocking
 from ..tiling import Stitcher, balanced_tile, plan_tiles
 from .model import DenoiseNet, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram
 
-__all__ = ["denoise", "denoise_iter", "prepare_input", "MIN_SIDE", "default_halo"]
+__all__ = ["denoise", "denoise_iter", "prepare_input", "MIN_SIDE", "default_halo", "DenoiseOptions", "COLOUR_CHOICES"]
 
 MIN_SIDE = 16  # px; smaller images are refused
 GLOBAL_HALO = 64  # halo for models with a global squeeze (their tiling is approximate)
+HEARTBEAT_S = 0.5  # s between progress records inside one long batch of tiles
+COLOUR_CHOICES = {"convert to grey (luminance)": "luminance", "refuse colour images": "error"}
+
+
+@dataclass
+class DenoiseOptions:
+    """The options of a network denoising run (the CLI's ``apply`` arguments and the Denoise widget's
+    controls are made from these fields); :meth:`kwargs` gives them as :func:`denoise_iter` takes them."""
+
+    tile: int | None = param(
+        1024, label="tile size", min=0, max=16384, step=128, suffix=" px", special="whole image",
+        tip="Tile side in px, including the halo that is discarded. Smaller tiles need less memory; the\n"
+            "result is the same (the halo covers the network's receptive field).\nwhole image: one piece.")
+    halo: int | None = param(
+        None, label="halo", min=-1, max=1024, suffix=" px", special="auto",
+        tip="Overlap kept around every tile and then discarded.\nauto: the network's receptive radius, so the "
+            "tiled result equals a whole-image pass.")
+    batch: int = param(1, label="batch size", min=1, max=256,
+                       tip="Tiles computed together (more: faster on a GPU, more memory). An out-of-memory "
+                           "error halves it automatically.")
+    histogram: bool = param(True, label="match histogram to the input",
+                            tip="Give the result the grey-level distribution of the input (paper, section III b), "
+                                "so it looks like the micrograph it came from. Off: the network's own grey levels, "
+                                "mapped back to the input's range.")
+    colour: str = param("luminance", label="colour images", choices=COLOUR_CHOICES,
+                        tip="RGB(A) micrographs: converted to grey (Rec. 601 luminance 0.299 R + 0.587 G + 0.114 B; "
+                            "equal channels: one of them; alpha ignored), or refused.")
+
+    def check(self) -> "DenoiseOptions":
+        """InputError naming an option the engine cannot use (the one validation, for the widget and CLI)."""
+        for name, v, lo in (("tile", self.tile, 1), ("halo", self.halo, 0), ("batch", self.batch, 1)):
+            if v is None and name != "batch":
+                continue
+            if isinstance(v, bool) or v is None or int(v) != v or v < lo:
+                raise InputError(f"{name} must be a whole number >= {lo}" + ("" if name == "batch" else
+                                 " (or None for the default)") + f", got {v!r}.")
+        if self.tile is not None and self.tile < MIN_SIDE:
+            raise InputError(f"tile must be at least {MIN_SIDE} px (or None for the whole image), got {self.tile}.")
+        if self.colour not in COLOUR_CHOICES.values():
+            raise InputError(f"colour must be 'luminance' or 'error', got {self.colour!r}.")
+        if not isinstance(self.histogram, bool):
+            raise InputError(f"histogram must be True or False, got {self.histogram!r}.")
+        return self
+
+    def kwargs(self) -> dict:
+        """The options as keyword arguments of :func:`denoise_iter` / :func:`denoise`."""
+        return asdict(self)
 
 
 def prepare_input(image, colour: str = "luminance", name: str = "image") -> tuple[np.ndarray, str | None]:
@@ -60,10 +110,30 @@ def _run(model, x, device, amp=False):
     return model(t).float().cpu().numpy()[:, 0]
 
 
+def _run_monitored(net, xb, dev, cancel, done, total, t0):
+    """:func:`_run` in a helper thread inside a :class:`ForwardMonitor` (a generator): ``"step"`` records
+    with the fraction of this batch done every :data:`HEARTBEAT_S`; raises Cancelled within one layer."""
+    with ForwardMonitor(net, cancel) as monitor:
+        monitor.begin_pass()
+
+        def heartbeat():
+            frac = done + len(xb) * monitor.fraction()
+            el = time.perf_counter() - t0
+            return record(Kind.STEP, step=done, total=total, fraction=frac / total, elapsed_s=el,
+                          message=eta_text(done, total, el, "tile") or f"tile {done}/{total}")
+
+        out = yield from run_blocking(lambda: _run(net, xb, dev), heartbeat, poll_s=HEARTBEAT_S)
+        monitor.end_pass()
+    return out
+
+
 def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int | None = None, batch: int = 1,
                  device=None, histogram: bool = True, colour: str = "luminance", cancel=None):
-    """:func:`denoise` as a generator of progress records (``"step"`` per batch of tiles); returns the
-    float32 result, or ``None`` after a ``"stopped"`` record."""
+    """:func:`denoise` as a generator of progress records (``"step"`` per batch of tiles, and every half
+    second inside a long batch, with ``fraction``); returns the float32 result, or ``None`` after a
+    ``"stopped"`` record. ``cancel`` is checked between batches and inside the network, between its
+    layers (:class:`~matrestore.nets.hooks.ForwardMonitor`). The options are those of
+    :class:`DenoiseOptions` (``**DenoiseOptions(...).check().kwargs()``)."""
     t0 = time.perf_counter()
     net = resolve_model(model)
     grey, note = prepare_input(image, colour)
@@ -106,7 +176,11 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
             yield record(Kind.STOPPED, message="stopped", step=done, total=len(tiles))
             return None
         try:
-            out = _run(net, np.stack([x[t.window] for t in group]), dev)
+            out = yield from _run_monitored(net, np.stack([x[t.window] for t in group]), dev, cancel, done,
+                                            len(tiles), t0)
+        except Cancelled:
+            yield record(Kind.STOPPED, message="stopped", step=done, total=len(tiles))
+            return None
         except Exception as exc:  # noqa: BLE001
             if is_oom(exc) and bsize > 1:
                 from ..device import free_memory
@@ -120,7 +194,9 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
         for t, o in zip(group, out):
             st.add(t, o)
         done += len(group)
-        yield record(Kind.STEP, step=done, total=len(tiles), elapsed_s=time.perf_counter() - t0)
+        el = time.perf_counter() - t0
+        yield record(Kind.STEP, step=done, total=len(tiles), fraction=done / len(tiles), elapsed_s=el,
+                     message=eta_text(done, len(tiles), el, "tile"))
     y = st.out[:H, :W].astype(np.float64) * (stats[1] - stats[0]) + stats[0]
     if histogram:
         y = match_histogram(y, grey)

@@ -119,7 +119,7 @@ def _cmd_train(args) -> int:
 # ------------------------------------------------------------------------------------------------ apply
 def _cmd_apply(args) -> int:
     from ..io import read_image, write_tiff
-    from .apply import denoise_iter
+    from .apply import DenoiseOptions, denoise_iter
     from .baselines import run_baseline
     from .modelio import resolve_model
 
@@ -140,6 +140,10 @@ def _cmd_apply(args) -> int:
         else:
             dest = Path(args.out)
         targets.append((p, out.file(dest)))
+    opts = None
+    if not args.baseline:
+        opts = DenoiseOptions(tile=args.tile if args.tile and args.tile > 0 else None, halo=args.halo,
+                              batch=args.batch, histogram=not args.no_histogram).check()
     net = resolve_model(args.model) if not args.baseline else None
     for src, dest in targets:
         arr, meta = read_image(src)
@@ -147,10 +151,9 @@ def _cmd_apply(args) -> int:
             res, params = run_baseline(arr, args.baseline, calibrate=not args.no_calibrate, return_params=True)
             info = {"method": args.baseline, "parameters": params}
         else:
-            res = _drive(denoise_iter(arr, net, tile=args.tile, halo=args.halo, batch=args.batch, device=args.device,
-                                      histogram=not args.no_histogram), src.name, "tile")
+            res = _drive(denoise_iter(arr, net, device=args.device, **opts.kwargs()), src.name, "tile")
             info = {"method": "network", "model": str(args.model), "model_name": (net.meta or {}).get("name"),
-                    "histogram_matching": not args.no_histogram, "tile": args.tile}
+                    "histogram_matching": opts.histogram, "tile": opts.tile, "options": opts.kwargs()}
         md = {"source": str(src), "denoise": info, "pixel_size_source": meta.get("pixel_size_source")}
         write_tiff(dest, res, pixel_size_nm=meta.get("pixel_size"), metadata=md, overwrite=True)
         print(f"{src} -> {dest}")

@@ -1,0 +1,428 @@
+"""Denoise dock widget ("Denoise: apply"): remove scratches, stains, pits and speckle from an optical
+micrograph while keeping its grain boundaries.
+
+Thin over :func:`matrestore.denoise.denoise_iter` (the attention residual network, the engine behind
+``matrestore denoise apply`` too) and :func:`matrestore.denoise.run_baseline` (the classical methods,
+parameters calibrated without ground truth). The widget collects the input layer, the method (the
+network, or one classical method), the model (bundled default or a file), the options of
+:class:`~matrestore.denoise.apply.DenoiseOptions` (tile, halo, batch, histogram matching, colour) and
+optionally one classical method to run beside the network; it runs :func:`denoise_job` in a worker
+thread (:class:`~matrestore._widgets._worker.TaskRunner`: progress, cancel within one network layer,
+errors in red) and puts the result into ``<input>_denoised`` (a classical method: ``<input>_<method>``)
+with the input's scale, translate and units, so that it overlays the input; a second run updates the
+layer in place. Colour micrographs are converted to grey (Rec. 601 luminance; equal channels: one
+of them; alpha ignored) and the widget says so, or refused (option "colour images"). Input layers are
+only read, never changed. The choices are remembered between sessions; "Restore defaults" sets them back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QVBoxLayout, QWidget
+
+from .._layerdata import OUTPUT_KEY, made_by
+from .._validate import InputError
+from ..denoise.apply import DenoiseOptions
+from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
+from ._layers import LayerCombo, LayerDock, combo_box, put_image, radio_row, same_layer, spatial_units
+from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
+from ._params import ParamForm
+from ._worker import relay
+
+__all__ = ["DenoiseWidget", "denoise_job", "METHOD_NAMES", "denoise_layer_problem", "output_name"]
+
+DEFAULT = "default"
+NETWORK = "network"
+MADE_BY = "denoise"
+METHOD_NAMES = {"network": "attention residual network", "gaussian": "Gaussian", "median": "median",
+                "bilateral": "bilateral", "nl_means": "non-local means", "tv": "total variation",
+                "wavelet": "wavelet (BayesShrink)", "bm3d": "BM3D"}
+SETTINGS_GROUP = "denoise"  # the Denoise train widget sets "model_path" / "model_file" here (_settings.set_remembered)
+
+
+def denoise_layer_problem(layer) -> str | None:
+    """Why an image layer cannot be denoised (None when it can: 2-D grey or RGB(A), one scale)."""
+    if getattr(layer, "multiscale", False):
+        return "multiscale: not supported"
+    if layer.ndim != 2:
+        return f"{layer.ndim}-D: only 2-D images can be denoised"
+    return None
+
+
+def output_name(name: str, method: str) -> str:
+    """``<input>_denoised`` for the network, ``<input>_<method>`` for a classical method."""
+    return f"{name}_denoised" if method == NETWORK else f"{name}_{method}"
+
+
+def _load_model(spec, cache: dict):
+    from ..denoise.modelio import DEFAULT_MODEL, load_model
+
+    return load_cached(spec, cache, default_path=DEFAULT_MODEL, load=load_model)
+
+
+def model_summary(model) -> dict:
+    """A short, JSON-able description of a denoising model (for the result layer's metadata)."""
+    meta = dict(getattr(model, "meta", {}) or {})
+    out = {k: meta[k] for k in ("architecture", "parameters", "receptive_radius", "name", "created", "task") if k in meta}
+    out["preset"] = getattr(model.cfg, "preset", None)
+    if isinstance(meta.get("training"), dict):
+        out["training"] = {k: v for k, v in meta["training"].items() if isinstance(v, (int, float, str))}
+    if isinstance(meta.get("metrics"), dict):
+        out["metrics"] = meta["metrics"]
+    return out
+
+
+def describe_model_file(path) -> str:
+    """One line about a denoising model file from its metadata (weights not read); InputError for a file
+    that is not a readable denoising model."""
+    from .. import modelfile
+
+    meta = modelfile.read_metadata(path, task="denoise")
+    cfg = meta.get("config") or {}
+    parts = [f"{cfg['preset']} preset"] if cfg.get("preset") else []
+    if isinstance(meta.get("parameters"), int):
+        parts.append(f"{meta['parameters'] / 1e3:.0f} k parameters")
+    val = ((meta.get("metrics") or {}).get("validation") or {})
+    if isinstance(val.get("f1"), (int, float)):
+        parts.append(f"validation boundary F1 {val['f1']:.3f}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------- engine calls
+def _baseline(grey, method: str, calibrate: bool, colour: str, cancel):
+    """Generator: a classical method in a helper thread, a heartbeat record every 0.5 s; ``None`` when
+    cancelled (the helper thread finishes on its own and its result is dropped)."""
+    from ..denoise.baselines import run_baseline
+
+    t0 = time.perf_counter()
+
+    def heartbeat():
+        if is_cancelled(cancel):
+            raise Cancelled("cancelled")
+        return {"message": f"{METHOD_NAMES.get(method, method)}{' (calibrating)' if calibrate else ''} · "
+                           f"{format_duration(time.perf_counter() - t0)}"}
+
+    try:
+        return (yield from run_blocking(lambda: run_baseline(grey, method, calibrate=calibrate, colour=colour,
+                                                             return_params=True), heartbeat))
+    except Cancelled:
+        yield record(Kind.STOPPED, message="stopped")
+        return None
+
+
+def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, options: DenoiseOptions | None = None,
+                device=None, beside: str | None = None, calibrate: bool = True, name: str = "input", cancel=None):
+    """The engine calls behind the widget (a generator; no Qt, no layers).
+
+    Checks the image (:func:`matrestore.denoise.apply.prepare_input`: dims, dtype, NaN, constant, size,
+    colour), then runs ``method``: the network (model ``"default"`` or a path, reused from ``cache`` while
+    the file is unchanged; :func:`~matrestore.denoise.denoise_iter` with ``options``) or a classical method
+    (:func:`~matrestore.denoise.run_baseline`); ``beside`` adds one classical method after the network.
+    Returns ``None`` when cancelled, else ``{"outputs": [{"method", "image", "parameters", "elapsed_s"}, ...],
+    "model_key", "model_meta", "device", "colour_note", "tiles", "elapsed_s"}``.
+    """
+    from .. import device as _device
+    from ..denoise.apply import denoise_iter, prepare_input
+
+    opts = (options or DenoiseOptions()).check()
+    grey, note = prepare_input(image, opts.colour, f"input '{name}'")
+    del grey  # checked; the engine makes its own copy
+    t_all = time.perf_counter()
+    outputs, key, meta, dev_text, tiles = [], None, None, None, None
+    if method == NETWORK:
+        yield {"message": "loading the model…"}
+        net, key, cached = _load_model(model, cache if cache is not None else {})
+        dev = _device.pick_device(device)
+        dev_text = _device.describe(dev)
+        meta = model_summary(net)
+        t0 = time.perf_counter()
+        last = {}
+
+        def keep(rec: dict) -> dict:
+            if rec.get("kind") == Kind.SETUP:
+                last.update(tiles=rec.get("total"), setup=rec.get("message"))
+            if rec.get("kind") == Kind.WARNING and note and note in str(rec.get("message")):
+                return {"message": note}  # said once in the status line, not as a toast as well
+            return rec
+
+        try:
+            out = yield from relay(denoise_iter(image, net, device=dev, cancel=cancel, **opts.kwargs()), keep)
+        finally:
+            if dev.type in ("cuda", "mps"):
+                net.to("cpu")  # the cached model waits on the CPU; the accelerator is given back
+                _device.free_memory(dev)
+        if out is None or is_cancelled(cancel):
+            return None
+        tiles = last.get("tiles")
+        outputs.append({"method": NETWORK, "image": out, "elapsed_s": time.perf_counter() - t0,
+                        "parameters": {**opts.kwargs(), "device": str(dev), "tiling": last.get("setup")}})
+    extra = [method] if method != NETWORK else ([beside] if beside else [])
+    for m in extra:
+        yield {"message": f"{METHOD_NAMES.get(m, m)}…"}
+        res = yield from _baseline(image, m, calibrate, opts.colour, cancel)
+        if res is None or is_cancelled(cancel):
+            return None
+        img, params = res
+        outputs.append({"method": m, "image": img, "elapsed_s": params.get("time_s"), "parameters": params})
+    yield {"message": "done."}
+    return {"outputs": outputs, "model_key": key, "model_meta": meta, "device": dev_text, "colour_note": note,
+            "tiles": tiles, "elapsed_s": time.perf_counter() - t_all}
+
+
+# ---------------------------------------------------------------------------------------- widget
+class DenoiseWidget(ModelDeviceMixin, LayerDock):
+    """Denoise an optical micrograph layer with the network or a classical method."""
+
+    settings_group = SETTINGS_GROUP
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.model_cache: dict = {}
+        self.last_results: dict | None = None
+        self._job: dict | None = None
+        self._build()
+        self._sync_device()  # the device list must exist before its remembered choice is applied
+        self._remember({"method": self.method_combo, "beside": self.beside_combo, "calibrate": self.calibrate_box,
+                        "model_default": self.model_default, "model_file": self.model_file_radio,
+                        "model_path": self.model_path, "device": self.device_combo})
+        self._start_runner(self.progress_bar, self.progress_label, self.status)
+        self._watch_layers()
+        self._sync_method()
+        self._sync_model()
+        self._sync_device()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        from ..denoise.baselines import available_baselines
+
+        self.baselines = available_baselines()
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.input_combo = LayerCombo("The optical micrograph to denoise: a 2-D grey or RGB image layer (colour is "
+                                      "converted to grey luminance, see 'colour images' under Advanced).")
+        form.addRow("input", self.input_combo)
+        methods = {METHOD_NAMES[NETWORK]: NETWORK, **{METHOD_NAMES.get(b, b): b for b in self.baselines}}
+        self._methods = methods
+        self.method_combo = combo_box(methods, "The network (trained on phase-field pairs: removes scratches, stains "
+                                      "and pits, keeps grain boundaries), or one classical method of scikit-image "
+                                      "with its parameter calibrated on the image itself (no ground truth needed)."
+                                      + ("" if "bm3d" in self.baselines else "\nBM3D appears when the optional 'bm3d' "
+                                         "package is installed."))
+        form.addRow("method", self.method_combo)
+        self._beside = {"(none)": None, **{METHOD_NAMES.get(b, b): b for b in self.baselines}}
+        self.beside_combo = combo_box(self._beside, "Also run this classical method after the network, into "
+                                      "'<input>_<method>', to compare side by side.")
+        form.addRow("compare with", self.beside_combo)
+        self.calibrate_box = QCheckBox("calibrate classical parameters")
+        self.calibrate_box.setChecked(True)
+        self.calibrate_box.setToolTip("Pick each classical method's parameter by J-invariant self-supervised "
+                                      "calibration (skimage.restoration.calibrate_denoiser) scaled by the estimated "
+                                      "noise level. Off: a rule of thumb (faster).")
+        form.addRow("", self.calibrate_box)
+        lay.addLayout(form)
+
+        self.model_box = QGroupBox("Model")
+        ml = QVBoxLayout(self.model_box)
+        mrow, self.model_default, self.model_file_radio = radio_row(
+            ("bundled default", "The denoising model shipped with matrestore "
+                                "(matrestore/denoise/models/default.safetensors; see docs/model_denoise_default.md)."),
+            ("model file", "A model trained with the 'Denoise: synthetic data and training' widget or "
+                           "`matrestore denoise train` (a .safetensors file)."))
+        ml.addLayout(mrow)
+        ml.addLayout(self._model_file_row("The model file to use when 'model file' is selected.", "Choose a model file."))
+        ml.addWidget(self._model_note_label("Whether the chosen model is available."))
+        lay.addWidget(self.model_box)
+
+        lay.addWidget(self._advanced_toggle("Show or hide the tiling, histogram, colour and device options."))
+        self.adv_box = QWidget()
+        af = QFormLayout(self.adv_box)
+        af.setContentsMargins(12, 0, 0, 0)
+        self.options = ParamForm(DenoiseOptions, settings=self.settings)
+        self.options.add_row("device", self._device_row(
+            "Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
+            "The device 'auto' picks on this computer."), after="batch")
+        af.addRow(self.options)
+        af.addRow(self._defaults_row("Set the method, model and advanced options back to their defaults (they are "
+                                     "remembered between sessions)."))
+        self.adv_box.setVisible(False)
+        lay.addWidget(self.adv_box)
+        self.histogram_box = self.options.control("histogram")
+
+        self.invalid_note = self._unoffered_label()
+        lay.addWidget(self.invalid_note)
+        self._add_run_controls(
+            lay, run=("Denoise", "Denoise the input in the background (the viewer stays usable); the result goes into "
+                                 "'<input>_denoised' (a classical method: '<input>_<method>'), updated in place."),
+            cancel_tip="Stop within about a second (between network layers); nothing is added or changed.",
+            progress=("%p %", "Tiles done of all tiles."), step_tip="The tile being computed, time so far and left.")
+        lay.addStretch(1)
+
+        self.method_combo.currentIndexChanged.connect(self._sync_method)
+        self.model_default.toggled.connect(self._sync_model)
+
+    # ------------------------------------------------------------------ choices
+    def method(self) -> str:
+        return self._methods[self.method_combo.currentText()]
+
+    def set_method(self, method: str, beside: str | None = None) -> None:
+        """Choose the method (``"network"`` or a baseline name) and the method run beside the network."""
+        self.method_combo.setCurrentText(next(t for t, v in self._methods.items() if v == method))
+        self.beside_combo.setCurrentText(next(t for t, v in self._beside.items() if v == beside))
+
+    def beside(self) -> str | None:
+        return self._beside[self.beside_combo.currentText()] if self.method() == NETWORK else None
+
+    def _sync_method(self, *_) -> None:
+        net = self.method() == NETWORK
+        self.model_box.setEnabled(net)
+        self.beside_combo.setEnabled(net)
+        for name in ("tile", "halo", "batch", "histogram"):
+            self.options.control(name).setEnabled(net)
+        self.device_combo.setEnabled(net)
+
+    def _sync_model(self, *_) -> None:
+        from ..denoise.modelio import DEFAULT_MODEL
+
+        default = self.model_default.isChecked()
+        self.model_path.setEnabled(not default)
+        self.model_browse.setEnabled(not default)
+        if default:
+            ok = DEFAULT_MODEL.is_file()
+            text = "default model installed" if ok else "No default denoising model is installed: choose a model file."
+            path = DEFAULT_MODEL
+        else:
+            path, problem = model_file_state(self.model_path.text())
+            ok, text = problem is None, problem or ""
+        if ok:
+            try:
+                about = describe_model_file(path)
+                text = f"{text}: {about}." if text and about else (text + "." if text else about)
+            except InputError as exc:
+                ok, text = False, str(exc)
+        self._show_model_note(ok, text)
+        self.model_note.setVisible(bool(text))
+
+    def set_model(self, path=None) -> None:
+        """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
+        if path is None or path == DEFAULT:
+            self.model_default.setChecked(True)
+        else:
+            self.model_path.setText(str(path))
+            self.model_file_radio.setChecked(True)
+            self.settings.save("model_path")
+        self._sync_model()
+
+    def model_spec(self):
+        if self.model_default.isChecked():
+            return DEFAULT
+        p = self.model_path.text().strip()
+        if not p:
+            raise InputError("choose a model file (or the bundled default model).")
+        return str(Path(p).expanduser())
+
+    def _browse_model(self) -> None:
+        path = self._ask_model_file("Denoising model")
+        if path:
+            self.set_model(path)
+
+    def denoise_options(self) -> DenoiseOptions:
+        """The options as the engine takes them, checked by the engine (InputError names a bad one)."""
+        return DenoiseOptions(**self.options.values()).check()
+
+    # ------------------------------------------------------------------ layers
+    def _refresh_layers(self, event=None) -> None:
+        images = self._image_layers()
+        valid = [lyr for lyr in images if denoise_layer_problem(lyr) is None]
+        plain = [lyr for lyr in valid if made_by(lyr.metadata) is None]
+        active = self.viewer.layers.selection.active
+        default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (plain[0] if plain else None)
+        if default is None and valid:
+            default = valid[0]
+        self.input_combo.fill(valid, default)
+        bad = [(lyr.name, denoise_layer_problem(lyr)) for lyr in images if denoise_layer_problem(lyr)]
+        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
+        self.invalid_note.setVisible(bool(bad))
+
+    def input_layer(self):
+        return self.input_combo.layer()
+
+    # ------------------------------------------------------------------ running
+    def _collect(self) -> dict:
+        """Snapshot of the inputs (layer data, name, geometry, options) or InputError."""
+        inp = self.input_layer()
+        if inp is None:
+            raise InputError("open or pick a 2-D image layer (an optical micrograph) to denoise.")
+        if denoise_layer_problem(inp):
+            raise InputError(f"input '{inp.name}': {denoise_layer_problem(inp)}.")
+        method = self.method()
+        opts = self.denoise_options()
+        outs = [output_name(inp.name, method)] + ([output_name(inp.name, self.beside())] if self.beside() else [])
+        if inp.name in outs:
+            raise InputError(f"the output layer '{inp.name}' would replace the input; rename the input layer.")
+        return {"input": inp, "name": inp.name, "method": method, "beside": self.beside(),
+                "calibrate": self.calibrate_box.isChecked(), "options": opts,
+                "model": self.model_spec() if method == NETWORK else None, "device": self.device(),
+                "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
+                "units": spatial_units(inp), "rgb": bool(getattr(inp, "rgb", False)),
+                "contrast_limits": tuple(inp.contrast_limits), "metadata": dict(inp.metadata or {})}
+
+    def run(self):
+        """Start denoising in a worker thread (the result arrives in :meth:`_show_result`)."""
+        if self.runner.is_running:
+            return None
+        try:
+            job = self._collect()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return None
+        self._job = job
+        return self.runner.start(
+            denoise_job, job["input"].data, method=job["method"], model=job["model"] or DEFAULT,
+            cache=self.model_cache, options=job["options"], device=job["device"], beside=job["beside"],
+            calibrate=job["calibrate"], name=job["name"], on_returned=self._show_result, message="starting…")
+
+    # ------------------------------------------------------------------ results (GUI thread)
+    def _metadata(self, job: dict, res: dict, out: dict) -> dict:
+        src = job["metadata"]
+        md = {k: src[k] for k in ("unit", "pixel_size", "pixel_size_nm", "pixel_size_source") if k in src}
+        info = {"made_by": MADE_BY, "source": job["name"], "method": out["method"],
+                "method_name": METHOD_NAMES.get(out["method"], out["method"]),
+                "parameters": out["parameters"], "elapsed_s": round(float(out["elapsed_s"] or 0.0), 3)}
+        if out["method"] == NETWORK:
+            info.update(model=job["model"], model_meta=res["model_meta"], device=res["device"], tiles=res["tiles"])
+        else:
+            info["calibrated"] = bool(out["parameters"].get("calibrated"))
+        if res.get("colour_note"):
+            info["colour"] = res["colour_note"]
+        md[OUTPUT_KEY] = info
+        return md
+
+    def _show_result(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        names, parts = [], []
+        for out in res["outputs"]:
+            img = out["image"]
+            if job["rgb"]:
+                clim = (float(np.percentile(img, 0.5)), float(np.percentile(img, 99.5)))
+                clim = clim if clim[1] > clim[0] else (float(img.min()), float(img.min()) + 1.0)
+            else:
+                clim = job["contrast_limits"]
+            name = output_name(job["name"], out["method"])
+            layer = put_image(self.viewer, name, img, job["scale"], job["translate"], self._metadata(job, res, out),
+                              units=job["units"], contrast_limits=clim, colormap="gray")
+            layer.contrast_limits = clim
+            names.append(layer.name)
+            parts.append(f"'{layer.name}' ({METHOD_NAMES.get(out['method'], out['method'])}, "
+                         f"{format_duration(out['elapsed_s'] or 0.0)})")
+        text = "Done: " + ", ".join(parts) + (f" on {res['device']}" if res.get("device") else "") + "."
+        if res.get("colour_note"):
+            text += f" Colour: {res['colour_note']}."
+        self.last_results = {"layers": names, "elapsed_s": res["elapsed_s"], "device": res["device"],
+                             "colour_note": res.get("colour_note")}
+        self.status.setStyleSheet("")
+        self.status.setText(text)

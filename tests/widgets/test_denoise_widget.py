@@ -1,0 +1,194 @@
+"""The "Denoise: apply" dock widget: built directly and opened as the Plugins menu opens it."""
+
+import numpy as np
+import pytest
+
+from matrestore._layerdata import OUTPUT_KEY
+from matrestore._widgets._worker import ERROR_STYLE, State
+from matrestore._widgets.denoise import DenoiseWidget, denoise_job
+from matrestore.denoise.apply import DenoiseOptions
+from matrestore.progress import drive
+from _util import assert_unchanged, snapshot
+from _util import run_and_wait as _run_and_wait
+
+TIMEOUT = 60000
+
+
+def run_and_wait(qtbot, w):
+    return _run_and_wait(qtbot, w, TIMEOUT)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    from matrestore.denoise import build_model, save_model
+
+    return save_model(build_model("tiny", seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def micrograph():
+    """A 64×64 uint16 'micrograph': grains with a dark scratch."""
+    from matrestore.denoise import synthesize
+
+    pair = synthesize(None, None, shape=(64, 64), n_grains=12, steps=20, seed=2)
+    return (pair.noisy * 20000 + 1000).clip(0, 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, micrograph, tiny_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(micrograph, name="steel", scale=(0.5, 0.5), translate=(3.0, 4.0), metadata={"pixel_size": 0.5})
+    w = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.input_combo.setCurrentText("steel")
+    w.set_model(tiny_path)
+    return viewer, w
+
+
+def is_error(w) -> bool:
+    return w.status.styleSheet() == ERROR_STYLE
+
+
+def test_network_result_overlays_the_input_and_updates_in_place(qtbot, setup, tiny_path):
+    viewer, w = setup
+    src = viewer.layers["steel"]
+    snap = snapshot(src)
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    out = viewer.layers["steel_denoised"]
+    assert out.data.shape == src.data.shape and out.data.dtype == np.float32
+    assert tuple(out.scale) == tuple(src.scale) and tuple(out.translate) == tuple(src.translate)
+    assert tuple(out.units) == tuple(src.units)
+    info = out.metadata[OUTPUT_KEY]
+    assert info["made_by"] == "denoise" and info["method"] == "network" and info["model"] == str(tiny_path)
+    assert info["model_meta"]["preset"] == "tiny" and info["parameters"]["histogram"] is True
+    assert out.metadata["pixel_size"] == 0.5
+    # histogram matching on (the default): the result has the input's grey levels
+    np.testing.assert_allclose(np.sort(out.data.ravel()), np.sort(src.data.astype(np.float32).ravel()), rtol=1e-5)
+    assert_unchanged(src, snap)
+    n_layers = len(viewer.layers)
+    w.histogram_box.setChecked(False)
+    w.options.set_value("tile", 32)
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert len(viewer.layers) == n_layers  # the same layer, updated in place
+    again = viewer.layers["steel_denoised"]
+    assert again.metadata[OUTPUT_KEY]["parameters"]["histogram"] is False
+    assert again.metadata[OUTPUT_KEY]["parameters"]["tile"] == 32
+    assert not np.allclose(np.sort(again.data.ravel()), np.sort(src.data.astype(np.float32).ravel()))
+    assert_unchanged(src, snap)
+
+
+def test_a_classical_method_alone_and_beside_the_network(qtbot, setup):
+    viewer, w = setup
+    w.set_method("gaussian")
+    assert not w.model_box.isEnabled()  # no model for a classical method
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    g = viewer.layers["steel_gaussian"]
+    info = g.metadata[OUTPUT_KEY]
+    assert info["method"] == "gaussian" and info["calibrated"] and info["parameters"]["sigma"] in (0.5, 1, 1.5, 2, 3, 4)
+    assert "steel_denoised" not in viewer.layers
+    w.set_method("network", beside="median")
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert "steel_denoised" in viewer.layers and "steel_median" in viewer.layers
+    assert viewer.layers["steel_median"].metadata[OUTPUT_KEY]["parameters"]["size"] in (3, 5, 7, 9)
+    assert "steel_denoised" in w.status.text() and "steel_median" in w.status.text()
+
+
+def test_rgb_is_converted_and_said_or_refused(qtbot, setup, micrograph):
+    viewer, w = setup
+    rgb = np.dstack([micrograph // 256] * 2 + [micrograph // 300]).astype(np.uint8)
+    viewer.add_image(rgb, name="colour", rgb=True)
+    assert "colour" in [w.input_combo.itemText(i) for i in range(w.input_combo.count())]
+    w.input_combo.setCurrentText("colour")
+    snap = snapshot(viewer.layers["colour"])
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    out = viewer.layers["colour_denoised"]
+    assert out.data.shape == rgb.shape[:2] and not out.rgb
+    assert "luminance" in w.status.text() and "luminance" in out.metadata[OUTPUT_KEY]["colour"]
+    viewer.layers.remove("colour_denoised")
+    w.options.set_value("colour", "error")
+    assert run_and_wait(qtbot, w) is State.FAILED
+    assert is_error(w) and "RGB" in w.status.text() and "colour_denoised" not in viewer.layers
+    assert_unchanged(viewer.layers["colour"], snap)
+
+
+@pytest.mark.parametrize("case", ["nan", "small", "constant", "missing_model", "corrupt_model", "3d"])
+def test_bad_input_gives_a_red_message_and_changes_nothing(qtbot, setup, case, tmp_path):
+    viewer, w = setup
+    expect = {"nan": "NaN", "small": "too small", "constant": "constant", "missing_model": "not found",
+              "corrupt_model": "model", "3d": "3-D"}[case]
+    if case in ("nan", "small", "constant", "3d"):
+        data = {"nan": np.where(np.eye(40, dtype=bool), np.nan, 1.0) + np.arange(40.0),
+                "small": np.random.default_rng(0).random((12, 12)),
+                "constant": np.full((40, 40), 7.0), "3d": np.random.default_rng(0).random((3, 40, 40))}[case]
+        viewer.add_image(data, name="bad")
+        if case == "3d":
+            assert "bad" not in [w.input_combo.itemText(i) for i in range(w.input_combo.count())]
+            assert "3-D" in w.invalid_note.text()
+            return
+        w.input_combo.setCurrentText("bad")
+    elif case == "missing_model":
+        w.set_model(tmp_path / "nope.safetensors")
+        assert w.model_note.styleSheet() == ERROR_STYLE and "not found" in w.model_note.text()
+    else:
+        bad = tmp_path / "cut.safetensors"
+        bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+        w.set_model(bad)
+    name = w.input_combo.currentText()
+    snap = snapshot(viewer.layers[name])
+    n = len(viewer.layers)
+    assert run_and_wait(qtbot, w) is State.FAILED
+    assert is_error(w) and expect in w.status.text(), w.status.text()
+    assert len(viewer.layers) == n
+    assert_unchanged(viewer.layers[name], snap)
+
+
+def test_cancel_stops_and_adds_nothing(qtbot, setup):
+    viewer, w = setup
+    w.run()
+    w.cancel()
+    qtbot.waitUntil(lambda: w.runner.state in (State.STOPPED, State.DONE, State.FAILED), timeout=TIMEOUT)
+    assert w.runner.state is State.STOPPED
+    assert "steel_denoised" not in viewer.layers
+
+
+def test_the_job_cancels_inside_a_forward_pass(tiny_path):
+    """denoise_job without Qt: a cancel that comes while the network runs (here: at its second layer) stops it
+    there (ForwardMonitor), with a "stopped" record and no result."""
+    img = np.random.default_rng(1).random((96, 96)).astype(np.float32)
+    calls = []
+
+    def cancel():  # False for the check between batches, True from the network's second layer on
+        calls.append(1)
+        return len(calls) >= 3
+
+    recs = []
+    assert drive(denoise_job(img, model=str(tiny_path), options=DenoiseOptions(tile=None), cancel=cancel),
+                 recs.append) is None
+    assert str(recs[-1]["kind"]) == "stopped" and len(calls) == 3
+    assert drive(denoise_job(img, model=str(tiny_path), options=DenoiseOptions(tile=None)))["outputs"][0]["image"].shape == (96, 96)
+
+
+def test_opened_from_the_plugins_menu(qtbot, make_napari_viewer, micrograph, tiny_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(micrograph, name="a")
+    viewer.add_image(micrograph[:40, :40], name="b")
+    viewer.layers.selection.active = viewer.layers["b"]
+    _, w = viewer.window.add_plugin_dock_widget("napari-matrestore", "Denoise: apply")
+    assert type(w.viewer).__name__ == "PublicOnlyProxy"
+    assert [w.input_combo.itemText(i) for i in range(w.input_combo.count())] == ["a", "b"]
+    assert w.input_layer().name == "b"  # the active layer
+    viewer.add_image(np.zeros((20, 20), np.float32), name="later")  # the list changes: the choice stays
+    assert w.input_layer().name == "b"
+    w.set_model(tiny_path)
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert viewer.layers["b_denoised"].data.shape == (40, 40)
