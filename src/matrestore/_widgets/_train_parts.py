@@ -148,7 +148,8 @@ class LossPlot(PlotWidget):
     """
 
     COLORS = {"total": QColor(255, 200, 60), "rec": QColor(90, 170, 255), "per": QColor(120, 220, 120),
-              "tper": QColor(220, 120, 220), "adv": QColor(255, 110, 90)}
+              "tper": QColor(220, 120, 220), "adv": QColor(255, 110, 90),
+              "loss": QColor(255, 200, 60), "mse": QColor(90, 170, 255)}  # denoise: total loss, MSE
     MARGINS = (48, 8, 8, 18)
 
     def __init__(self, keys=("total", "rec"), parent=None):
@@ -524,9 +525,14 @@ class DataPart(QGroupBox):
 
 # ---------------------------------------------------------------------------------------- progress
 class ProgressPart(QWidget):
-    """Epoch bar, live loss plot and validation table, fed with the engine's records (:meth:`show`)."""
+    """Epoch bar, live loss plot and validation table, fed with the engine's records (:meth:`show`).
 
-    def __init__(self, parent=None):
+    The defaults are the SR trainer's; another workflow passes its loss keys (``loss_keys``, the plot's
+    ``loss_tip``), validation columns (``val_headers``, ``val_tip``) and ``val_row(history row) -> texts``
+    (one table row per validated epoch, the best in bold)."""
+
+    def __init__(self, parent=None, *, loss_keys=("total", "rec"), loss_tip=None, val_headers=None, val_tip=None,
+                 val_row=None):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -534,11 +540,15 @@ class ProgressPart(QWidget):
         self.epoch_bar.setFormat("epoch %v / %m")
         self.epoch_bar.setToolTip("Epochs done of all epochs.")
         lay.addWidget(self.epoch_bar)
-        self.loss_plot = LossPlot()
+        self.loss_plot = LossPlot(loss_keys)
+        if loss_tip:
+            self.loss_plot.setToolTip(loss_tip)
+        self._val_row = val_row
         self.val_table = read_only_table(
-            ["epoch", "PSNR (dB)", "SSIM", "ESSIM", "vs bicubic"], "Validation after every epoch, on held-out cells "
-            "never trained on, in the images' own intensity units: the network's PSNR / SSIM / ESSIM, and its PSNR "
-            "gain over bicubic interpolation (first row). The best epoch (kept as the model) is bold.")
+            val_headers or ["epoch", "PSNR (dB)", "SSIM", "ESSIM", "vs bicubic"], val_tip or "Validation after every "
+            "epoch, on held-out cells never trained on, in the images' own intensity units: the network's PSNR / "
+            "SSIM / ESSIM, and its PSNR gain over bicubic interpolation (first row). The best epoch (kept as the "
+            "model) is bold.")
         self.val_table.setMinimumHeight(110)
         self.val_table.setMaximumHeight(190)
 
@@ -575,6 +585,18 @@ class ProgressPart(QWidget):
         if not rows:
             return
         best = run.best()
+        if self._val_row is not None:  # another workflow's columns: one row per validated epoch
+            t.setRowCount(len(rows))
+            for r, h in enumerate(rows):
+                for c, text in enumerate(self._val_row(h)):
+                    it = QTableWidgetItem(text)
+                    if h is best:
+                        f = it.font()
+                        f.setBold(True)
+                        it.setFont(f)
+                    t.setItem(r, c, it)
+            t.scrollToBottom()
+            return
         b = rows[-1]["val"]["bicubic"]
         cells = [("bicubic", f"{b['psnr']:.2f}", f"{b['ssim']:.4f}", f"{b['essim']:.4f}", "baseline")]
         for h in rows:
@@ -611,8 +633,38 @@ class PreviewLayers:
     def __init__(self, viewer):
         self.viewer = viewer
 
-    def layers(self) -> dict:
-        return {k: self.viewer.layers[n] for k, n in PREVIEW_NAMES.items() if n in self.viewer.layers}
+    def layers(self, names: dict | None = None) -> dict:
+        """The preview layers there are (``names``: ``{key: layer name}``, default the SR previews)."""
+        return {k: self.viewer.layers[n] for k, n in (names or PREVIEW_NAMES).items() if n in self.viewer.layers}
+
+    def right_edge(self) -> float:
+        """The world x just right of every layer that is not a preview (where previews may go)."""
+        right = [float(lyr.extent.world[1][-1]) + float(lyr.scale[-1])  # last pixel centre + one pixel
+                 for lyr in self.viewer.layers if made_by(lyr.metadata) != PREVIEW_KIND]
+        return max(right, default=0.0)
+
+    def show_row(self, images: dict, names: dict, source: tuple, info: dict, what: dict | None = None,
+                 clim_from: str | None = None) -> dict:
+        """Any workflow's previews: the 2-D arrays ``images`` (``{key: array}``, left to right) as the image
+        layers ``names[key]``, updated in place, at the pixel size of ``source`` (``(name, scale, translate,
+        shape, units)`` of the layer they come from) in a row right of every user layer; contrast limits of
+        ``images[clim_from]`` (default: each its own). ``info`` goes into their metadata with ``made_by``."""
+        _, (sy, sx), (ty, _), _, units = source
+        n = max(int(np.asarray(a).shape[1]) for a in images.values())
+        gap = max(n // 8, 4)
+        x0 = self.right_edge() + gap * sx
+        out = {}
+        for col, (k, arr) in enumerate(images.items()):
+            a = np.asarray(arr, np.float32)
+            ref = np.asarray(images[clim_from], np.float32) if clim_from else a
+            clim = (float(np.percentile(ref, 0.5)), float(np.percentile(ref, 99.5)))
+            if not clim[1] > clim[0]:
+                clim = (float(ref.min()), float(ref.min()) + 1.0)
+            md = {OUTPUT_KEY: {"made_by": PREVIEW_KIND, **info, "what": (what or {}).get(k, k)}}
+            out[k] = put_image(self.viewer, names[k], a, (sy, sx), (ty, x0 + col * (n + gap) * sx), md, units=units,
+                               contrast_limits=clim, colormap="gray")
+            out[k].contrast_limits = clim  # also on an update in place
+        return out
 
     def show(self, pv: dict, job: dict, epoch) -> None:
         i = min(int(pv.get("source_index", 0)), len(job["sources"]) - 1)
