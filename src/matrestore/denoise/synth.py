@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validate import InputError, as_2d_image
+from ..params import param as _param
 from .phasefield import PhaseField, adjacency, phase_field
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "texture_source",
     "real_crop",
     "procedural_texture",
+    "SynthOptions",
+    "sample_pairs_iter",
 ]
 
 # default artefact ranges; each drawn uniformly per image from the seed
@@ -431,3 +434,87 @@ def synthesize_set(structures, reals, seed: int = 0, **options) -> list[SynthPai
         for j, (src, name) in enumerate(srcs):
             out.append(synthesize(s, src, seed=seed + i * len(reals) + j, real_name=name, **options))
     return out
+
+
+# ------------------------------------------------------------------------------ a sample pair to look at
+@dataclass
+class SynthOptions:
+    """The recipe of a sample pair (the Denoise train widget's synthetic-data controls are made from these
+    fields): the phase-field structure (size, grains, steps, seed; ``L``, ``kappa``, ``dt``, ``n_order``
+    advanced) and the noisy image (etched boundaries, magnitude mix, histogram matching)."""
+
+    size: int = _param(256, label="size", min=32, max=4096, step=32, suffix=" px",
+                       tip="Side of the structure and of the pair (px). Every real micrograph must be at least "
+                           "this large (its crop gives the magnitude spectrum).")
+    n_grains: int = _param(60, label="grains", min=2, max=100000,
+                           tip="Voronoi grains at the start (nearly equal size); coarsening leaves fewer, larger ones.")
+    steps: int = _param(500, label="phase-field steps", min=0, max=100000, step=50,
+                        tip="Time steps of the Allen–Cahn model (semi-implicit Fourier scheme): more steps, fewer "
+                            "and larger grains with smoother boundaries (literature: 500–2000).")
+    seed: int = _param(0, label="seed", min=0, max=2**31 - 1,
+                       tip="Everything (grains, grey levels, artefacts, the real crop) follows from the seed.")
+    boundary_width: int = _param(0, label="etched boundaries", min=0, max=12, suffix=" px",
+                                 tip="Dark etched grain boundaries this wide in the ground truth (0: none, as in "
+                                     "the paper).")
+    mix: float = _param(1.0, label="magnitude mix", min=0.0, max=1.0, step=0.05, decimals=2,
+                        tip="1: the magnitude spectrum of the real micrograph (the paper, Fig. 1d); below 1: blended "
+                            "geometrically with the synthetic image's own.")
+    histogram: bool = _param(True, label="match histogram to the real",
+                             tip="Give the noisy image the real micrograph's grey-level distribution (Fig. 1e).")
+    L: float = _param(1.0, label="mobility L", min=0.001, max=100.0, step=0.1, decimals=3, advanced=True,
+                      tip="Kinetic coefficient of the Allen–Cahn equation (eq. A1; literature: 1).")
+    kappa: float = _param(0.5, label="gradient energy κ", min=0.001, max=100.0, step=0.1, decimals=3, advanced=True,
+                          tip="Gradient energy coefficient: wider, smoother boundaries when larger (literature ≈ 0.5).")
+    dt: float = _param(0.5, label="time step dt", min=0.01, max=10.0, step=0.1, decimals=3, advanced=True,
+                       tip="Time step (simulation-grid units); the scheme is stable for dt ≤ 1.")
+    n_order: int = _param(20, label="order parameters", min=2, max=64, advanced=True,
+                          tip="Order parameters shared out by graph colouring (neighbours never share one); "
+                              "16–24 serve hundreds of grains.")
+
+    def check(self) -> "SynthOptions":
+        """InputError naming an option that cannot make a pair."""
+        if int(self.size) < 32:
+            raise InputError(f"size must be at least 32 px, got {self.size}.")
+        if not 0.0 <= float(self.mix) <= 1.0:
+            raise InputError(f"mix must be between 0 and 1, got {self.mix}.")
+        if int(self.boundary_width) < 0:
+            raise InputError(f"boundary_width must be >= 0, got {self.boundary_width}.")
+        return self
+
+    def phase_field_kwargs(self) -> dict:
+        return dict(shape=(int(self.size), int(self.size)), n_grains=int(self.n_grains), steps=int(self.steps),
+                    seed=int(self.seed), L=float(self.L), kappa=float(self.kappa), dt=float(self.dt),
+                    n_order=int(self.n_order))
+
+
+def sample_pairs_iter(reals, options: SynthOptions | None = None, cancel=None):
+    """One phase-field structure and its noisy/clean pair for every real micrograph in ``reals`` (arrays or
+    files, ``(array, name)`` tuples too), a generator of progress records (the phase field's steps, then
+    ``"step"`` per pair). Every pair uses the same seed, so they share the ground truth, the grain labels
+    and the artefacts and differ only in the spectrum and histogram of their real micrograph. Returns
+    ``{"structure": PhaseField, "pairs": [SynthPair, ...], "names": [...]}``, ``None`` when cancelled."""
+    from ..progress import Kind, record
+    from .phasefield import phase_field_iter
+
+    opts = (options or SynthOptions()).check()
+    if reals is None or (isinstance(reals, (list, tuple)) and not reals):
+        raise InputError("pick at least one real micrograph: its Fourier magnitude and histogram make the noisy image.")
+    if isinstance(reals, (str, Path, np.ndarray)):
+        reals = [reals]
+    srcs = []
+    for j, r in enumerate(reals):
+        arr, name = (r if isinstance(r, tuple) else (r, None))
+        img, name = texture_source(arr, name or f"real micrograph {j}")
+        if min(img.shape) < int(opts.size):
+            raise InputError(f"{name} of shape {img.shape} is too small for {opts.size}×{opts.size} pairs (its crop "
+                             f"gives the magnitude spectrum); lower the size to {min(img.shape)} px or less.")
+        srcs.append((img, name))
+    pf = yield from phase_field_iter(**opts.phase_field_kwargs(), cancel=cancel)
+    if pf is None:
+        return None
+    pairs = []
+    for j, (img, name) in enumerate(srcs):
+        pairs.append(synthesize(pf, img, seed=int(opts.seed), boundary_width=int(opts.boundary_width),
+                                mix=float(opts.mix), histogram=bool(opts.histogram), real_name=name))
+        yield record(Kind.STEP, phase="pairs", step=j + 1, total=len(srcs), message=f"pair {j + 1}/{len(srcs)}: {name}")
+    return {"structure": pf, "pairs": pairs, "names": [n for _, n in srcs]}

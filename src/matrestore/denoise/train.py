@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..modelfile import load_checkpoint, prepare_run, save_checkpoint  # noqa: F401 (load_checkpoint: public)
+from ..params import param
 from .._validate import InputError
 from ..device import describe
 from ..progress import Kind, is_cancelled, record
@@ -51,30 +52,58 @@ from .synth import boundary_map, procedural_texture, synthesize, texture_source
 __all__ = ["TrainConfig", "train", "load_checkpoint", "make_structures", "make_pair", "validate"]
 
 
+PRESET_CHOICES = {"cpu (shipped size)": "cpu", "tiny (tests, demos)": "tiny", "paper (GPU)": "paper"}
+SCHEDULE_CHOICES = {"constant (paper)": "constant", "cosine decay": "cosine"}
+
+
 @dataclass
 class TrainConfig:
-    preset: str = "cpu"
-    epochs: int = 10
-    steps_per_epoch: int = 100
-    batch_size: int = 16
-    patch: int = 128  # training crop side, px
-    structures: int = 48  # phase-field structures in the pool
-    val_structures: int = 6  # of which this many are kept for validation
-    structure_size: int = 256
+    """Everything a training run takes (the Denoise train widget's controls are made from the described
+    fields; the tuple ranges are set from Python or the CLI only)."""
+
+    preset: str = param("cpu", label="preset", choices=PRESET_CHOICES,
+                        tip="Network size of a new model: cpu (the shipped model's size, for CPU training and "
+                            "inference), tiny (a few thousand parameters: tests and demos), paper (the paper's "
+                            "width, for a GPU).\nFine-tuning keeps the base model's architecture.")
+    epochs: int = param(10, label="epochs", min=1, max=10000,
+                        tip="Epochs; after every one the network is validated on fixed pairs of held-out "
+                            "structures and the best one (boundary F1) is kept.")
+    steps_per_epoch: int = param(100, label="steps per epoch", min=1, max=100000,
+                                 tip="Training steps (batches of synthetic pairs made on the fly) per epoch.")
+    batch_size: int = param(16, label="batch size", min=1, max=1024, tip="Synthetic pairs per training step.")
+    patch: int = param(128, label="patch", min=16, max=2048, step=16, suffix=" px",  # training crop side, px
+                       tip="Side of the training crops (px); at most the structure size, and every real "
+                           "micrograph must be at least this large.")
+    structures: int = param(48, label="structures", min=2, max=100000,  # phase-field structures in the pool
+                            tip="Phase-field grain structures made once for the run (cached in the run folder); "
+                                "every pair is a crop of one of them.")
+    val_structures: int = param(6, label="validation structures", min=1, max=10000,
+                                tip="Of the structures, this many are kept for validation only (never trained on).")
+    structure_size: int = param(256, label="structure size", min=16, max=4096, step=32, suffix=" px",
+                                tip="Side of the phase-field structures (px).")
     grains: tuple = (30, 140)  # Voronoi grains per structure (range)
     pf_steps: tuple = (100, 800)  # coarsening steps per structure (range)
     boundary_widths: tuple = (0, 0, 2)  # etched-boundary widths drawn from
     mix: tuple = (0.7, 1.0)  # magnitude blend range (1 = the paper's pure real magnitude)
     real_gamma: tuple = (1.0, 1.0)  # log-uniform range of the gamma applied to the real crop (augmentation)
-    procedural: float = 0.0  # share of pairs whose texture source is a procedural_texture (domain randomisation)
+    procedural: float = param(0.0, label="procedural textures", min=0.0, max=1.0, step=0.05, decimals=2,
+                              tip="Share of the pairs whose spectrum and histogram come from a made-up "
+                                  "micrograph-like texture instead of a real one (domain randomisation).")
     val_pairs: int = 12
-    lr: float = 1e-4  # Adam (paper)
+    lr: float = param(1e-4, label="learning rate", min=1e-6, max=1e-1, step=1e-4, decimals=6,
+                      tip="Adam learning rate (the paper: 1e-4). Lower it if training diverges.")
     lr_min: float = 1e-5
-    schedule: str = "constant"  # or "cosine"
+    schedule: str = param("constant", label="learning-rate schedule", choices=SCHEDULE_CHOICES,
+                          tip="constant: the paper's; cosine: decays to 1e-5 over the run.")
     weight_decay: float = 1e-6  # λ of eq. 11 (explicit L2 penalty on conv/dense weights)
-    boundary_weight: float = 0.0  # extra MSE weight on pixels within 1 px of a true boundary
-    seed: int = 0
-    checkpoint_every: int = 50
+    boundary_weight: float = param(0.0, label="boundary weight", min=0.0, max=100.0, step=0.5, decimals=2,
+                                   tip="Extra loss weight on pixels within 1 px of a true grain boundary (0: plain "
+                                       "MSE, as in the paper).")
+    seed: int = param(0, label="seed", min=0, max=2**31 - 1,
+                      tip="Random seed (structures, pairs, initial weights): the same seed and data give the same "
+                          "run.")
+    checkpoint_every: int = param(50, label="checkpoint every", min=1, max=100000, suffix=" steps",
+                                  tip="Steps between checkpoints (also at the end of every epoch and on cancel).")
     grad_clip: float = 1.0
 
     @classmethod
@@ -184,8 +213,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
           model_options: dict | None = None, log: bool = True, preview: bool = False, **options):
     """Train (or fine-tune, ``init=``) a denoiser; a generator of progress records (module docstring).
 
-    ``reals``: real optical micrographs (arrays or files; texture sources), each at least ``patch`` px
-    a side. ``options``: :class:`TrainConfig` fields; ``model_options``: :class:`DenoiseConfig` fields
+    ``reals``: real optical micrographs (arrays, files or ``(array, name)`` tuples; texture sources),
+    each at least ``patch`` px a side. ``options``: :class:`TrainConfig` fields; ``model_options``: :class:`DenoiseConfig` fields
     overriding the preset. ``cancel`` (event, callable or bool) is checked between steps; a cancelled run
     saves ``checkpoint.pt`` and ``last.safetensors`` and ends with a ``"stopped"`` record.
     """
@@ -208,7 +237,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
         reals = [reals]
     srcs = []
     for j, r in enumerate(reals):
-        img, name = texture_source(r, f"real micrograph {j}")
+        r, given = r if isinstance(r, tuple) else (r, None)  # (array, name): a named micrograph (widget layers)
+        img, name = texture_source(r, given or f"real micrograph {j}")
         if min(img.shape) < cfg.patch:
             raise InputError(f"{name} of shape {img.shape} is smaller than the training patch ({cfg.patch} px).")
         srcs.append((img, name))
