@@ -1,0 +1,736 @@
+"""LabDCT spot cleaning dock widget ("LabDCT: clean spots"): the network or the standard routine on a
+projection stack layer (frames × rows × cols, or one 2-D frame).
+
+Thin over the engine :mod:`matrestore.labdct` (the same calls as ``matrestore labdct clean|routine``):
+
+- **network**: :func:`labdct.clean_iter` (the shipped default model or a model file, cached by file and
+  mtime), then :func:`labdct.segment` at the threshold (5 of 255 by default);
+- **standard routine**: :func:`labdct.standard_routine_iter` with :class:`labdct.RoutineOptions` (rolling
+  median window, beam stop, the four LoG parameters), previewed live on the current frame
+  (:func:`labdct.routine.routine_preview`, debounced, in a worker) in the layer ``<input>_preview``.
+
+Results: ``<input>_cleaned`` (the network output in [0, 1], or the median-subtracted frames of the
+routine, clipped at 0), the Labels layer ``<input>_spots`` (spots numbered per frame, as in the table) and
+a sortable spot table (frame, label, ω when the layer's metadata has it, centroid, area, max / mean
+intensity); a click on a row jumps to its frame and centres the view on the spot. Export: the cleaned
+frames and the binary spot masks as a TIFF series into a folder (for grain-reconstruction software), the
+table as CSV, through :class:`matrestore._paths.Outputs` (never an input, atomic writes). Input layers are
+never modified; a second run updates the output layers in place.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                            QHBoxLayout, QLabel, QPushButton, QTableWidgetItem, QVBoxLayout)
+
+from .._layerdata import OUTPUT_KEY, made_by
+from .._validate import InputError
+from ..progress import Kind, eta_text, is_cancelled
+from ._layers import LayerCombo, LayerDock, put_image, radio_row, same_layer, spatial_units
+from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
+from ._params import ParamForm
+from ._train_parts import read_only_table
+from ._worker import State, TaskRunner, relay
+
+__all__ = ["CleanWidget", "clean_job", "preview_job", "stack_problem", "MIN_SIZE", "MADE_BY", "TABLE_COLUMNS"]
+
+MIN_SIZE = 8  # px a side: smaller frames are refused with a message
+MADE_BY = "labdct clean"
+DEFAULT = "default"
+PREVIEW_MS = 300  # debounce of the live routine preview
+TABLE_COLUMNS = [("frame", "frame"), ("label", "label"), ("omega", "ω (°)"), ("centroid_row", "row"),
+                 ("centroid_col", "col"), ("area", "area (px)"), ("max_intensity", "max"), ("mean_intensity", "mean")]
+
+
+def _omega_key():
+    from ..labdct.stack import OMEGA_KEY
+
+    return OMEGA_KEY
+
+
+def stack_problem(layer) -> str | None:
+    """Why an image layer cannot be cleaned (None when it can: a 3-D stack or a 2-D frame, greyscale)."""
+    if getattr(layer, "rgb", False):
+        return "RGB: projection frames are greyscale"
+    if getattr(layer, "multiscale", False):
+        return "multiscale: not supported"
+    if layer.ndim not in (2, 3):
+        return f"{layer.ndim}-D: a stack (frames × rows × cols) or one 2-D frame is needed"
+    return None
+
+
+def _frames(data):
+    """The layer data as the engine takes it, read lazily: a numpy array as it is, a dask / zarr stack as
+    a list of per-frame views (each read when the engine asks for it)."""
+    if isinstance(data, np.ndarray):
+        return data
+    if len(np.shape(data)) == 2:
+        return np.asarray(data)
+    return [data[k] for k in range(int(np.shape(data)[0]))]
+
+
+def _load_model(spec, cache: dict):
+    from ..labdct import load_model
+    from ..labdct.modelio import DEFAULT_MODEL
+
+    return load_cached(spec, cache, default_path=DEFAULT_MODEL, load=load_model)
+
+
+def _label_frames(masks: np.ndarray) -> np.ndarray:
+    """Spots numbered per frame (8-connected, as in the spot table)."""
+    from scipy import ndimage as ndi
+
+    m = masks if masks.ndim == 3 else masks[None]
+    out = np.zeros(m.shape, np.int32)
+    for k in range(len(m)):
+        out[k] = ndi.label(m[k], np.ones((3, 3)))[0]
+    if out.max() < 2**16:
+        out = out.astype(np.uint16)
+    return out if masks.ndim == 3 else out[0]
+
+
+# ---------------------------------------------------------------------------------------- engine calls
+def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=None, routine=None, omegas=None,
+              device=None, name="input", cancel=None):
+    """The engine calls behind the Clean button (a generator; no Qt, no layers).
+
+    ``data``: (N, H, W) or (H, W) frames (numpy, or anything indexable frame by frame); ``method``:
+    ``"network"`` (``model``: "default" or a path, reused from ``cache`` when the file is unchanged;
+    ``threshold`` for :func:`labdct.segment`) or ``"routine"`` (``routine``: a :class:`RoutineOptions`).
+    Yields progress records (frames done, time left); returns ``None`` when cancelled, else ``{"cleaned",
+    "labels", "rows", "method", "model_meta", "device", "elapsed_s", "params", "n_frames"}``."""
+    from .. import device as _device
+    from ..labdct.infer import DEFAULT_THRESHOLD, clean_iter, segment, spot_table
+    from ..labdct.routine import RoutineOptions, standard_routine_iter
+    from ..labdct.stack import as_stack
+
+    shape = tuple(int(n) for n in np.shape(data))
+    if len(shape) not in (2, 3):
+        raise InputError(f"input '{name}': shape {shape}; a stack (frames × rows × cols) or one 2-D frame is needed.")
+    if min(shape[-2:]) < MIN_SIZE:
+        raise InputError(f"input '{name}': frames of {shape[-2]}×{shape[-1]} px are too small to clean "
+                         f"(at least {MIN_SIZE} px a side).")
+    frames = _frames(data)
+    single = len(shape) == 2
+    n = 1 if single else shape[0]
+    if omegas is not None and len(omegas) != n:
+        omegas = None  # metadata of another stack (e.g. a cropped layer): ω unknown rather than wrong
+    cleaned = np.zeros((n,) + shape[-2:], np.float32)
+    masks = np.zeros((n,) + shape[-2:], bool)
+    rows: list = []
+    t0 = time.perf_counter()
+    model_meta, dev_text, params = None, "CPU", {}
+
+    def with_eta(rec: dict) -> dict:
+        if rec.get("kind") == Kind.STEP and rec.get("total"):
+            return {**rec, "message": eta_text(rec["step"], rec["total"], rec.get("elapsed_s"), "frame")}
+        return rec
+
+    def first_frame_check(st):
+        f = st[0]
+        if float(f.max()) == float(f.min()):
+            raise InputError(f"input '{name}': frame 0 is constant ({float(f.min()):g} everywhere); no spots to find.")
+
+    if method == "network":
+        thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        if not 0 < thr < 1:
+            raise InputError(f"threshold must be between 0 and 1 (of the cleaned output), got {thr}.")
+        cache = {} if cache is None else cache
+        yield {"message": "loading the model…"}
+        net, key, _ = _load_model(model, cache)
+        nb = int(net.cfg.neighbours)
+        if single and nb:
+            raise InputError(f"input '{name}' is a single 2-D frame, but this model also looks at each frame's two "
+                             "neighbours in ω: open the whole stack (frames × rows × cols), or use a single-frame "
+                             "model (trained with neighbours 0).")
+        st = as_stack(frames[None] if single else frames, name=f"input '{name}'", min_frames=3 if nb else 1)
+        first_frame_check(st)
+        dev = _device.pick_device(device)
+        dev_text = _device.describe(dev)
+
+        def sink(k, y):
+            cleaned[k] = y
+            masks[k] = segment(y, thr)
+
+        try:
+            out = yield from relay(clean_iter(st, net, device=dev, sink=sink, cancel=cancel), with_eta)
+        finally:
+            if dev.type in ("cuda", "mps"):
+                net.to("cpu")
+                _device.free_memory(dev)
+        del out
+        meta = dict(getattr(net, "meta", {}) or {})
+        model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
+        model_meta["preset"] = net.cfg.preset
+        model_meta["neighbours"] = nb
+        params = {"threshold": thr, "model": str(model)}
+    elif method == "routine":
+        opts = (routine or RoutineOptions()).check()
+        if single:
+            raise InputError(f"input '{name}' is a single 2-D frame, but the standard routine needs a stack: its "
+                             f"rolling median compares each frame with the {int(opts.window) - 1} projections around "
+                             "it. Open the whole stack, or use the network.")
+        st = as_stack(frames, name=f"input '{name}'")
+        first_frame_check(st)
+
+        def sink(k, corr, mask):
+            cleaned[k] = np.clip(corr, 0, None)
+            masks[k] = mask
+
+        yield from relay(standard_routine_iter(st, **opts.kwargs(), cancel=cancel, out=masks, sink=sink), with_eta)
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.kwargs().items()}
+    else:
+        raise InputError(f"method must be 'network' or 'routine', got {method!r}.")
+    if is_cancelled(cancel):
+        return None
+    yield {"message": "spot table…"}
+    stack_for_table = as_stack(frames[None] if single else frames, name=f"input '{name}'")
+    for k in range(n):
+        if is_cancelled(cancel):
+            return None
+        if masks[k].any():
+            for r in spot_table(masks[k][None], stack_for_table[k][None],
+                                omegas=None if omegas is None else [omegas[k]]):
+                r["frame"] = k
+                rows.append(r)
+    labels = _label_frames(masks)
+    return {"cleaned": cleaned[0] if single else cleaned, "labels": labels[0] if single else labels, "rows": rows,
+            "method": method, "model_meta": model_meta, "device": dev_text, "params": params, "n_frames": n,
+            "elapsed_s": time.perf_counter() - t0}
+
+
+def preview_job(data, k: int, options, beamstop_cache: dict | None = None, cancel=None):
+    """The routine on frame ``k`` alone (for the live preview): ``(k, corrected, mask)``."""
+    from ..labdct.routine import routine_preview
+
+    shape = tuple(int(n) for n in np.shape(data))
+    if len(shape) == 3 and min(shape[-2:]) < MIN_SIZE:
+        raise InputError(f"frames of {shape[-2]}×{shape[-1]} px are too small (at least {MIN_SIZE} px a side).")
+    corr, mask = routine_preview(_frames(data), k, options, beamstop_cache)
+    return int(k), corr, mask
+
+
+def _put_labels(viewer, name, data, scale, translate, metadata, units=None, **kwargs):
+    """Update the Labels layer ``name`` in place or add it (as :func:`put_image` does for images)."""
+    from napari.layers import Labels
+
+    if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+        layer = viewer.layers[name]
+        layer.data = data
+        layer.scale = scale
+        layer.translate = translate
+        layer.metadata = metadata
+        return layer
+    kw = dict(name=name, scale=scale, translate=translate, metadata=metadata, **kwargs)
+    if units is not None:
+        try:
+            return viewer.add_labels(data, units=units, **kw)
+        except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
+            pass
+    return viewer.add_labels(data, **kw)
+
+
+# ---------------------------------------------------------------------------------------- widget
+class CleanWidget(ModelDeviceMixin, LayerDock):
+    """Clean the spots of a LabDCT projection stack: network or standard routine (live preview)."""
+
+    settings_group = "labdct_clean"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.model_cache: dict = {}
+        self._job: dict | None = None
+        self.last: dict | None = None  # the last result and its job (for the table and exports)
+        self._bs_cache: dict = {}
+        self._preview_pending = False
+        self.spots_layer = None
+        self.preview_frame = None
+        self._build()
+        self._sync_device()
+        self._remember({"method_network": self.method_network, "method_routine": self.method_routine,
+                        "model_default": self.model_default, "model_file": self.model_file_radio,
+                        "model_path": self.model_path, "threshold": self.threshold_spin,
+                        "device": self.device_combo, "live_preview": self.preview_check})
+        self._start_runner(self.progress_bar, self.progress_label, self.status)
+        self.preview_runner = TaskRunner(None, None, self.preview_note, notify=False, parent=self)
+        self.preview_runner.state_changed.connect(self._preview_state)
+        self.preview_runner.stop_when_closed(self)
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_MS)
+        self._preview_timer.timeout.connect(self.start_preview)
+        self.viewer.dims.events.current_step.connect(self._schedule_preview)
+        self._watch_layers()
+        self._sync_method()
+        self._sync_model()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.input_combo = LayerCombo("The projection stack to clean (frames × rows × cols; a single 2-D frame "
+                                      "for a single-frame model). RGB and multiscale layers are not offered.")
+        form.addRow("stack", self.input_combo)
+        mrow, self.method_network, self.method_routine = radio_row(
+            ("network", "The U-Net trained on forward-simulated spots over real backgrounds (Fang et al. 2021): "
+                        "cleaned frames in [0, 1], spots where the output is above the threshold."),
+            ("standard routine", "Rolling median over N projections subtracted from each frame, beam stop "
+                                 "excluded, then LoG segmentation with four parameters (live preview)."))
+        form.addRow("method", mrow)
+        lay.addLayout(form)
+
+        self.model_box = QGroupBox("Network")
+        ml = QVBoxLayout(self.model_box)
+        r, self.model_default, self.model_file_radio = radio_row(
+            ("shipped default", "The LabDCT model shipped with matrestore (matrestore/labdct/models/default.safetensors)."),
+            ("model file", "A model trained with `matrestore labdct train` or the 'LabDCT: train' widget."))
+        ml.addLayout(r)
+        ml.addLayout(self._model_file_row("The model file to use when 'model file' is selected.", "Choose a model file."))
+        ml.addWidget(self._model_note_label("Whether the chosen model is available."))
+        mf = QFormLayout()
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.1, 254.0)
+        self.threshold_spin.setDecimals(1)
+        self.threshold_spin.setValue(5.0)
+        self.threshold_spin.setSuffix(" / 255")
+        self.threshold_spin.setToolTip("Spots are the pixels of the cleaned output at or above this level "
+                                       "(the paper's 5 of 255; the shipped model is calibrated for it).")
+        mf.addRow("threshold", self.threshold_spin)
+        mf.addRow("device", self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
+                                             "The device 'auto' picks on this computer."))
+        ml.addLayout(mf)
+        lay.addWidget(self.model_box)
+
+        from ..labdct.routine import RoutineOptions
+
+        self.routine_box = QGroupBox("Standard routine")
+        rl = QVBoxLayout(self.routine_box)
+        self.options = ParamForm(RoutineOptions, settings=self.settings)
+        rl.addWidget(self.options)
+        self.preview_check = QCheckBox("live preview on the current frame")
+        self.preview_check.setChecked(True)
+        self.preview_check.setToolTip(f"Run the routine on the frame under the slider ({PREVIEW_MS} ms after a change "
+                                      "of a parameter or of the frame) and show its spots in '<stack>_preview'.")
+        rl.addWidget(self.preview_check)
+        self.preview_note = QLabel("")
+        self.preview_note.setWordWrap(True)
+        self.preview_note.setToolTip("What the live preview shows, or why it cannot run.")
+        rl.addWidget(self.preview_note)
+        lay.addWidget(self.routine_box)
+        lay.addLayout(self._defaults_row("Set the method, model, threshold, device and routine parameters back to "
+                                         "their defaults (they are remembered between sessions)."))
+
+        self.invalid_note = self._unoffered_label()
+        lay.addWidget(self.invalid_note)
+        self._add_run_controls(
+            lay, run=("Clean spots", "Clean the whole stack in the background: '<stack>_cleaned', the Labels layer "
+                                     "'<stack>_spots' and the spot table (updated in place on later runs)."),
+            cancel_tip="Stop after the current frame; nothing is added or changed.",
+            progress=("%v / %m frames", "Frames done of all frames."),
+            step_tip="Frames done, time so far and the estimated time left.")
+
+        self.results_box = QGroupBox("Spots")
+        tl = QVBoxLayout(self.results_box)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        tl.addWidget(self.summary)
+        self.table = read_only_table([h for _, h in TABLE_COLUMNS],
+                                     "One row per spot (8-connected component of a frame's mask); centroid "
+                                     "intensity-weighted, in pixels of the frame. Click a row to go to its frame "
+                                     "and spot; click a header to sort.")
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSortingEnabled(True)
+        self.table.setMinimumHeight(160)
+        tl.addWidget(self.table)
+        erow = QHBoxLayout()
+        self.export_tiff_btn = QPushButton("Export TIFF series…")
+        self.export_tiff_btn.setToolTip("Write the cleaned frames (float32) and the binary spot masks (0/255) as "
+                                        "one TIFF per frame into a folder (not the input's folder).")
+        self.export_csv_btn = QPushButton("Export CSV…")
+        self.export_csv_btn.setToolTip("Write the spot table as CSV.")
+        erow.addWidget(self.export_tiff_btn)
+        erow.addWidget(self.export_csv_btn)
+        tl.addLayout(erow)
+        self.results_box.setVisible(False)
+        lay.addWidget(self.results_box)
+        lay.addStretch(1)
+
+        self.method_network.toggled.connect(self._sync_method)
+        self.model_default.toggled.connect(self._sync_model)
+        self.input_combo.currentIndexChanged.connect(self._schedule_preview)
+        self.options.changed.connect(self._schedule_preview)
+        self.preview_check.toggled.connect(self._schedule_preview)
+        self.table.cellClicked.connect(lambda r, c: self.go_to_row(r))
+        self.export_tiff_btn.clicked.connect(self._ask_export_tiffs)
+        self.export_csv_btn.clicked.connect(self._ask_export_csv)
+
+    # ------------------------------------------------------------------ method and model
+    def method(self) -> str:
+        return "network" if self.method_network.isChecked() else "routine"
+
+    def set_method(self, method: str) -> None:
+        (self.method_network if method == "network" else self.method_routine).setChecked(True)
+        self._sync_method()
+
+    def _sync_method(self, *_) -> None:
+        net = self.method_network.isChecked()
+        self.model_box.setVisible(net)
+        self.routine_box.setVisible(not net)
+        self._schedule_preview()
+
+    def _sync_model(self, *_) -> None:
+        from ..labdct.modelio import DEFAULT_MODEL
+
+        default = self.model_default.isChecked()
+        self.model_path.setEnabled(not default)
+        self.model_browse.setEnabled(not default)
+        if default:
+            ok = DEFAULT_MODEL.is_file()
+            text = "shipped default model (experimental; see docs/model_labdct_default.md)." if ok else (
+                "No default LabDCT model is installed: choose a model file.")
+        else:
+            _, problem = model_file_state(self.model_path.text())
+            ok, text = problem is None, problem or ""
+        self._show_model_note(ok, text)
+
+    def set_model(self, path=None) -> None:
+        """Use the shipped default (``None`` / ``"default"``) or the model file ``path``."""
+        if path is None or path == DEFAULT:
+            self.model_default.setChecked(True)
+        else:
+            self.model_path.setText(str(path))
+            self.model_file_radio.setChecked(True)
+            self.settings.save("model_path")
+        self._sync_model()
+
+    def model_spec(self):
+        if self.model_default.isChecked():
+            return DEFAULT
+        p = self.model_path.text().strip()
+        if not p:
+            raise InputError("choose a model file (or the shipped default model).")
+        return str(Path(p).expanduser())
+
+    def _browse_model(self) -> None:
+        path = self._ask_model_file("LabDCT model")
+        if path:
+            self.set_model(path)
+
+    def routine_options(self):
+        """The routine's options as the engine takes them, checked by the engine."""
+        from ..labdct.routine import RoutineOptions
+
+        return RoutineOptions(**self.options.values()).check()
+
+    # ------------------------------------------------------------------ layers
+    def _image_layers(self) -> list:
+        from napari.layers import Image
+
+        return [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
+
+    def _show_unoffered(self, images) -> None:
+        bad = [(lyr.name, stack_problem(lyr)) for lyr in images if stack_problem(lyr) is not None]
+        self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
+        self.invalid_note.setVisible(bool(bad))
+
+    def _refresh_layers(self, event=None) -> None:
+        images = self._image_layers()
+        valid = [lyr for lyr in images if stack_problem(lyr) is None]
+        plain = [lyr for lyr in valid if made_by(lyr.metadata) != MADE_BY]
+        active = self.viewer.layers.selection.active
+        default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (plain[0] if plain else None)
+        self.input_combo.fill(valid, default or (valid[0] if valid else None))
+        self._show_unoffered(images)
+
+    def input_layer(self):
+        return self.input_combo.layer()
+
+    def _frame_axis(self):
+        return self.viewer.dims.ndim - 3
+
+    def current_frame(self, layer=None) -> int:
+        """The frame of ``layer`` (default: the input) under the viewer's slider."""
+        layer = layer or self.input_layer()
+        if layer is None or layer.ndim != 3:
+            return 0
+        axis = self._frame_axis()
+        if axis < 0:
+            return 0
+        pt = float(self.viewer.dims.point[axis])
+        k = int(round((pt - float(layer.translate[0])) / float(layer.scale[0])))
+        return min(max(k, 0), int(layer.data.shape[0]) - 1)
+
+    def set_frame(self, k: int, layer=None) -> None:
+        """Move the viewer's slider to frame ``k`` of ``layer`` (default: the input)."""
+        layer = layer or self.input_layer()
+        if layer is None or layer.ndim != 3 or self._frame_axis() < 0:
+            return
+        self.viewer.dims.set_point(self._frame_axis(), float(layer.translate[0]) + float(layer.scale[0]) * int(k))
+
+    # ------------------------------------------------------------------ live preview
+    def _preview_wanted(self) -> bool:
+        inp = self.input_layer()
+        return (not self.method_network.isChecked() and self.preview_check.isChecked() and inp is not None
+                and stack_problem(inp) is None and inp.ndim == 3)
+
+    def _schedule_preview(self, *_) -> None:
+        if self._preview_wanted():
+            self._preview_timer.start()
+
+    def start_preview(self) -> None:
+        """Run the routine on the current frame in a worker (the result goes to ``<stack>_preview``)."""
+        if not self._preview_wanted():
+            return
+        if self.preview_runner.is_running:
+            self._preview_pending = True
+            return
+        self._preview_pending = False
+        inp = self.input_layer()
+        try:
+            opts = self.routine_options()
+        except InputError as exc:
+            self.preview_runner.fail(exc)
+            return
+        key = (inp.unique_id if hasattr(inp, "unique_id") else inp.name, str(opts.beamstop), int(opts.window))
+        if self._bs_cache.get("key") != key:
+            self._bs_cache = {"key": key}
+        k = self.current_frame(inp)
+        self._preview_src = {"name": inp.name, "scale": tuple(float(v) for v in inp.scale[-2:]),
+                             "translate": tuple(float(v) for v in inp.translate[-2:]), "units": spatial_units(inp),
+                             "params": opts.kwargs()}
+        self.preview_note.setStyleSheet("")
+        self.preview_note.setText(f"preview: frame {k}…")
+        self.preview_runner.start(preview_job, inp.data, k, opts, self._bs_cache, on_returned=self._show_preview)
+
+    def _preview_state(self, state) -> None:
+        if state is not State.RUNNING and self._preview_pending:
+            self._preview_pending = False
+            self._preview_timer.start()
+
+    def _show_preview(self, res) -> None:
+        if res is None:
+            return
+        k, corr, mask = res
+        src = self._preview_src
+        n = int(_label_frames(mask).max())
+        md = {OUTPUT_KEY: {"made_by": MADE_BY + " (preview)", "source": src["name"], "frame": k,
+                           "parameters": {a: (list(b) if isinstance(b, tuple) else b) for a, b in src["params"].items()}}}
+        _put_labels(self.viewer, f"{src['name']}_preview", mask.astype(np.uint8), src["scale"], src["translate"], md,
+                    units=src["units"], opacity=0.8)
+        self.preview_frame = k
+        self.preview_note.setStyleSheet("")
+        self.preview_note.setText(f"preview: frame {k}: {n} spot(s) with these parameters.")
+
+    # ------------------------------------------------------------------ running
+    def _collect(self) -> dict:
+        inp = self.input_layer()
+        if inp is None:
+            bad = [lyr.name for lyr in self._image_layers()]
+            raise InputError("open or pick a projection stack (frames × rows × cols)" +
+                             (f"; not usable: {self.invalid_note.text()}" if bad else "."))
+        why = stack_problem(inp)
+        if why:
+            raise InputError(f"input '{inp.name}': {why}.")
+        h, w = (int(n) for n in inp.data.shape[-2:])
+        if min(h, w) < MIN_SIZE:
+            raise InputError(f"input '{inp.name}' has frames of {h}×{w} px: too small to clean (at least {MIN_SIZE} px a side).")
+        out = {k: f"{inp.name}_{k}" for k in ("cleaned", "spots")}
+        if any(n in self.viewer.layers and not (made_by(self.viewer.layers[n].metadata) or "").startswith(MADE_BY)
+               for n in out.values()):
+            raise InputError(f"a layer called '{out['cleaned']}' or '{out['spots']}' exists and was not made by this "
+                             "widget; rename it first (inputs are never replaced).")
+        method = self.method()
+        job = {"input": inp, "name": inp.name, "method": method, "out": out,
+               "scale": tuple(float(v) for v in inp.scale), "translate": tuple(float(v) for v in inp.translate),
+               "units": tuple(inp.units) if getattr(inp, "units", None) is not None else None,
+               "metadata": dict(inp.metadata or {}), "ndim": inp.ndim,
+               "omegas": (inp.metadata or {}).get(_omega_key())}
+        if method == "network":
+            job.update(model=self.model_spec(), threshold=self.threshold_spin.value() / 255.0, device=self.device())
+        else:
+            job.update(routine=self.routine_options())
+        return job
+
+    def run(self):
+        """Start cleaning in a worker (the result arrives in :meth:`_show_result`)."""
+        if self.runner.is_running:
+            return None
+        try:
+            job = self._collect()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return None
+        self._job = job
+        return self.runner.start(clean_job, job["input"].data, method=job["method"], model=job.get("model", DEFAULT),
+                                 cache=self.model_cache, threshold=job.get("threshold"), routine=job.get("routine"),
+                                 omegas=job["omegas"], device=job.get("device"), name=job["name"],
+                                 on_returned=self._show_result, message="starting…")
+
+    # ------------------------------------------------------------------ results (GUI thread)
+    def _show_result(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        src = job["metadata"]
+        md = {k: src[k] for k in ("unit", "pixel_size_nm", _omega_key(), "omega_source") if k in src}
+        info = {"made_by": MADE_BY, "source": job["name"], "method": res["method"], "parameters": res["params"],
+                "model_meta": res["model_meta"], "device": res["device"], "elapsed_s": round(float(res["elapsed_s"]), 3),
+                "n_spots": len(res["rows"])}
+        nd = res["cleaned"].ndim
+        scale, translate = job["scale"][-nd:], job["translate"][-nd:]
+        units = job["units"][-nd:] if job["units"] else None
+        what = ("network output in [0, 1] (background ≈ 0)" if res["method"] == "network"
+                else "frames minus their rolling median, clipped at 0")
+        cmd = {**md, OUTPUT_KEY: {**info, "what": what}}
+        c = res["cleaned"]
+        hi = float(np.percentile(c, 99.9)) if c.size else 1.0
+        cl = put_image(self.viewer, job["out"]["cleaned"], c, scale, translate, cmd, units=units,
+                       contrast_limits=(0.0, hi if hi > 0 else 1.0), colormap="gray")
+        cl.contrast_limits = (0.0, hi if hi > 0 else 1.0)
+        lmd = {**md, OUTPUT_KEY: {**info, "what": "spots numbered per frame (8-connected), as in the spot table"}}
+        self.spots_layer = _put_labels(self.viewer, job["out"]["spots"], res["labels"], scale, translate, lmd,
+                                       units=units, opacity=0.7)
+        self.last = {"job": job, "result": res, "cleaned_layer": cl.name, "spots_layer": self.spots_layer.name}
+        self.fill_table(res["rows"])
+        nf = res["n_frames"]
+        per = len(res["rows"]) / max(1, nf)
+        self.summary.setText(f"{len(res['rows'])} spots in {nf} frame(s) ({per:.1f} per frame); "
+                             f"ω {'known' if job['omegas'] is not None and len(job['omegas']) == nf else 'unknown'}.")
+        self.results_box.setVisible(True)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Done: '{cl.name}' and '{self.spots_layer.name}' ({res['method']}) in "
+                            f"{res['elapsed_s']:.1f} s on {res['device']}.")
+
+    def fill_table(self, rows) -> None:
+        t = self.table
+        t.setSortingEnabled(False)
+        t.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, (key, _) in enumerate(TABLE_COLUMNS):
+                v = row.get(key)
+                it = QTableWidgetItem()
+                if v is None:
+                    it.setText("")
+                elif isinstance(v, float):
+                    it.setData(Qt.DisplayRole, round(v, 2 if key != "mean_intensity" else 3))
+                else:
+                    it.setData(Qt.DisplayRole, int(v))
+                if c == 0:
+                    it.setData(Qt.UserRole, r)  # the row of self.last["result"]["rows"], whatever the sorting
+                t.setItem(r, c, it)
+        t.setSortingEnabled(True)
+
+    def spot_rows(self) -> list:
+        return list(self.last["result"]["rows"]) if self.last else []
+
+    def go_to_row(self, table_row: int) -> None:
+        """Jump to the spot of a table row: the slider to its frame, the view centred on its centroid."""
+        item = self.table.item(table_row, 0)
+        if item is None or not self.last:
+            return
+        spot = self.last["result"]["rows"][int(item.data(Qt.UserRole))]
+        self.go_to_spot(spot)
+
+    def go_to_spot(self, spot: dict) -> None:
+        job = self.last["job"]
+        sc, tr = job["scale"][-2:], job["translate"][-2:]
+        if job["ndim"] == 3 and self._frame_axis() >= 0:
+            self.viewer.dims.set_point(self._frame_axis(), job["translate"][0] + job["scale"][0] * int(spot["frame"]))
+        y = tr[0] + sc[0] * float(spot["centroid_row"])
+        x = tr[1] + sc[1] * float(spot["centroid_col"])
+        center = list(self.viewer.camera.center)
+        center[-2:] = [y, x]
+        self.viewer.camera.center = tuple(center)
+        if self.spots_layer is not None and self.spots_layer.name in self.viewer.layers:
+            self.viewer.layers[self.spots_layer.name].selected_label = int(spot["label"])
+
+    # ------------------------------------------------------------------ export
+    def _outputs(self, overwrite: bool = False):
+        from .._paths import Outputs
+
+        src = (self.last["job"]["metadata"] if self.last else {}).get("source")
+        return Outputs(inputs=[src] if src else [], overwrite=overwrite)
+
+    def _need_result(self) -> None:
+        if not self.last:
+            raise InputError("nothing to export yet: clean a stack first.")
+
+    def export_tiffs(self, folder) -> list:
+        """The cleaned frames (``<stack>_cleaned_0001.tif``, float32) and the binary spot masks
+        (``<stack>_spots_0001.tif``, 0/255 uint8), one TIFF per frame, into ``folder`` (not the input's own
+        folder; never over an input or a file matrestore did not write). Returns the files written."""
+        from ..io import write_tiff
+
+        self._need_result()
+        job, res = self.last["job"], self.last["result"]
+        outs = self._outputs()
+        src = job["metadata"].get("source")
+        folder = Path(folder).expanduser()
+        if src and Path(src).is_dir() and folder.exists() and Path(src).resolve() == folder.resolve():
+            raise InputError(f"{folder} holds the input frames; choose another folder (the exported frames would "
+                             "become part of the stack when it is opened again).")
+        folder = outs.folder(folder)
+        c, lab = res["cleaned"], res["labels"]
+        if c.ndim == 2:
+            c, lab = c[None], lab[None]
+        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job["name"])
+        plan = []
+        for k in range(len(c)):
+            plan.append((outs.in_folder(folder, f"{stem}_cleaned_{k + 1:04d}.tif"), c[k]))
+            plan.append((outs.in_folder(folder, f"{stem}_spots_{k + 1:04d}.tif"), (lab[k] > 0).astype(np.uint8) * 255))
+        meta = {"what": f"LabDCT {res['method']} of '{job['name']}'", "parameters": res["params"]}
+        written = []
+        for path, arr in plan:  # every path checked before the first write
+            written.append(write_tiff(path, arr, metadata=meta))
+        self.status.setStyleSheet("")
+        self.status.setText(f"Wrote {len(written)} TIFFs ({len(c)} frames, cleaned + masks) to {folder}.")
+        return written
+
+    def export_csv(self, path, overwrite: bool = False) -> Path:
+        """The spot table as CSV (``labdct.write_spot_csv`` columns) at ``path``; ``overwrite`` replaces an
+        existing file that is not an input (the file dialog has asked)."""
+        import io as _io
+
+        from .._paths import atomic_write_text
+        from ..labdct.infer import write_spot_csv
+
+        self._need_result()
+        p = self._outputs(overwrite).file(path, "spot table")
+        buf = _io.StringIO()
+        write_spot_csv(self.last["result"]["rows"], buf)
+        atomic_write_text(p, buf.getvalue())
+        self.status.setStyleSheet("")
+        self.status.setText(f"Wrote {len(self.last['result']['rows'])} spots to {p}.")
+        return p
+
+    def _ask_export_tiffs(self) -> None:
+        try:
+            self._need_result()
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the TIFF series", "")
+            if folder:
+                self.export_tiffs(folder)
+        except InputError as exc:
+            self.runner.fail(exc)
+
+    def _ask_export_csv(self) -> None:
+        try:
+            self._need_result()
+            path, _ = QFileDialog.getSaveFileName(self, "Spot table", f"{self.last['job']['name']}_spots.csv",
+                                                  "CSV (*.csv);;All files (*)")
+            if path:
+                self.export_csv(path, overwrite=True)  # the dialog asked before replacing a file
+        except InputError as exc:
+            self.runner.fail(exc)
+
+    def _closed(self, ended: bool) -> None:
+        self._preview_timer.stop()
+        self.preview_runner.stop()
+        try:
+            self.viewer.dims.events.current_step.disconnect(self._schedule_preview)
+        except (TypeError, ValueError, RuntimeError):
+            pass
