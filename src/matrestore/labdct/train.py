@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..modelfile import load_checkpoint, save_checkpoint
+from ..params import param
 from .._validate import InputError
 from ..device import describe, pick_device
 from ..progress import Kind, is_cancelled, record
@@ -38,20 +39,37 @@ DEFAULT_THRESHOLD = 5.0 / 255.0
 
 @dataclass
 class TrainConfig:
-    preset: str = "cpu"
-    steps: int = 6000
-    batch: int = 8
-    lr: float = 2e-3
+    """Everything a training run takes (the LabDCT train widget's controls are made from the described fields)."""
+
+    preset: str = param("cpu", label="network", tip="Network size of a new model: cpu (the shipped model's size, for "
+                        "CPU training and inference), paper (the paper's ResNet34 U-Net, for a GPU), tiny (tests only).",
+                        choices={"cpu": "cpu", "paper": "paper", "tiny (tests)": "tiny"})
+    steps: int = param(6000, label="training steps", min=1, max=1_000_000, step=100,
+                       tip="Optimiser steps (batches of random patches of simulated frames on real backgrounds).")
+    batch: int = param(8, label="batch size", min=1, max=512, tip="Patches per training step.")
+    lr: float = param(2e-3, label="learning rate", min=1e-5, max=1e-1, step=1e-4, decimals=5,
+                      tip="Peak learning rate (warm-up, then cosine decay to 2 % of it).")
     weight_decay: float = 1e-4
     warmup: int = 100
-    val_every: int = 500
+    val_every: int = param(500, label="validate every", min=1, max=100_000, step=50, suffix=" steps",
+                           tip="Validate on held-out simulated scenes, save last/best models and the checkpoint every "
+                               "this many steps (an 'epoch').")
     val_patches: int = 48
-    seed: int = 0
-    scenes: int = 12
-    scene_frames: int = 10
-    val_scenes: int = 2
-    scene_size: int | None = None  # simulate a size×size detector window (tests)
-    patch: int | None = None
+    seed: int = param(0, label="seed", min=0, max=2**31 - 1, tip="Random seed of the scenes, patches and weights.")
+    scenes: int = param(12, label="simulated scenes", min=1, max=1000,
+                        tip="Forward-simulated samples (grains, orientations, geometry varied: Fe/Al, grain sizes, "
+                            "binning, focusing) the training frames come from.")
+    scene_frames: int = param(10, label="frames per scene", min=1, max=720,
+                              tip="Simulated projections (rotation steps) per scene.")
+    val_scenes: int = param(2, label="validation scenes", min=1, max=100,
+                            tip="Held-out simulated scenes for validation (never trained on).")
+    scene_size: int | None = param(None, label="detector window", min=0, max=4096, step=32, suffix=" px",
+                                   special="full detector",
+                                   tip="Simulate only a size×size window of the detector (faster; for trials and "
+                                       "tests). full detector: the geometry's whole detector.")
+    patch: int | None = param(None, label="patch", min=0, max=2048, step=16, suffix=" px", special="preset",
+                              tip="Side of the random training patches (a multiple of the network's stride). preset: "
+                                  "the network preset's patch.")
     threads: int | None = None
     vgg16_weights: str | None = None
     encoder_weights: str | None = None
