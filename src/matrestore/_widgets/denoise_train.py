@@ -8,7 +8,8 @@ mix; the model constants L, κ, dt and the number of order parameters under "pha
 press **Make sample pair**: :func:`~matrestore.denoise.synth.sample_pairs_iter` runs in a worker and the
 layers ``synth_clean`` (ground truth), ``synth_labels`` (grain labels, a Labels layer over it),
 ``synth_noisy`` (the network's input; one per checked micrograph: ``synth_noisy_2``, …) and
-``synth_artefacts`` (where scratches, pits and stains were drawn, a Labels layer over the noisy image)
+``synth_artefacts`` (where scratches, pits and stains were drawn, a Labels layer over the noisy image;
+the grain labels are drawn as outlines)
 appear to the right of the user's layers, updated in place on the next press.
 
 **Training.** :func:`matrestore.denoise.train` (the engine behind ``matrestore denoise train``) on pairs
@@ -397,7 +398,8 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
               if made_by(lyr.metadata) != SYNTH_KIND]
         return max(xs, default=0.0)
 
-    def _put_labels(self, name, data, scale, translate, md, units, opacity):
+    def _put_labels(self, name, data, scale, translate, md, units, opacity, contour=0):
+        """Update the Labels layer ``name`` in place or add it (``contour`` px: outlines only)."""
         from napari.layers import Labels
 
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
@@ -407,9 +409,19 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
             return layer
         kw = dict(name=name, scale=scale, translate=translate, metadata=md, opacity=opacity)
         try:
-            return self.viewer.add_labels(data, units=units, **kw)
+            layer = self.viewer.add_labels(data, units=units, **kw)
         except Exception:  # noqa: BLE001 - units napari does not understand: without them
-            return self.viewer.add_labels(data, **kw)
+            layer = self.viewer.add_labels(data, **kw)
+        layer.contour = int(contour)
+        return layer
+
+    def pair_extent(self):
+        """``((y0, x0), (y1, x1))`` world corners of the sample-pair layers (None before a pair)."""
+        ext = [lyr.extent.world for lyr in self.viewer.layers if made_by(lyr.metadata) == SYNTH_KIND]
+        if not ext:
+            return None
+        return (tuple(min(float(e[0][i]) for e in ext) for i in (-2, -1)),
+                tuple(max(float(e[1][i]) for e in ext) for i in (-2, -1)))
 
     def _show_pair(self, res) -> None:
         if res is None:
@@ -427,7 +439,7 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
                           {OUTPUT_KEY: {**base, "what": "ground truth: one grey level per grain"}}, units=units,
                           contrast_limits=(0.0, 1.0), colormap="gray")
         self._put_labels("synth_labels", pairs[0].labels, (sy, sx), col(0),
-                         {OUTPUT_KEY: {**base, "what": f"grain labels ({pf.n_grains} grains)"}}, units, 0.3)
+                         {OUTPUT_KEY: {**base, "what": f"grain labels ({pf.n_grains} grains)"}}, units, 0.8, contour=1)
         names = {"clean": clean.name, "labels": "synth_labels", "noisy": [], "artefacts": "synth_artefacts"}
         for j, (pair, real) in enumerate(zip(pairs, res["names"])):
             name = "synth_noisy" if j == 0 else f"synth_noisy_{j + 1}"
@@ -443,7 +455,7 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
             art[pairs[0].masks[key]] = MASK_CODES[key]
         self._put_labels("synth_artefacts", art, (sy, sx), col(1),
                          {OUTPUT_KEY: {**base, "what": "artefact masks: 1 scratch, 2 etch pit, 3 stain",
-                                       "codes": MASK_CODES}}, units, 0.35)
+                                       "codes": MASK_CODES}}, units, 0.3)
         self.last_pair = {"layers": names, "grains": pf.n_grains, "elapsed_s": res["elapsed_s"]}
         self.status.setStyleSheet("")
         self.status.setText(f"Sample pair: {pf.n_grains} grains, {n}×{n} px, {len(pairs)} noisy image(s) in "
