@@ -263,6 +263,12 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         self.method_combo.currentIndexChanged.connect(self._sync_method)
         self.model_default.toggled.connect(self._sync_model)
 
+    def restore_defaults(self) -> None:
+        super().restore_defaults()
+        self._sync_method()
+        self._sync_model()
+        self._sync_device()
+
     # ------------------------------------------------------------------ choices
     def method(self) -> str:
         return self._methods[self.method_combo.currentText()]
