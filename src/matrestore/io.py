@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -683,3 +685,86 @@ def write_tiff(path, array, pixel_size_nm: float | None = None, metadata: dict |
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc}") from exc
     return path
+
+
+# ------------------------------------------------------------------------------------------ lazy images
+LAZY_READ_BYTES = 256 * 2**20  # files up to this size are read whole (read_image: data bar, palettes) and wrapped
+
+
+@dataclass
+class LazyImage:
+    """A 2-D image as a lazy dask array with what is known about it (pixel size in nm, origin in nm)."""
+
+    data: Any
+    pixel_size_nm: float | None = None
+    translate_nm: tuple | None = None
+    name: str = "image"
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def open_lazy(source, *, chunk: int = 2048) -> LazyImage:
+    """Any image the block engine takes, as a :class:`LazyImage` (nothing larger than one chunk is read):
+
+    - a numpy array (wrapped), a dask array (as is), a zarr array, a list of arrays (a napari multiscale
+      layer's data: level 0), a :class:`LazyImage`;
+    - a Zarr / OME-Zarr store folder (level 0; pixel size and origin from the NGFF metadata);
+    - a TIFF: read tile by tile through tifffile's Zarr store when larger than :data:`LAZY_READ_BYTES`
+      (no data-bar detection: mosaics have none), else read whole with :func:`read_image` (data bar
+      removed, palettes applied), so small files give exactly the in-memory pipeline's pixels;
+    - PNG / JPEG: read whole (these formats cannot be read by parts).
+    """
+    import dask.array as da
+
+    if isinstance(source, LazyImage):
+        return source
+    if isinstance(source, (list, tuple)) and source and hasattr(source[0], "shape"):
+        source = source[0]  # multiscale: level 0
+    if isinstance(source, da.Array):
+        return LazyImage(source)
+    if isinstance(source, np.ndarray):
+        return LazyImage(da.from_array(source, chunks=(chunk, chunk)))
+    if hasattr(source, "shape") and hasattr(source, "dtype") and not isinstance(source, (str, Path)):
+        return LazyImage(da.from_array(source, chunks=(chunk, chunk)))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    from . import ngff
+
+    if path.is_dir():
+        if not ngff.is_store(path):
+            raise InputError(f"{path} is a folder but not a Zarr store.")
+        doc = ngff.read_store(path)
+        arr = doc["levels"][0]
+        if arr.ndim != 2:
+            raise InputError(f"{path.name}: level 0 has shape {tuple(arr.shape)}; a 2-D image is needed.")
+        return LazyImage(arr, doc["pixel_size_nm"], doc["translate_nm"], path.stem, path, {"source": str(path)})
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES and path.stat().st_size > LAZY_READ_BYTES:
+        import tifffile
+        import zarr
+
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                meta = _tiff_metadata(tf, page, path)
+                if page.photometric == 3:
+                    raise InputError(f"{path.name}: a large palette TIFF; convert it to greyscale first.")
+            store = tifffile.imread(path, aszarr=True)
+            node = zarr.open(store, mode="r")
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _open_error(path, exc) from exc
+        if isinstance(node, zarr.Group):  # pyramidal TIFF: level 0
+            node = node[sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 0)[0]]
+        arr = da.from_zarr(node)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            raise InputError(f"{path.name}: RGB image of shape {tuple(arr.shape)}; convert it to greyscale first.")
+        if arr.ndim != 2:
+            raise InputError(f"{path.name}: image of shape {tuple(arr.shape)}; a 2-D image is needed.")
+        return LazyImage(arr, meta.get("pixel_size"), None, path.stem, path, {"source": str(path), "lazy_tiff": True})
+    img, meta = read_single_image(path)
+    if img.ndim != 2:
+        raise InputError(f"{path.name}: image of shape {img.shape}; a 2-D grey image is needed.")
+    return LazyImage(da.from_array(img, chunks=(chunk, chunk)), meta.get("pixel_size"), None, path.stem, path, meta)

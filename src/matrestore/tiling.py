@@ -24,7 +24,7 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["Tile", "axis_plan", "plan_tiles", "margin_for_keep", "balanced_tile", "batched", "Stitcher", "seam_profile"]
+__all__ = ["Tile", "axis_plan", "plan_tiles", "grid_axis_plan", "plan_grid_tiles", "margin_for_keep", "balanced_tile", "batched", "Stitcher", "seam_profile"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,42 @@ def plan_tiles(shape: Sequence[int], tile, margin) -> list[Tile]:
     mh, mw = (margin, margin) if np.isscalar(margin) else margin
     rows = axis_plan(shape[0], th, mh)
     cols = axis_plan(shape[1], tw, mw)
+    return [Tile(r[0], r[1], c[0], c[1], r[2], r[3], c[2], c[3]) for r in rows for c in cols]
+
+
+def grid_axis_plan(n: int, kept: int, margin: int, start: int = 0, stop: int | None = None) -> list[tuple[int, int, int, int]]:
+    """``[(start, stop, keep0, keep1), ...]`` of the *grid* plan along an axis of length ``n``: kept parts
+    ``[i·kept, (i+1)·kept)`` anchored at 0 (the last one shorter), each window its kept part plus
+    ``margin`` on both sides, clipped to the axis (no padding: a whole-image pass sees no more).
+
+    The plan is a property of the axis alone, so the tiles covering any part ``[start, stop)`` whose ends
+    are multiples of ``kept`` (or ``n``) are exactly the tiles of the whole axis there: an image computed
+    block by block (:mod:`matrestore.bigimage`) runs the very same windows as an image computed at once,
+    which makes the two results bit-identical."""
+    n, kept, margin = int(n), int(kept), int(margin)
+    stop = n if stop is None else int(stop)
+    if n < 1:
+        raise InputError(f"cannot tile an axis of length {n}.")
+    if kept < 1 or margin < 0:
+        raise InputError(f"kept must be >= 1 and margin >= 0 (got kept={kept}, margin={margin}).")
+    if not (0 <= start < stop <= n) or start % kept:
+        raise ValueError(f"part [{start}, {stop}) of an axis of {n} does not start on the grid of {kept}")
+    segs = []
+    for a in range(start, stop, kept):
+        b = min(a + kept, n)
+        segs.append((max(0, a - margin), min(n, b + margin), a, b))
+    return segs
+
+
+def plan_grid_tiles(shape: Sequence[int], kept, margin, region=None) -> list[Tile]:
+    """The tiles of :func:`grid_axis_plan` on a 2-D image (row-major), all of them or those whose kept
+    parts cover ``region = (y0, y1, x0, x1)`` (ends on the grid). Windows at the border are smaller;
+    callers batch tiles of equal shape."""
+    kh, kw = (kept, kept) if np.isscalar(kept) else kept
+    mh, mw = (margin, margin) if np.isscalar(margin) else margin
+    y0, y1, x0, x1 = region if region is not None else (0, shape[0], 0, shape[1])
+    rows = grid_axis_plan(shape[0], kh, mh, y0, y1)
+    cols = grid_axis_plan(shape[1], kw, mw, x0, x1)
     return [Tile(r[0], r[1], c[0], c[1], r[2], r[3], c[2], c[3]) for r in rows for c in cols]
 
 

@@ -17,6 +17,7 @@ from .enhance import enhance, enhance_iter, measure_receptive_radius
 from .model import PRESETS, SRConfig, TTSR, build_model, count_parameters, deepen
 from .modelio import load_model, save_model
 from .references import ReferenceBank, RefFeatures, load_references
+from .lazy import enhance_lazy, enhance_to_zarr, enhance_to_zarr_iter
 from .train import train  # noqa: E402  (the function shadows the submodule name, like ``enhance``)
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "save_model",
     "enhance",
     "enhance_iter",
+    "enhance_lazy",
+    "enhance_to_zarr",
+    "enhance_to_zarr_iter",
     "train",
     "PRESETS",
     "SRConfig",

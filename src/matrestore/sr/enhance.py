@@ -28,7 +28,7 @@ import torch
 
 from .._validate import InputError, as_2d_image
 from ..device import autocast, free_memory, is_oom, pick_device
-from ..tiling import Stitcher, balanced_tile, margin_for_keep, plan_tiles
+from ..tiling import Stitcher, margin_for_keep, plan_grid_tiles, plan_tiles
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
 from ..nets.hooks import ForwardMonitor
@@ -36,7 +36,8 @@ from ..params import param
 from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
 from .references import RefFeatures, features_iter, load_references
 
-__all__ = ["enhance", "enhance_iter", "EnhanceOptions", "check_options", "measure_receptive_radius", "image_embedding", "default_tiling", "output_geometry"]
+__all__ = ["enhance", "enhance_iter", "EnhanceOptions", "check_options", "measure_receptive_radius", "image_embedding",
+           "embedding_crops", "default_tiling", "fast_plan", "output_geometry", "run_tiles", "denormalise_into"]
 
 MODES = ("fast", "paper")
 PAPER_TILE = 32
@@ -116,24 +117,37 @@ def receptive_radius(model: TTSR) -> int:
     return int(r) if r is not None else measure_receptive_radius(model)
 
 
-@torch.no_grad()
-def image_embedding(model: TTSR, x: torch.Tensor, crop: int = 64, max_crops: int = 16) -> torch.Tensor:
-    """Selector embedding of a whole (normalised) LR image (1, 1, H, W): the LTE statistics of LR↑ over
-    the whole image, or — for large images — the mean over up to ``max_crops`` evenly spread crops of
-    ``crop`` LR px. Independent of any tiling."""
-    H, W = x.shape[-2:]
+def embedding_crops(shape, crop: int = 64, max_crops: int = 16) -> list[tuple[slice, slice]] | None:
+    """The windows of an LR image of ``shape`` whose selector embeddings :func:`image_embedding`
+    averages: ``None`` for a small image (embedded whole), else up to ``max_crops`` evenly spread crops of
+    ``crop`` px. A function of the shape alone, so a block-wise run reads the very same crops."""
+    H, W = int(shape[-2]), int(shape[-1])
     if H * W <= (2 * crop) ** 2:
-        return model.embed(model.query(model.upsample(x)))
+        return None
     ny = max(1, min(int(math.sqrt(max_crops)), H // crop))
     nx = max(1, min(max_crops // ny, W // crop))
     ch, cw = min(crop, H), min(crop, W)
     ys = np.linspace(0, H - ch, ny).round().astype(int)
     xs = np.linspace(0, W - cw, nx).round().astype(int)
-    crops = torch.cat([x[..., y : y + ch, xx : xx + cw] for y in ys for xx in xs], 0)
-    embs = []
-    for i in range(0, len(crops), 8):
-        embs.append(model.embed(model.query(model.upsample(crops[i : i + 8]))))
+    return [(slice(int(y), int(y) + ch), slice(int(xx), int(xx) + cw)) for y in ys for xx in xs]
+
+
+@torch.no_grad()
+def embed_crops(model: TTSR, crops: torch.Tensor) -> torch.Tensor:
+    """Mean selector embedding of normalised LR crops (N, 1, h, w), in batches of 8."""
+    embs = [model.embed(model.query(model.upsample(crops[i : i + 8]))) for i in range(0, len(crops), 8)]
     return torch.cat(embs, 0).mean(0, keepdim=True)
+
+
+@torch.no_grad()
+def image_embedding(model: TTSR, x: torch.Tensor, crop: int = 64, max_crops: int = 16) -> torch.Tensor:
+    """Selector embedding of a whole (normalised) LR image (1, 1, H, W): the LTE statistics of LR↑ over
+    the whole image, or — for large images — the mean over the crops of :func:`embedding_crops`.
+    Independent of any tiling."""
+    windows = embedding_crops(x.shape, crop, max_crops)
+    if windows is None:
+        return model.embed(model.query(model.upsample(x)))
+    return embed_crops(model, torch.cat([x[(..., *w)] for w in windows], 0))
 
 
 def default_tiling(model: TTSR, mode: str, device: torch.device, tile=None, halo=None, batch=None, keep=PAPER_KEEP):
@@ -178,7 +192,8 @@ class EnhanceOptions:
     tile: int | None = param(
         None, label="tile size", min=0, max=8192, step=32, suffix=" px", special="auto",
         tip="Tile side in input (LR) pixels, including the overlap that is discarded.\n"
-            "auto: fast mode up to 512 (evened out over the image); paper mode 32.\n"
+            "auto: fast mode 512 (tiles on a fixed grid, so any part of an image is computed exactly as in "
+            "the whole); paper mode 32.\n"
             "Smaller tiles need less memory; an out-of-memory error halves it automatically.")
     batch: int | None = param(
         None, label="batch size", min=0, max=1024, special="auto",
@@ -285,11 +300,11 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
         ids_img = feats.select(emb, k)  # (1, k)
     t0 = time.perf_counter()
     while True:  # restarts with a smaller tile after an out-of-memory error at batch 1
-        if mode == "fast":  # as many tiles as tile_sz needs, but evenly sized
-            tshape = (balanced_tile(img.shape[0], tile_sz, margin), balanced_tile(img.shape[1], tile_sz, margin))
+        if mode == "fast":  # the grid plan: the same windows whatever part of the image is computed
+            tiles, tshape = fast_plan(img.shape, tile_sz, margin), (tile_sz, tile_sz)
         else:
             tshape = (tile_sz, tile_sz)
-        tiles = plan_tiles(img.shape, tshape, margin)
+            tiles = plan_tiles(img.shape, tshape, margin)
         stitch = Stitcher(img.shape, scale)
         total = len(tiles)
         done = 0
@@ -299,7 +314,7 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
             if is_cancelled(cancel):
                 yield record(Kind.STOPPED, step=done, total=total, message="stopped", status="stopped")
                 return None
-            chunk = queue[:bsz]
+            chunk = _same_shape_run(queue, bsz)
             xb = torch.cat([x_all[(..., *t.window)] for t in chunk], 0).to(dev)
             ids = None if ids_img is None else ids_img.expand(len(chunk), -1)
 
@@ -350,15 +365,61 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
                          message=_tile_message(done, total, el), tile=tshape, margin=margin, batch=bsz)
         if not restart:
             break
-    out = stitch.out  # float32; back to the input's units in place (no extra full-size copies)
+    return denormalise_into(stitch.out, stats, img.dtype)
+
+
+def denormalise_into(out: np.ndarray, stats, dtype) -> np.ndarray:
+    """Network output (float32, [-1, 1] for the range ``stats``) back to the input's units in place (no
+    extra full-size copy), clipped to an integer ``dtype``'s range. Element-wise: a block of an image
+    comes out bit-identical to the same pixels of the whole image."""
     lo, hi = stats
     out += 1.0
     out *= (hi - lo) / 2.0
     out += lo
-    if np.issubdtype(img.dtype, np.integer):
-        info = np.iinfo(img.dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
         np.clip(out, info.min, info.max, out=out)
     return out
+
+
+def fast_plan(shape, tile: int, margin: int, region=None):
+    """The fast mode's tiles: kept parts of ``tile - 2·margin`` px on a grid anchored at the image
+    origin (:func:`matrestore.tiling.plan_grid_tiles`), all of them or those covering ``region``."""
+    return plan_grid_tiles(shape, max(1, int(tile) - 2 * int(margin)), int(margin), region)
+
+
+def _same_shape_run(queue: list, n: int) -> list:
+    """The first tiles of ``queue`` (at most ``n``) that share the first one's shape: one batch."""
+    run = [queue[0]]
+    for t in queue[1:n]:
+        if t.shape != run[0].shape:
+            break
+        run.append(t)
+    return run
+
+
+def run_tiles(model: TTSR, x: torch.Tensor, tiles, feats: RefFeatures, ids, top_k: int, batch: int, amp: bool,
+              out: np.ndarray, origin=(0, 0), cancel=None) -> bool:
+    """SR of ``tiles`` (image coordinates) of the normalised LR window ``x`` (1, 1, h, w) whose pixel
+    (0, 0) is image pixel ``origin``, into ``out`` (the scaled output of the tiles' kept region, whose
+    (0, 0) is the first tile's kept corner). Batches of equal-shape tiles, as :func:`enhance_iter` runs
+    them; no progress, no out-of-memory recovery (the block engine's inner loop). False if cancelled."""
+    s = model.scale
+    oy, ox = origin
+    ky0, kx0 = tiles[0].ky0, tiles[0].kx0
+    queue = list(tiles)
+    dev = x.device
+    while queue:
+        if is_cancelled(cancel):
+            return False
+        chunk = _same_shape_run(queue, batch)
+        xb = torch.cat([x[..., t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox] for t in chunk], 0).to(dev)
+        res = _run_batch_no_grad(model, xb, feats, None if ids is None else ids.expand(len(chunk), -1), top_k, amp)
+        res = res.cpu().numpy()
+        for t, r in zip(chunk, res):
+            out[(t.ky0 - ky0) * s : (t.ky1 - ky0) * s, (t.kx0 - kx0) * s : (t.kx1 - kx0) * s] = r[0][t.kept_in_tile(s)]
+        queue = queue[len(chunk):]
+    return True
 
 
 def enhance(lr, references, model="default", tile=None, batch=None, device=None, progress: Callable | None = None,
@@ -374,7 +435,7 @@ def enhance(lr, references, model="default", tile=None, batch=None, device=None,
     model : TTSR, path or ``"default"``
     tile, batch : int, optional
         Tile side in LR px (including the discarded margin) and tiles per batch; defaults by mode and
-        device (fast: up to 512, evened out over the image, with a halo of the receptive radius + 2; paper: 32).
+        device (fast: 512 on a grid anchored at the image origin, with a halo of the receptive radius + 2; paper: 32).
     device : str or torch.device, optional
         ``None``: CUDA, then MPS, then CPU.
     progress : callable, optional
