@@ -203,3 +203,28 @@ def test_large_tiffs_are_read_tile_by_tile(tmp_path, monkeypatch):
     assert lz.data.chunksize[0] < 64  # tiles, not the whole file
     np.testing.assert_array_equal(lz.data.compute(), img)
     assert drive(iter(())) is None
+
+
+def test_the_plugin_reader_opens_a_store_as_a_multiscale_layer(tmp_path, monkeypatch, request):
+    import os
+    import sys
+
+    from matrestore._reader import get_reader
+
+    monkeypatch.setattr(ngff, "MIN_LEVEL_SIDE", 40)
+    img = _image((60, 50))
+    path = bigimage.store(da.from_array(img), SmoothUpKernel(scale=2, grid=8, halo=1), tmp_path / "o.zarr",
+                          chunk=16, pixel_size_nm=3000.0, translate=(1500.0, 0.0))
+    reader = get_reader(str(path))
+    assert reader is not None
+    (data, kw, kind), = reader(str(path))
+    assert kind == "image" and kw["multiscale"] is True and len(data) == 3
+    assert kw["scale"] == pytest.approx([1.5, 1.5]) and kw["units"] == ["µm", "µm"]  # 3 µm / 2
+    assert kw["translate"] == pytest.approx([1.5, 0.0])
+    lo, hi = kw["contrast_limits"]
+    assert 0 <= lo < hi <= 1
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        return
+    viewer = request.getfixturevalue("make_napari_viewer")()
+    layers = viewer.open(str(path), plugin="napari-matrestore")
+    assert layers[0].multiscale and tuple(layers[0].scale) == pytest.approx((1.5, 1.5))

@@ -12,12 +12,46 @@ def _is_frame_folder(p: Path) -> bool:
     return p.is_dir() and any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir())
 
 
+def _is_store(p: Path) -> bool:
+    from .ngff import is_store
+
+    return is_store(p)
+
+
 def _supported(p: Path) -> bool:
-    return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or _is_frame_folder(p)
+    return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or _is_store(p) or _is_frame_folder(p)
+
+
+def store_layer(p: Path) -> tuple:
+    """A Zarr / OME-Zarr store as one (multiscale) image layer: lazy levels, pixel size and origin from
+    the NGFF metadata, contrast limits from the smallest level (never a full read of level 0)."""
+    import numpy as np
+
+    from .ngff import read_store
+
+    doc = read_store(p)
+    levels = doc["levels"]
+    if levels[0].ndim != 2:
+        from ._validate import InputError
+
+        raise InputError(f"{p.name}: level 0 has shape {tuple(levels[0].shape)}; matrestore opens 2-D stores.")
+    small = levels[-1]
+    step = max(1, int(np.ceil(max(small.shape) / 1024)))
+    sample = np.asarray(small[::step, ::step], dtype=np.float64)
+    lo, hi = (float(np.nanmin(sample)), float(np.nanmax(sample))) if sample.size else (0.0, 1.0)
+    meta = {"pixel_size": doc["pixel_size_nm"], "source": str(p), "store": str(p), "store_complete": doc["complete"],
+            "levels": len(levels)}
+    data, kwargs, kind = image_layer_tuple(levels if len(levels) > 1 else levels[0], meta, doc["name"] or name_for(p))
+    kwargs["multiscale"] = len(levels) > 1
+    kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
+    if doc["translate_nm"] is not None and doc["pixel_size_nm"] is not None:
+        factor = kwargs["scale"][-1] / doc["pixel_size_nm"]
+        kwargs["translate"] = [v * factor for v in doc["translate_nm"]]
+    return (data, kwargs, kind)
 
 
 def get_reader(path):
-    """Return a reader for supported paths (image files, folders of numbered TIFFs), else None."""
+    """Return a reader for supported paths (image files, Zarr / OME-Zarr stores, folders of numbered TIFFs), else None."""
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     if not paths or not all(_supported(p) for p in paths):
         return None
@@ -36,6 +70,9 @@ def read_layers(path) -> list[tuple]:
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     layers = []
     for p in paths:
+        if _is_store(p):
+            layers.append(store_layer(p))
+            continue
         if p.is_dir():
             data, meta = read_stack(p)
             layers.append(image_layer_tuple(data, {**meta, **_omegas(p)}, p.name, stack=True))
@@ -51,7 +88,7 @@ def read_layers(path) -> list[tuple]:
 
 
 PLUGIN = "napari-matrestore"
-PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF", "*.png", "*.PNG", "*.jpg", "*.jpeg", "*.JPG", "*.JPEG")  # napari.yaml
+PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF", "*.png", "*.PNG", "*.jpg", "*.jpeg", "*.JPG", "*.JPEG", "*.zarr")  # napari.yaml
 
 
 def prefer_matrestore_reader(undo: bool = False, settings=None) -> dict:
