@@ -69,6 +69,7 @@ class BlockGrid:
     rows: tuple
     cols: tuple
     notes: tuple = field(default=())
+    side: int = 0  # the nominal block side (every block starts at a multiple of it)
 
     @property
     def chunks(self) -> tuple:
@@ -107,7 +108,7 @@ def block_grid(shape, chunk: int | None, grid: int, halo: int) -> BlockGrid:
         notes.append(f"block side {want} px rounded to {c} px (a multiple of the {grid} px tile grid, "
                      f"wider than the {halo} px halo)")
     rows, cols = _axis_edges(H, c, halo), _axis_edges(W, c, halo)
-    return BlockGrid(tuple(rows), tuple(cols), tuple(notes))
+    return BlockGrid(tuple(rows), tuple(cols), tuple(notes), c)
 
 
 def _window_origin(grid: BlockGrid, i: int, j: int, halo: int) -> tuple[int, int]:
@@ -192,14 +193,18 @@ def _marker(path: Path, i: int, j: int) -> Path:
     return Path(path) / MARKERS / f"{i}.{j}"
 
 
-def _write_block(data, path: str, region_out: tuple, marker: str):
-    """Write one computed block into level 0 of the store, then its completion record."""
+def _write_block(data, path: str, region_out: tuple, marker: str, levels: int = 1):
+    """Write one computed block into level 0 of the store, its part of the coarser levels (each read back
+    from the level below as stored), then its completion record."""
     import zarr
+
+    from .ngff import write_block_levels
 
     y0, y1, x0, x1 = region_out
     arr = zarr.open_array(str(Path(path) / "0"), mode="r+")
     try:
         arr[y0:y1, x0:x1] = data
+        write_block_levels(path, region_out, levels)
         Path(marker).touch()
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -235,10 +240,15 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
     s = int(kernel.scale)
     out_shape = (int(x.shape[0]) * s, int(x.shape[1]) * s)
     fp = _fingerprint(kernel, x.shape, grid, kernel.dtype)
-    block_out = int(grid.rows[1] - grid.rows[0]) * s if len(grid.rows) > 1 else out_shape[0]
+    block_out = int(grid.side) * s  # blocks start at multiples of this (output px)
     zchunk = ngff.chunk_side(block_out)
+    shapes = ngff.block_levels(out_shape, block_out) if pyramid else [out_shape]
+    fp["levels"] = len(shapes)
     root, resumed = ngff.open_output(path, out_shape, kernel.dtype, zchunk, fp, overwrite=overwrite,
                                      describe={**kernel.describe(), **(meta or {})})
+    ngff.create_levels(root, shapes, kernel.dtype, block_out)
+    yield record(Kind.PHASE, phase="store", store=str(path), levels=len(shapes), output_shape=out_shape,
+                 message=f"writing {path.name} ({out_shape[0]}×{out_shape[1]} px, {len(shapes)} level(s))")
     (path / MARKERS).mkdir(exist_ok=True)
     todo = [(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1]) if not _marker(path, i, j).is_file()]
     total = grid.shape[0] * grid.shape[1]
@@ -252,7 +262,7 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
     for i, j in todo:
         y0, y1, x0, x1 = grid.region(i, j)
         tasks[(i, j)] = dask.delayed(_write_block, pure=False)(
-            blocks[i, j], str(path), (y0 * s, y1 * s, x0 * s, x1 * s), str(_marker(path, i, j)))
+            blocks[i, j], str(path), (y0 * s, y1 * s, x0 * s, x1 * s), str(_marker(path, i, j)), len(shapes))
     t0 = time.perf_counter()
     done = done0
     client = get_client(scheduler)
@@ -266,7 +276,8 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
         if missing:
             raise InputError(f"{len(missing)} block(s) of {path} were not recorded as written; run again to resume.")
         yield record(Kind.PHASE, phase="pyramid", step=done, total=total, message="building the pyramid from the stored level 0…")
-        levels = ngff.build_pyramid(root, cancel=cancel) if pyramid else 1
+        # the blocks filled the levels they could; coarser ones (if any) from the stored coarsest
+        levels = ngff.build_pyramid(root, cancel=cancel, start=len(shapes) - 1) if pyramid else 1
         if levels is None:
             yield record(Kind.STOPPED, step=done, total=total, message="stopped while building the pyramid (rerun to finish)")
             return None

@@ -23,7 +23,8 @@ import numpy as np
 from ._validate import InputError
 from .progress import is_cancelled
 
-__all__ = ["is_store", "open_output", "chunk_side", "build_pyramid", "write_metadata", "mark_complete",
+__all__ = ["is_store", "open_output", "chunk_side", "build_pyramid", "block_levels", "create_levels",
+           "write_block_levels", "mean2", "write_metadata", "mark_complete",
            "read_store", "MIN_LEVEL_SIDE", "unit_for"]
 
 MIN_LEVEL_SIDE = 1024  # the pyramid stops once a level fits in this many pixels a side
@@ -119,20 +120,68 @@ def _quiet():
     return ctx
 
 
-def build_pyramid(root, cancel=None, min_side: int | None = None) -> int | None:
-    """Levels 1, 2, … (2 × 2 means of the level below, read from the store) until a level fits in
-    ``min_side`` px; returns the number of levels (``None`` if cancelled between levels)."""
+def block_levels(shape, block_side: int, min_side: int | None = None) -> list[tuple]:
+    """Shapes of the pyramid levels 0, 1, … that blocks of ``block_side`` output px fill themselves
+    (:func:`write_block_levels`): a level is added while the one below is larger than ``min_side`` and
+    ``block_side`` halves evenly (so a block's 2 × 2 means never need a neighbour's pixels)."""
+    min_side = MIN_LEVEL_SIDE if min_side is None else min_side
+    shapes = [tuple(int(v) for v in shape)]
+    b = int(block_side)
+    while max(shapes[-1]) > min_side and min(shapes[-1]) >= 2 and b % 2 == 0:
+        b //= 2
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    return shapes
+
+
+def create_levels(root, shapes, dtype, block_side: int) -> None:
+    """Arrays ``1 … n-1`` of the block-filled pyramid, chunked so that each block owns whole chunks at
+    every level (no two blocks ever write one chunk, whatever runs them in parallel)."""
+    for k, shp in enumerate(shapes[1:], start=1):
+        name = str(k)
+        ch = chunk_side(max(1, int(block_side) >> k))
+        if name in root and tuple(root[name].shape) == tuple(shp):
+            continue
+        if name in root:
+            del root[name]
+        root.create_array(name, shape=shp, chunks=(ch, ch), dtype=np.dtype(dtype), fill_value=0)
+
+
+def mean2(a: np.ndarray, dtype) -> np.ndarray:
+    """2 × 2 means (an odd last row / column dropped, as the level shapes do), in ``dtype``."""
+    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+    m = a[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+    return m.astype(dtype)
+
+
+def write_block_levels(path, region0, n_levels: int) -> None:
+    """Levels 1 … n-1 of one block, each from the level below as stored (read back from the store)."""
+    import zarr
+
+    y0, y1, x0, x1 = region0
+    for k in range(1, n_levels):
+        src = zarr.open_array(str(Path(path) / str(k - 1)), mode="r")
+        dst = zarr.open_array(str(Path(path) / str(k)), mode="r+")
+        block = src[y0:y1, x0:x1]
+        y0, x0 = y0 // 2, x0 // 2
+        y1, x1 = min(y1 // 2, dst.shape[0]), min(x1 // 2, dst.shape[1])
+        if y1 > y0 and x1 > x0:
+            dst[y0:y1, x0:x1] = mean2(block, dst.dtype)[: y1 - y0, : x1 - x0]
+
+
+def build_pyramid(root, cancel=None, min_side: int | None = None, start: int = 0) -> int | None:
+    """Levels ``start + 1``, … (2 × 2 means of the level below, read from the store) until a level fits
+    in ``min_side`` px; returns the number of levels (``None`` if cancelled between levels)."""
     ctx = _quiet()
     try:
-        return _build_pyramid(root, cancel, MIN_LEVEL_SIDE if min_side is None else min_side)
+        return _build_pyramid(root, cancel, MIN_LEVEL_SIDE if min_side is None else min_side, start)
     finally:
         ctx.__exit__(None, None, None)
 
 
-def _build_pyramid(root, cancel, min_side):
+def _build_pyramid(root, cancel, min_side, start=0):
     import dask.array as da
 
-    level = 0
+    level = int(start)
     while True:
         src = root[str(level)]
         if max(src.shape) <= min_side or min(src.shape) < 2:
