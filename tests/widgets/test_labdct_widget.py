@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 
 from matrestore._layerdata import OUTPUT_KEY
 from matrestore._widgets._worker import State
-from matrestore._widgets.labdct import CleanWidget, clean_job
+from matrestore._widgets.labdct import CleanWidget, _camera, clean_job
 from matrestore.labdct.routine import RoutineOptions, standard_routine
 from matrestore.progress import Kind
 from _util import assert_unchanged, snapshot
@@ -167,7 +167,7 @@ def test_table_click_jumps_to_frame_and_spot(qtbot, setup):
     w.set_frame(0)
     w.go_to_row(0)
     assert w.current_frame() == N - 1
-    y, x = viewer.camera.center[-2:]
+    y, x = _camera(viewer).center[-2:]
     assert y == pytest.approx(10 + 2 * spot["centroid_row"]) and x == pytest.approx(20 + 2 * spot["centroid_col"])
 
 

@@ -215,6 +215,12 @@ def preview_job(data, k: int, options, beamstop_cache: dict | None = None, cance
     return int(k), corr, mask
 
 
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
 def _put_labels(viewer, name, data, scale, translate, metadata, units=None, **kwargs):
     """Update the Labels layer ``name`` in place or add it (as :func:`put_image` does for images)."""
     from napari.layers import Labels
@@ -643,9 +649,10 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
             self.viewer.dims.set_point(self._frame_axis(), job["translate"][0] + job["scale"][0] * int(spot["frame"]))
         y = tr[0] + sc[0] * float(spot["centroid_row"])
         x = tr[1] + sc[1] * float(spot["centroid_col"])
-        center = list(self.viewer.camera.center)
+        cam = _camera(self.viewer)
+        center = list(cam.center)
         center[-2:] = [y, x]
-        self.viewer.camera.center = tuple(center)
+        cam.center = tuple(center)
         if self.spots_layer is not None and self.spots_layer.name in self.viewer.layers:
             self.viewer.layers[self.spots_layer.name].selected_label = int(spot["label"])
 
