@@ -69,11 +69,12 @@ def image_layers(viewer) -> list:
     return [lyr for lyr in viewer.layers if isinstance(lyr, Image)]
 
 
-def layer_problem(layer) -> str | None:
-    """Why an image layer cannot be compared or enhanced (None when it can: 2-D, one channel, one scale)."""
+def layer_problem(layer, multiscale_ok: bool = False) -> str | None:
+    """Why an image layer cannot be compared or enhanced (None when it can: 2-D, one channel, one scale;
+    multiscale too with ``multiscale_ok``, for the out-of-core inputs)."""
     if getattr(layer, "rgb", False):
         return "RGB: convert it to greyscale first"
-    if getattr(layer, "multiscale", False):
+    if getattr(layer, "multiscale", False) and not multiscale_ok:
         return "multiscale: not supported"
     if layer.ndim != 2:
         return f"{layer.ndim}-D: only 2-D images can be compared"

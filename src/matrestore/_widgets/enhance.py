@@ -36,13 +36,14 @@ from ..sr.enhance import EnhanceOptions
 from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
 from ._params import ParamForm
+from ._store import StoreOutputPart, level0, show_store
 from ._model_choice import (ModelDeviceMixin, default_model_installed, load_cached,
                             model_file_state)
 from ._worker import relay
 from ._table import MetricsTable, copy_table
 from .._layerdata import OUTPUT_KEY, ROLE_KEY
 
-__all__ = ["EnhanceWidget", "enhance_job", "MIN_SIZE"]
+__all__ = ["EnhanceWidget", "enhance_job", "enhance_store_job", "MIN_SIZE"]
 
 MIN_SIZE = 8  # LR px a side: smaller inputs are refused with a message
 DEFAULT = "default"
@@ -176,6 +177,40 @@ def enhance_job(lr, *, references, model="default", cache=None, tile=None, batch
             _device.free_memory(dev)
 
 
+def enhance_store_job(lr, path, *, references, model="default", cache=None, tile=None, batch=None, device=None,
+                      top_k=None, chunk=None, overwrite=False, name="input", cancel=None):
+    """The out-of-core run behind the widget (a generator; no Qt): :func:`matrestore.sr.enhance_to_zarr_iter`
+    of the lazy input ``lr`` (level 0 of a multiscale layer, a dask or Zarr array) into the store ``path``.
+    Its PHASE record ``phase="store"`` (the store exists) lets the widget show the layer that fills in.
+    Returns ``{"store", "scale", "model_key", "model_meta", "device", "elapsed_s", "blocks"}``."""
+    from .. import device as _device
+    from ..sr import enhance_to_zarr_iter, load_references
+
+    cache = {} if cache is None else cache
+    yield {"message": "loading the model…"}
+    mdl, key, cached = _load_model(model, cache)
+    if min(int(v) for v in lr.shape[-2:]) < MIN_SIZE:
+        raise InputError(f"input '{name}' is too small to enhance (at least {MIN_SIZE} px a side).")
+    dev = _device.pick_device(device)
+    yield {"message": f"reading the references{' (model cached)' if cached else ''}…"}
+    bank = load_references(references, crop=mdl.cfg.ref_crop, scale=int(mdl.scale))
+    t0 = time.perf_counter()
+    last = {}
+
+    def keep(rec: dict) -> dict:
+        nonlocal last
+        if rec.get("phase") == "blocks":
+            last = rec
+        return rec
+
+    out = yield from relay(enhance_to_zarr_iter(lr, path, bank, mdl, chunk=chunk, overwrite=overwrite, cancel=cancel,
+                                                tile=tile, batch=batch, top_k=top_k, device=dev), keep)
+    if out is None:
+        return None
+    return {"store": str(out), "scale": int(mdl.scale), "model_key": key, "model_meta": model_summary(mdl),
+            "device": _device.describe(dev), "elapsed_s": time.perf_counter() - t0, "blocks": last.get("total")}
+
+
 # ---------------------------------------------------------------------------------------- widget
 class EnhanceWidget(ModelDeviceMixin, LayerDock):
     """Super-resolve a 2-D micrograph layer with a TTSR model and HR reference images."""
@@ -206,8 +241,9 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         form = QFormLayout()
-        self.input_combo = LayerCombo("The low-resolution 2-D greyscale image to super-resolve. RGB, 3-D and "
-                                      "multiscale layers are not offered (see the note below).")
+        self.input_combo = LayerCombo("The low-resolution 2-D greyscale image to super-resolve (multiscale and "
+                                      "Zarr-backed layers too: they are written to a Zarr store). RGB and 3-D "
+                                      "layers are not offered (see the note below).")
         form.addRow("input", self.input_combo)
         self.gt_combo = LayerCombo("Optional ground truth (a high-resolution image of the same field, s × the "
                                    "input's size): after enhancing, the result and the nearest / bicubic / Lanczos "
@@ -233,6 +269,12 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
                                           "Choose a model file."))
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(mbox)
+
+        obox = QGroupBox("Output")
+        ol = QVBoxLayout(obox)
+        self.store_part = StoreOutputPart("sr")
+        ol.addWidget(self.store_part)
+        lay.addWidget(obox)
 
         lay.addWidget(self._advanced_toggle("Show or hide the tiling, device and reference-selection options."))
         self.adv_box = QWidget()
@@ -346,19 +388,23 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
     def _refresh_layers(self, event=None) -> None:
         images = self._image_layers()
+        inputs = [lyr for lyr in images if layer_problem(lyr, multiscale_ok=True) is None]
         valid = [lyr for lyr in images if layer_problem(lyr) is None]
-        plain = [lyr for lyr in valid if not self._is_reference(lyr) and not self._is_output(lyr)]
+        plain = [lyr for lyr in inputs if not self._is_reference(lyr) and not self._is_output(lyr)]
         active = self.viewer.layers.selection.active
-        default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (min(plain, key=lambda l: np.prod(l.data.shape)) if plain else None)
-        if default is None and valid:
-            default = valid[0]
-        self.input_combo.fill(valid, default)
+        default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (
+            min(plain, key=lambda l: np.prod(level0(l).shape)) if plain else None)
+        if default is None and inputs:
+            default = inputs[0]
+        self.input_combo.fill(inputs, default)
         self.gt_combo.fill([None] + valid, None)  # "(none)" unless a ground truth is chosen
-        self._show_unoffered(images)
+        self._show_unoffered([lyr for lyr in images if layer_problem(lyr, multiscale_ok=True) is not None])
         self._fill_refs()
+        self.store_part.sync(self.input_layer(), 4)
 
     def _on_input(self, *_) -> None:
         self._fill_refs()
+        self.store_part.sync(self.input_layer(), 4)
 
     def _fill_refs(self) -> None:
         inp, gt = self.input_layer(), self.gt_layer()
@@ -395,9 +441,9 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         inp = self.input_layer()
         if inp is None:
             raise InputError("open or pick a 2-D greyscale image layer to enhance.")
-        if layer_problem(inp):
-            raise InputError(f"input '{inp.name}': {layer_problem(inp)}.")
-        h, w = (int(n) for n in inp.data.shape[-2:])
+        if layer_problem(inp, multiscale_ok=True):
+            raise InputError(f"input '{inp.name}': {layer_problem(inp, multiscale_ok=True)}.")
+        h, w = (int(n) for n in level0(inp).shape[-2:])
         if min(h, w) < MIN_SIZE:
             raise InputError(f"input '{inp.name}' is {h}×{w} px: too small to enhance "
                              f"(at least {MIN_SIZE} px a side).")
@@ -419,6 +465,18 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
             raise InputError(f"the output layer '{out_name}' would replace an input layer; rename that input.")
         spec = self.model_spec()
         opts = self.enhance_options()
+        use_store, store, overwrite = self.store_part.values()
+        if use_store:
+            if gt is not None:
+                raise InputError("scoring against a ground truth needs the result in memory: choose '(none)' as "
+                                 "ground truth, or untick 'write to a Zarr store'.")
+            if opts.uncertainty:
+                raise InputError("the uncertainty map is not available for Zarr-store outputs; set it to off.")
+            if opts.mode != "fast":
+                raise InputError("Zarr-store outputs use the fast stitching mode; choose it in the advanced options.")
+            src = (inp.metadata or {}).get("store") or (inp.metadata or {}).get("source")
+            if src and Path(str(src)).expanduser().resolve() == store.resolve():
+                raise InputError("the output store is the input's own store; choose another output path.")
         sources = [lyr.data for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
         ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
         params = {"tile": opts.tile, "batch": opts.batch, "device": self.device(), "mode": opts.mode,
@@ -427,7 +485,8 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
                 "units": spatial_units(inp),
-                "sources": sources, "ref_names": ref_names, "model": spec, "params": params}
+                "sources": sources, "ref_names": ref_names, "model": spec, "params": params,
+                "store": store, "overwrite": overwrite}
 
     def enhance_options(self) -> EnhanceOptions:
         """The options as the engine takes them, checked by the engine (InputError names a bad one)."""
@@ -444,6 +503,13 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
             return None
         self._job = job
         p = job["params"]
+        if job["store"] is not None:
+            self._store_view = None
+            return self.runner.start(
+                enhance_store_job, level0(job["input"]), job["store"], references=job["sources"], model=job["model"],
+                cache=self.model_cache, tile=p["tile"], batch=p["batch"], device=p["device"], top_k=p["top_k"],
+                overwrite=job["overwrite"], name=job["name"], on_yielded=self._on_store_record,
+                on_returned=self._show_store_result, message="starting…")
         return self.runner.start(
             enhance_job, job["input"].data, references=job["sources"], model=job["model"], cache=self.model_cache,
             tile=p["tile"], batch=p["batch"], device=p["device"], mode=p["mode"], top_k=p["top_k"],
@@ -506,6 +572,49 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
             self.table_box.setVisible(False)
         self.status.setStyleSheet("")
         self.status.setText(text)
+
+    def _store_layer(self, job: dict, path, res: dict | None = None):
+        """Show the store at ``path`` as the layer '<input>_sr' (multiscale, explicit contrast limits)."""
+        scale, translate = upsampled_geometry(job["scale"], job["translate"], 4)
+        src = job["metadata"]
+        md = {k: src[k] for k in ("unit",) if k in src}
+        for k in ("pixel_size", "pixel_size_nm"):
+            if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool):
+                md[k] = src[k] / 4
+        info = {"made_by": "enhance", "source": job["name"], "scale_factor": 4, "store": str(path),
+                "model": job["model"], "references": job["ref_names"], "parameters": dict(job["params"])}
+        if res is not None:
+            info.update(model_meta=res["model_meta"], device=res["device"], elapsed_s=round(float(res["elapsed_s"]), 3),
+                        blocks=res.get("blocks"))
+        md[OUTPUT_KEY] = info
+        md["store"] = str(path)
+        return show_store(self.viewer, job["out_name"], path, scale, translate, md, units=job["units"],
+                          contrast_limits=job["contrast_limits"])
+
+    def _on_store_record(self, rec) -> None:
+        """The store exists: show its layer; as blocks complete, re-read what they wrote."""
+        job = self._job
+        if not isinstance(rec, dict) or job is None:
+            return
+        if rec.get("phase") == "store" and rec.get("store"):
+            self._store_view = self._store_layer(job, rec["store"])
+        elif rec.get("phase") == "blocks" and getattr(self, "_store_view", None) is not None:
+            self._store_view.refresh()
+
+    def _show_store_result(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        view = self._store_layer(job, res["store"], res)  # the final levels (coarser ones may have been added)
+        self._store_view = view
+        shape = view.layer.data[0].shape if view.layer.multiscale else view.layer.data.shape
+        self.last_results = {"layer": view.layer.name, "scale": 4, "elapsed_s": res["elapsed_s"],
+                             "device": res["device"], "metrics": None, "store": res["store"]}
+        self.table.clear_scores()
+        self.table_box.setVisible(False)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Done: '{view.layer.name}' ({shape[0]}×{shape[1]} px, ×4) written to "
+                            f"{Path(res['store']).name} in {res['elapsed_s']:.1f} s on {res['device']}.")
 
     def _put_layer(self, name, data, scale, translate, metadata, contrast_limits, units=None):
         """Update the layer called ``name`` in place (second run) or add it."""

@@ -1,0 +1,176 @@
+"""The out-of-core output of an image-to-image widget: where the Zarr store goes, and the multiscale
+layer that shows it while it fills.
+
+:class:`StoreOutputPart` (a checkbox, the store path with Browse…, "replace an existing store") is
+switched on — and cannot be switched off — when the input is multiscale, not in memory (dask, Zarr), or
+its output would exceed :data:`STORE_BYTES`; its default path lies beside the input's file
+(``<stem>_<suffix>.zarr``), never in a temporary folder: with no file behind the input the user picks one.
+:func:`show_store` adds (or replaces) the layer of a store from its Zarr arrays (not a dask graph: napari
+would compute it on the GUI thread), with explicit contrast limits; :meth:`StoreView.refresh` re-reads
+what the blocks have written, at most every :attr:`StoreView.every_s` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from .._validate import InputError
+
+__all__ = ["STORE_BYTES", "needs_store", "default_store_path", "StoreOutputPart", "show_store", "StoreView",
+           "level0"]
+
+STORE_BYTES = 2 * 2**30  # outputs above this (float32 bytes) are written to a Zarr store, not held in memory
+
+
+def level0(layer):
+    """The full-resolution data of an image layer (level 0 of a multiscale layer)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def needs_store(layer, scale: int) -> str | None:
+    """Why ``layer``'s output must go to a Zarr store (None when memory will do)."""
+    if layer is None:
+        return None
+    if getattr(layer, "multiscale", False):
+        return "the input is a multiscale image"
+    data = level0(layer)
+    h, w = (int(v) for v in data.shape[-2:])
+    nbytes = h * w * int(scale) ** 2 * 4
+    if nbytes > STORE_BYTES:
+        return f"the output would be {h * scale}×{w * scale} px ({nbytes / 2**30:.1f} GiB)"
+    if not isinstance(data, np.ndarray):
+        return "the input is not in memory (a lazy or Zarr-backed array)"
+    return None
+
+
+def default_store_path(layer, suffix: str) -> Path | None:
+    """``<stem>_<suffix>.zarr`` beside the file the layer was opened from (None without one)."""
+    if layer is None:
+        return None
+    src = getattr(getattr(layer, "source", None), "path", None) or (layer.metadata or {}).get("store") \
+        or (layer.metadata or {}).get("source")
+    if not src:
+        return None
+    p = Path(str(src))
+    stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.stem
+    return p.with_name(f"{stem}_{suffix}.zarr")
+
+
+class StoreOutputPart(QWidget):
+    """Output: in memory, or a Zarr store (path, Browse…, replace an existing store)."""
+
+    def __init__(self, suffix: str, parent=None):
+        super().__init__(parent)
+        self.suffix = suffix
+        self._forced: str | None = None
+        self._auto_path = ""
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.use = QCheckBox("write to a Zarr store (out of core, resumable)")
+        self.use.setToolTip("Compute block by block into an OME-Zarr store on disk and show it as a multiscale "
+                            "layer that fills in. On for inputs that are multiscale, not in memory, or whose "
+                            "output would not fit in memory. A rerun with the same settings resumes.")
+        lay.addWidget(self.use)
+        row = QHBoxLayout()
+        self.path = QLineEdit()
+        self.path.setPlaceholderText("path/to/output.zarr")
+        self.path.setToolTip("The OME-Zarr store to write (a folder ending in .zarr). Default: beside the input's file.")
+        self.browse = QPushButton("Browse…")
+        self.browse.setToolTip("Choose where to write the store.")
+        row.addWidget(self.path, 1)
+        row.addWidget(self.browse)
+        lay.addLayout(row)
+        self.overwrite = QCheckBox("replace an existing store")
+        self.overwrite.setToolTip("Replace a store at this path that holds something else (another image, model "
+                                  "or options). A store of this very computation is resumed either way.")
+        lay.addWidget(self.overwrite)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+        self.use.toggled.connect(self._sync_enabled)
+        self.browse.clicked.connect(self._browse)
+        self._sync_enabled()
+
+    def _sync_enabled(self, *_):
+        on = self.use.isChecked()
+        for w in (self.path, self.browse, self.overwrite):
+            w.setEnabled(on)
+
+    def _browse(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Output Zarr store", self.path.text(), "Zarr stores (*.zarr)")
+        if path:
+            self.path.setText(path if path.endswith(".zarr") else path + ".zarr")
+
+    def sync(self, layer, scale: int) -> None:
+        """Follow the input: force the store on when it is needed, offer the default path."""
+        why = needs_store(layer, scale)
+        self._forced = why
+        if why:
+            self.use.setChecked(True)
+        self.use.setEnabled(why is None)
+        auto = default_store_path(layer, self.suffix)
+        auto_text = "" if auto is None else str(auto)
+        if not self.path.text().strip() or self.path.text() == self._auto_path:
+            self.path.setText(auto_text)
+        self._auto_path = auto_text
+        self.note.setText(f"Written to a Zarr store: {why}." if why else "")
+
+    def values(self) -> tuple[bool, Path | None, bool]:
+        """``(use_store, path, overwrite)``; InputError when a store is needed and no path is given."""
+        if not self.use.isChecked():
+            return False, None, False
+        text = self.path.text().strip()
+        if not text:
+            raise InputError("choose where to write the Zarr store (the input has no file to put it beside).")
+        if not text.rstrip("/").endswith(".zarr"):
+            raise InputError(f"the output store must be a folder ending in .zarr, got {text}.")
+        return True, Path(text).expanduser(), self.overwrite.isChecked()
+
+
+def _levels(path) -> list:
+    import zarr
+
+    from ..ngff import _quiet
+
+    root = zarr.open_group(str(path), mode="r")
+    ctx = _quiet()
+    try:
+        keys = sorted((k for k in root.array_keys() if k.isdigit()), key=int)
+    finally:
+        ctx.__exit__(None, None, None)
+    return [root[k] for k in keys]
+
+
+class StoreView:
+    """The layer of a store being written, refreshed at most every ``every_s`` seconds."""
+
+    every_s = 2.0
+
+    def __init__(self, layer, path):
+        self.layer, self.path, self._last = layer, Path(path), 0.0
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every_s:
+            self._last = now
+            self.layer.refresh()
+
+
+def show_store(viewer, name, path, scale, translate, metadata, units=None, contrast_limits=(0.0, 1.0)) -> StoreView:
+    """Add (or replace) the layer ``name`` showing the store at ``path`` (multiscale from its levels)."""
+    from ._layers import put_image
+
+    levels = _levels(path)
+    data = levels if len(levels) > 1 else levels[0]
+    if name in viewer.layers:  # the number of levels can change between runs: a fresh layer
+        old = viewer.layers[name]
+        if getattr(old, "multiscale", False) != (len(levels) > 1):
+            viewer.layers.remove(old)
+    layer = put_image(viewer, name, data, scale, translate, metadata, units=units, contrast_limits=contrast_limits,
+                      colormap="gray", multiscale=len(levels) > 1)
+    layer.contrast_limits = contrast_limits
+    return StoreView(layer, path)
