@@ -41,6 +41,16 @@ def test_lazy_map_equals_the_whole_image_exactly_whatever_the_input_chunks():
     np.testing.assert_array_equal(out.compute(), k.whole(img))
 
 
+def test_input_chunks_smaller_than_the_halo_are_rechunked_and_said(tmp_path):
+    img = _image((40, 40))
+    k = SmoothUpKernel(scale=2, grid=8, halo=3)
+    recs = []
+    path = bigimage.store(da.from_array(img, chunks=(2, 2)), k, tmp_path / "o.zarr", chunk=16, progress=recs.append)
+    notes = [r["message"] for r in recs if r["kind"] == Kind.WARNING]
+    assert any("smaller than the 3 px halo" in n and "rechunked" in n for n in notes)
+    np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), k.whole(img))
+
+
 def test_store_writes_ngff_with_pyramid_and_pixel_size(tmp_path, monkeypatch):
     monkeypatch.setattr(ngff, "MIN_LEVEL_SIDE", 40)
     img = _image((60, 50))

@@ -135,7 +135,13 @@ def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid |
 
     if x.ndim != 2:
         raise InputError(f"the block engine needs a 2-D image, got shape {tuple(x.shape)}.")
-    grid = grid or block_grid(x.shape, chunk, kernel.grid, kernel.halo)
+    if grid is None:
+        grid = block_grid(x.shape, chunk, kernel.grid, kernel.halo)
+        small = min(min(c) for c in x.chunks)
+        if small < kernel.halo:
+            grid = BlockGrid(grid.rows, grid.cols, grid.notes + (
+                f"the input's chunks ({small} px at the smallest) are smaller than the {kernel.halo} px halo: "
+                f"rechunked to blocks of {grid.side} px",), grid.side)
     xr = x.rechunk(grid.chunks)
     s = int(kernel.scale)
     out_chunks = tuple(tuple(c * s for c in cs) for cs in grid.chunks)
