@@ -204,7 +204,8 @@ def test_export_tiffs_and_csv(qtbot, setup, tmp_path):
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
 
-@pytest.mark.parametrize("case", ["rgb", "nan", "tiny", "missing_model", "single_frame_routine"])
+@pytest.mark.parametrize("case", ["rgb", "nan", "tiny", "missing_model", "single_frame_routine", "two_frames",
+                                  "zero_frame"])
 def test_bad_input_gives_a_red_message(qtbot, make_napari_viewer, tiny_path, tmp_path, case):
     viewer = make_napari_viewer()
     stack, _ = make_stack()
@@ -216,6 +217,12 @@ def test_bad_input_gives_a_red_message(qtbot, make_napari_viewer, tiny_path, tmp
         viewer.add_image(bad, name="x")
     elif case == "tiny":
         viewer.add_image(np.ones((1, 1), np.float32), name="x")
+    elif case == "two_frames":
+        viewer.add_image(stack[:2], name="x")
+    elif case == "zero_frame":
+        bad = stack.copy()
+        bad[0] = 0
+        viewer.add_image(bad, name="x")
     else:
         viewer.add_image(stack[0] if case == "single_frame_routine" else stack, name="x")
     lyr = viewer.layers["x"]
@@ -231,7 +238,8 @@ def test_bad_input_gives_a_red_message(qtbot, make_napari_viewer, tiny_path, tmp
     assert "ff6060" in w.status.styleSheet()
     text = w.status.text()
     expect = {"rgb": "RGB", "nan": "NaN", "tiny": "too small", "missing_model": "not found",
-              "single_frame_routine": "single 2-D frame"}[case]
+              "single_frame_routine": "single 2-D frame", "two_frames": "at least 3 frames",
+              "zero_frame": "all zero"}[case]
     assert expect in text, text
     assert_unchanged(lyr, snap)
     assert len(viewer.layers) == 1

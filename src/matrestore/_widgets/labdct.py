@@ -148,7 +148,10 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
             raise InputError(f"input '{name}' is a single 2-D frame, but this model also looks at each frame's two "
                              "neighbours in ω: open the whole stack (frames × rows × cols), or use a single-frame "
                              "model (trained with neighbours 0).")
-        st = as_stack(frames[None] if single else frames, name=f"input '{name}'", min_frames=3 if nb else 1)
+        if nb and n < 3:
+            raise InputError(f"input '{name}' has {n} frames, but this model also looks at each frame's two "
+                             "neighbours in ω: at least 3 frames are needed (or a single-frame model).")
+        st = as_stack(frames[None] if single else frames, name=f"input '{name}'")
         first_frame_check(st)
         dev = _device.pick_device(device)
         dev_text = _device.describe(dev)
