@@ -126,6 +126,18 @@ def test_bad_input_red_message(qtbot, make_napari_viewer):
     assert "real projection stack" in w.status.text() and "ff6060" in w.status.styleSheet()
 
 
+def test_grain_sizes_reach_the_engine_and_are_checked(qtbot, setup):
+    viewer, w, lyr = setup
+    w.options.set_value("grain_min_um", 300.0)
+    w.options.set_value("grain_max_um", 100.0)
+    assert _run_and_wait(qtbot, w, TIMEOUT) is State.FAILED
+    assert "grain sizes" in w.status.text() and "ff6060" in w.status.styleSheet()
+    from matrestore.labdct.data import default_scenes
+
+    specs = default_scenes(6, grain_mm=(0.1, 0.12))
+    assert all(0.1 <= s.grain_size_mm <= 0.12 for s in specs)
+
+
 def test_opened_from_the_plugins_menu(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(real_like_stack(), name="real")

@@ -41,8 +41,8 @@ PREVIEW_WHAT = {"input": "a simulated validation frame (spots on a real backgrou
                 "target": "its ground truth (LoG segmentation of the noise-free spots)",
                 "output": "the current network's output"}
 CLEAN_GROUP = "labdct_clean"  # the settings group of the Clean widget ("use the model in Clean")
-FORM_FIELDS = ["preset", "steps", "batch", "lr", "val_every", "scenes", "scene_frames", "val_scenes", "scene_size",
-               "patch", "seed"]
+FORM_FIELDS = ["preset", "steps", "batch", "lr", "val_every", "scenes", "scene_frames", "grain_min_um", "grain_max_um",
+               "val_scenes", "scene_size", "patch", "seed"]
 
 
 def _frames(data):

@@ -44,13 +44,16 @@ class SceneSpec:
     size: int | None = None  # simulate only a size×size detector window (tests)
 
 
-def default_scenes(n: int = 12, frames: int = 12, seed: int = 0, size=None) -> list[SceneSpec]:
-    """A varied list of scenes: Fe and Al, grain sizes 60–200 µm, mostly binned, some unbinned, some
-    out of focusing (Lsd = 1.3 Lss), 2° or 3° steps."""
+def default_scenes(n: int = 12, frames: int = 12, seed: int = 0, size=None, grain_mm=(0.06, 0.2)) -> list[SceneSpec]:
+    """A varied list of scenes: Fe and Al, grain sizes log-uniform in ``grain_mm`` (60–200 µm), mostly
+    binned, some unbinned, some out of focusing (Lsd = 1.3 Lss), 2° or 3° steps."""
+    lo, hi = (float(v) for v in grain_mm)
+    if not 0 < lo <= hi:
+        raise InputError(f"grain sizes must satisfy 0 < smallest <= largest, got {lo * 1000:g}–{hi * 1000:g} µm.")
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        out.append(SceneSpec(material="Fe" if i % 3 else "Al", grain_size_mm=float(np.exp(rng.uniform(np.log(0.06), np.log(0.2)))),
+        out.append(SceneSpec(material="Fe" if i % 3 else "Al", grain_size_mm=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
                              diameter_mm=float(rng.uniform(0.7, 1.2)), height_mm=float(rng.uniform(0.6, 1.2)),
                              binning=1 if i % 4 == 3 else 2, lsd_over_lss=1.3 if i % 5 == 4 else 1.0,
                              frames=frames, step_deg=float(rng.choice([2.0, 3.0])), start_deg=float(rng.uniform(0, 360)),

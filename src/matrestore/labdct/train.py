@@ -70,6 +70,11 @@ class TrainConfig:
     patch: int | None = param(None, label="patch", min=0, max=2048, step=16, suffix=" px", special="preset",
                               tip="Side of the random training patches (a multiple of the network's stride). preset: "
                                   "the network preset's patch.")
+    grain_min_um: float = param(60.0, label="smallest grains", min=5.0, max=5000.0, step=10.0, decimals=0, suffix=" µm",
+                                tip="Mean grain sizes of the simulated samples are drawn log-uniformly between the "
+                                    "smallest and the largest (Fe and Al alternate; Table 1 of the paper).")
+    grain_max_um: float = param(200.0, label="largest grains", min=5.0, max=5000.0, step=10.0, decimals=0, suffix=" µm",
+                                tip="The largest mean grain size of the simulated samples.")
     threads: int | None = None
     vgg16_weights: str | None = None
     encoder_weights: str | None = None
@@ -87,7 +92,8 @@ class TrainConfig:
 def make_training_data(backgrounds, tcfg: TrainConfig, neighbours: int, patch: int, val: bool = False, progress=None):
     """Scenes (simulated; deterministic in ``tcfg.seed``) + backgrounds -> :class:`TrainingData`."""
     n = tcfg.val_scenes if val else tcfg.scenes
-    specs = default_scenes(n, frames=tcfg.scene_frames, seed=tcfg.seed * 2 + (1 if val else 0) + 7, size=tcfg.scene_size)
+    specs = default_scenes(n, frames=tcfg.scene_frames, seed=tcfg.seed * 2 + (1 if val else 0) + 7, size=tcfg.scene_size,
+                           grain_mm=(tcfg.grain_min_um / 1000.0, tcfg.grain_max_um / 1000.0))
     scenes = []
     for i, s in enumerate(specs):
         scenes.append(make_scene(s))
