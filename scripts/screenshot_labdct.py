@@ -116,11 +116,11 @@ def shoot(which: str, out: Path, limit_s: float = 900.0) -> Path:
     hh, ww = frames.shape[1:]
     pick = [r for r in rows if r["frame"] == frame and 16 < r["centroid_row"] < hh - 16 and 16 < r["centroid_col"] < ww - 16]
     pick = max(pick, key=lambda r: r["area"]) if pick else rows[0]
-    for r in range(w.table.rowCount()):
-        it = w.table.item(r, 0)
-        if rows[it.data(256)] is pick:
+    m = w.table_model
+    for r in range(m.rowCount()):
+        if m.spot(r) is pick:
             w.table.selectRow(r)
-            w.table.scrollToItem(it)
+            w.table.scrollTo(m.index(r, 0))
             w.go_to_row(r)
             break
     # the input above, the cleaned frame with the spot outlines below (moved for the picture only)

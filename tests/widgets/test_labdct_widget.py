@@ -116,14 +116,14 @@ def test_routine_run_layers_table_and_rerun_in_place(qtbot, setup):
     assert cl.metadata[OUTPUT_KEY]["made_by"] == "labdct clean" and cl.metadata["omegas"] == lyr.metadata["omegas"]
     np.testing.assert_array_equal(np.asarray(sp.data) > 0, standard_routine(lyr.data, **o.kwargs()))
     rows = w.spot_rows()
-    assert w.table.rowCount() == len(rows) > 0
-    assert w.table.item(0, 2).text() != ""  # ω shown
+    assert w.table_model.rowCount() == len(rows) > 0
+    assert w.table_model.text(0, 2) != ""  # ω shown
     w.options.set_value("min_size", 20)  # no 3x3 spot survives
     assert run_and_wait(qtbot, w) is State.DONE
     assert sorted(lyr.name for lyr in viewer.layers if lyr.name != "frames_preview") == [
         "frames", "frames_cleaned", "frames_spots"]
     assert viewer.layers["frames_spots"].data.max() == 0  # updated in place
-    assert w.table.rowCount() == 0
+    assert w.table_model.rowCount() == 0
 
 
 def test_network_run(qtbot, setup):
@@ -160,10 +160,13 @@ def test_table_click_jumps_to_frame_and_spot(qtbot, setup):
     viewer, w, lyr, truth = setup
     routine(w)
     assert run_and_wait(qtbot, w) is State.DONE
-    w.table.sortItems(0, Qt.DescendingOrder)  # descending by frame: table rows no longer in result order
-    item = w.table.item(0, 0)
-    spot = w.spot_rows()[item.data(Qt.UserRole)]
-    assert spot["frame"] == N - 1
+    w.table.sortByColumn(0, Qt.DescendingOrder)  # descending by frame: table rows no longer in result order
+    spot = w.table_model.spot(0)
+    assert spot["frame"] == N - 1 and w.table_model.text(0, 0) == str(N - 1)
+    areas = [w.table_model.spot(r)["area"] for r in range(w.table_model.rowCount())]
+    w.table.sortByColumn(5, Qt.AscendingOrder)
+    assert [w.table_model.spot(r)["area"] for r in range(len(areas))] == sorted(areas)
+    w.table.sortByColumn(0, Qt.DescendingOrder)
     w.set_frame(0)
     w.go_to_row(0)
     assert w.current_frame() == N - 1
@@ -269,5 +272,5 @@ def test_opened_from_the_plugins_menu(qtbot, make_napari_viewer):
     assert w.input_layer().name == "menu_stack"
     routine(w)
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
-    assert "menu_stack_spots" in viewer.layers and w.table.rowCount() > 0
+    assert "menu_stack_spots" in viewer.layers and w.table_model.rowCount() > 0
     w.go_to_row(0)

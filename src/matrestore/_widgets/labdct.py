@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                            QHBoxLayout, QLabel, QPushButton, QTableWidgetItem, QVBoxLayout)
+                            QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout)
 
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
@@ -34,10 +34,9 @@ from ..progress import Kind, eta_text, is_cancelled
 from ._layers import LayerCombo, LayerDock, put_image, radio_row, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
 from ._params import ParamForm
-from ._train_parts import read_only_table
 from ._worker import State, TaskRunner, relay
 
-__all__ = ["CleanWidget", "clean_job", "preview_job", "stack_problem", "MIN_SIZE", "MADE_BY", "TABLE_COLUMNS"]
+__all__ = ["CleanWidget", "SpotTableModel", "clean_job", "preview_job", "stack_problem", "MIN_SIZE", "MADE_BY", "TABLE_COLUMNS"]
 
 MIN_SIZE = 8  # px a side: smaller frames are refused with a message
 MADE_BY = "labdct clean"
@@ -244,6 +243,74 @@ def _put_labels(viewer, name, data, scale, translate, metadata, units=None, **kw
     return viewer.add_labels(data, **kw)
 
 
+# ---------------------------------------------------------------------------------------- spot table
+class SpotTableModel(QAbstractTableModel):
+    """The spot table as a Qt model (rows drawn on demand: a real stack has ~2000 spots a frame, far too
+    many for one item per cell), sorted by any column (numpy, stable)."""
+
+    DECIMALS = {"omega": 2, "centroid_row": 2, "centroid_col": 2, "max_intensity": 2, "mean_intensity": 3}
+
+    def __init__(self, columns=TABLE_COLUMNS, parent=None):
+        super().__init__(parent)
+        self.columns = list(columns)
+        self.rows: list = []
+        self.order = np.zeros(0, int)
+        self._sort = (0, Qt.AscendingOrder)
+
+    def set_rows(self, rows) -> None:
+        self.beginResetModel()
+        self.rows = list(rows)
+        self.order = np.arange(len(self.rows))
+        self.endResetModel()
+        self.sort(*self._sort)
+
+    def rowCount(self, parent=QModelIndex()):  # noqa: N802 (Qt API)
+        return 0 if parent.isValid() else len(self.order)
+
+    def columnCount(self, parent=QModelIndex()):  # noqa: N802 (Qt API)
+        return 0 if parent.isValid() else len(self.columns)
+
+    def spot(self, view_row: int) -> dict:
+        """The spot shown in row ``view_row`` (whatever the sorting)."""
+        return self.rows[int(self.order[int(view_row)])]
+
+    def text(self, view_row: int, column: int) -> str:
+        key = self.columns[column][0]
+        v = self.spot(view_row).get(key)
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.{self.DECIMALS.get(key, 2)}f}"
+        return str(v)
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        if role == Qt.DisplayRole:
+            return self.text(index.row(), index.column())
+        if role == Qt.TextAlignmentRole:
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        return None
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):  # noqa: N802 (Qt API)
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal and 0 <= section < len(self.columns):
+            return self.columns[section][1]
+        return None
+
+    def sort(self, column, order=Qt.AscendingOrder):
+        self._sort = (int(column), order)
+        if not self.rows or not 0 <= column < len(self.columns):
+            return
+        key = self.columns[column][0]
+        vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in self.rows])
+        idx = np.argsort(vals, kind="stable")
+        if order == Qt.DescendingOrder:
+            idx = idx[::-1]
+        self.layoutAboutToBeChanged.emit()
+        self.order = idx
+        self.layoutChanged.emit()
+
+
 # ---------------------------------------------------------------------------------------- widget
 class CleanWidget(ModelDeviceMixin, LayerDock):
     """Clean the spots of a LabDCT projection stack: network or standard routine (live preview)."""
@@ -348,12 +415,22 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         tl.addWidget(self.summary)
-        self.table = read_only_table([h for _, h in TABLE_COLUMNS],
-                                     "One row per spot (8-connected component of a frame's mask); centroid "
-                                     "intensity-weighted, in pixels of the frame. Click a row to go to its frame "
-                                     "and spot; click a header to sort.")
+        self.table_model = SpotTableModel(parent=self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setToolTip("One row per spot (8-connected component of a frame's mask); centroid intensity-weighted, "
+                              "in pixels of the frame. Click a row to go to its frame and spot; click a header to sort.")
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        hh = self.table.horizontalHeader()
+        hh.setResizeContentsPrecision(100)
+        hh.setSectionResizeMode(QHeaderView.ResizeToContents)
+        hh.setStretchLastSection(True)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.AscendingOrder)
         self.table.setMinimumHeight(160)
         tl.addWidget(self.table)
         erow = QHBoxLayout()
@@ -374,7 +451,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.input_combo.currentIndexChanged.connect(self._schedule_preview)
         self.options.changed.connect(self._schedule_preview)
         self.preview_check.toggled.connect(self._schedule_preview)
-        self.table.cellClicked.connect(lambda r, c: self.go_to_row(r))
+        self.table.clicked.connect(lambda index: self.go_to_row(index.row()))
         self.export_tiff_btn.clicked.connect(self._ask_export_tiffs)
         self.export_csv_btn.clicked.connect(self._ask_export_csv)
 
@@ -616,34 +693,16 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
                             f"{res['elapsed_s']:.1f} s on {res['device']}.")
 
     def fill_table(self, rows) -> None:
-        t = self.table
-        t.setSortingEnabled(False)
-        t.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            for c, (key, _) in enumerate(TABLE_COLUMNS):
-                v = row.get(key)
-                it = QTableWidgetItem()
-                if v is None:
-                    it.setText("")
-                elif isinstance(v, float):
-                    it.setData(Qt.DisplayRole, round(v, 2 if key != "mean_intensity" else 3))
-                else:
-                    it.setData(Qt.DisplayRole, int(v))
-                if c == 0:
-                    it.setData(Qt.UserRole, r)  # the row of self.last["result"]["rows"], whatever the sorting
-                t.setItem(r, c, it)
-        t.setSortingEnabled(True)
+        self.table_model.set_rows(rows)
 
     def spot_rows(self) -> list:
         return list(self.last["result"]["rows"]) if self.last else []
 
     def go_to_row(self, table_row: int) -> None:
         """Jump to the spot of a table row: the slider to its frame, the view centred on its centroid."""
-        item = self.table.item(table_row, 0)
-        if item is None or not self.last:
+        if not self.last or not 0 <= int(table_row) < self.table_model.rowCount():
             return
-        spot = self.last["result"]["rows"][int(item.data(Qt.UserRole))]
-        self.go_to_spot(spot)
+        self.go_to_spot(self.table_model.spot(table_row))
 
     def go_to_spot(self, spot: dict) -> None:
         job = self.last["job"]
