@@ -201,7 +201,9 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
                 r["frame"] = k
                 rows.append(r)
     labels = _label_frames(masks)
-    return {"cleaned": cleaned[0] if single else cleaned, "labels": labels[0] if single else labels, "rows": rows,
+    sample = cleaned[np.unique(np.linspace(0, n - 1, min(n, 8)).round().astype(int))]
+    hi = float(np.percentile(sample, 99.9)) if sample.size else 1.0
+    return {"cleaned": cleaned[0] if single else cleaned, "contrast_limits": (0.0, hi if hi > 0 else 1.0), "labels": labels[0] if single else labels, "rows": rows,
             "method": method, "model_meta": model_meta, "device": dev_text, "params": params, "n_frames": n,
             "elapsed_s": time.perf_counter() - t0}
 
@@ -673,11 +675,10 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         what = ("network output in [0, 1] (background ≈ 0)" if res["method"] == "network"
                 else "frames minus their rolling median, clipped at 0")
         cmd = {**md, OUTPUT_KEY: {**info, "what": what}}
-        c = res["cleaned"]
-        hi = float(np.percentile(c, 99.9)) if c.size else 1.0
-        cl = put_image(self.viewer, job["out"]["cleaned"], c, scale, translate, cmd, units=units,
-                       contrast_limits=(0.0, hi if hi > 0 else 1.0), colormap="gray")
-        cl.contrast_limits = (0.0, hi if hi > 0 else 1.0)
+        clim = res["contrast_limits"]  # computed in the worker (a percentile of a whole stack takes a while)
+        cl = put_image(self.viewer, job["out"]["cleaned"], res["cleaned"], scale, translate, cmd, units=units,
+                       contrast_limits=clim, colormap="gray")
+        cl.contrast_limits = clim
         lmd = {**md, OUTPUT_KEY: {**info, "what": "spots numbered per frame (8-connected), as in the spot table"}}
         self.spots_layer = _put_labels(self.viewer, job["out"]["spots"], res["labels"], scale, translate, lmd,
                                        units=units, opacity=0.7)
