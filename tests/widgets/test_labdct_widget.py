@@ -207,45 +207,44 @@ def test_export_tiffs_and_csv(qtbot, setup, tmp_path):
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
 
-@pytest.mark.parametrize("case", ["rgb", "nan", "tiny", "missing_model", "single_frame_routine", "two_frames",
-                                  "zero_frame"])
-def test_bad_input_gives_a_red_message(qtbot, make_napari_viewer, tiny_path, tmp_path, case):
+BAD = {"rgb": "RGB", "nan": "NaN", "tiny": "too small", "missing_model": "not found",
+       "single_frame_routine": "single 2-D frame", "two_frames": "at least 3 frames", "zero_frame": "all zero"}
+
+
+def test_bad_input_gives_a_red_message(qtbot, make_napari_viewer, tiny_path, tmp_path):
     viewer = make_napari_viewer()
-    stack, _ = make_stack()
-    if case == "rgb":
-        viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="x", rgb=True)
-    elif case == "nan":
-        bad = stack.copy()
-        bad[2, 5, 5] = np.nan
-        viewer.add_image(bad, name="x")
-    elif case == "tiny":
-        viewer.add_image(np.ones((1, 1), np.float32), name="x")
-    elif case == "two_frames":
-        viewer.add_image(stack[:2], name="x")
-    elif case == "zero_frame":
-        bad = stack.copy()
-        bad[0] = 0
-        viewer.add_image(bad, name="x")
-    else:
-        viewer.add_image(stack[0] if case == "single_frame_routine" else stack, name="x")
-    lyr = viewer.layers["x"]
-    snap = snapshot(lyr)
     w = CleanWidget(viewer)
     viewer.window.add_dock_widget(w)
-    w.set_model(tmp_path / "nope.safetensors" if case == "missing_model" else tiny_path)
-    w.set_method("routine" if case in ("nan", "single_frame_routine") else "network")
-    if case in ("nan",):
+    stack, _ = make_stack()
+    for case, expect in BAD.items():  # one viewer for all cases (a viewer per case costs seconds)
+        viewer.layers.clear()
+        if case == "rgb":
+            viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="x", rgb=True)
+        elif case in ("nan", "zero_frame"):
+            bad = stack.copy()
+            if case == "nan":
+                bad[2, 5, 5] = np.nan
+            else:
+                bad[0] = 0
+            viewer.add_image(bad, name="x")
+        elif case == "tiny":
+            viewer.add_image(np.ones((1, 1), np.float32), name="x")
+        elif case == "two_frames":
+            viewer.add_image(stack[:2], name="x")
+        else:
+            viewer.add_image(stack[0] if case == "single_frame_routine" else stack, name="x")
+        lyr = viewer.layers["x"]
+        snap = snapshot(lyr)
+        w.set_model(tmp_path / "nope.safetensors" if case == "missing_model" else tiny_path)
+        w.set_method("routine" if case in ("nan", "single_frame_routine") else "network")
         w.options.set_value("window", 5)
-    state = run_and_wait(qtbot, w)
-    assert state is State.FAILED
-    assert "ff6060" in w.status.styleSheet()
-    text = w.status.text()
-    expect = {"rgb": "RGB", "nan": "NaN", "tiny": "too small", "missing_model": "not found",
-              "single_frame_routine": "single 2-D frame", "two_frames": "at least 3 frames",
-              "zero_frame": "all zero"}[case]
-    assert expect in text, text
-    assert_unchanged(lyr, snap)
-    assert len(viewer.layers) == 1
+        w.preview_check.setChecked(False)
+        state = run_and_wait(qtbot, w)
+        assert state is State.FAILED, case
+        assert "ff6060" in w.status.styleSheet()
+        assert expect in w.status.text(), (case, w.status.text())
+        assert_unchanged(lyr, snap)
+        assert [x.name for x in viewer.layers] == ["x"], case
 
 
 def test_cancel_stops_and_adds_nothing(qtbot, make_napari_viewer, tiny_path):
