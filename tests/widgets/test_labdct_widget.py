@@ -98,6 +98,24 @@ def test_clean_job_without_qt_network_and_routine(tiny_path):
     except StopIteration as stop:
         res = stop.value
     np.testing.assert_array_equal(res["labels"] > 0, standard_routine(stack, **o.kwargs()))
+    import dask.array as da
+
+    class Counting:  # a lazy (dask) layer is read frame by frame, never as a whole
+        def __init__(self, a):
+            self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, []
+
+        def __getitem__(self, k):
+            self.reads.append(k)
+            return self.a[k]
+
+    lazy = Counting(da.from_array(stack, chunks=(1, H, W)))
+    gen = clean_job(lazy, method="routine", routine=o, name="s")
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        np.testing.assert_array_equal(stop.value["labels"], res["labels"])
+    assert lazy.reads and all(isinstance(k, int) for k in lazy.reads)
     assert res["rows"] and all(r["omega"] == float(r["frame"]) for r in res["rows"])
     found = sum(truth[r["frame"], int(round(r["centroid_row"])), int(round(r["centroid_col"]))] for r in res["rows"])
     assert found >= 0.9 * 4 * N  # the planted spots are found
