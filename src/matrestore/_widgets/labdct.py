@@ -102,7 +102,8 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
     ``"network"`` (``model``: "default" or a path, reused from ``cache`` when the file is unchanged;
     ``threshold`` for :func:`labdct.segment`) or ``"routine"`` (``routine``: a :class:`RoutineOptions`).
     Yields progress records (frames done, time left); returns ``None`` when cancelled, else ``{"cleaned",
-    "labels", "rows", "method", "model_meta", "device", "elapsed_s", "params", "n_frames"}``."""
+    "contrast_limits", "labels", "rows", "method", "model_meta", "device", "elapsed_s", "params",
+    "n_frames"}``."""
     from .. import device as _device
     from ..labdct.infer import DEFAULT_THRESHOLD, clean_iter, segment, spot_table
     from ..labdct.routine import RoutineOptions, standard_routine_iter
