@@ -121,8 +121,11 @@ def _run_block(block, block_info=None, kernel=None, grid: BlockGrid | None = Non
     i, j = block_info[0]["chunk-location"][-2:]
     region = grid.region(i, j)
     origin = _window_origin(grid, i, j, kernel.halo)
-    out = kernel.run(np.asarray(block), origin, region)
-    return np.asarray(out, dtype=kernel.dtype)
+    out = np.asarray(kernel.run(np.asarray(block), origin, region), dtype=kernel.dtype)
+    from .device import trim_host_memory
+
+    trim_host_memory()  # one block's working set at a time, whatever the image size
+    return out
 
 
 def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid | None = None):

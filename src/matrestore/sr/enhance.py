@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .._validate import InputError, as_2d_image
-from ..device import autocast, free_memory, is_oom, pick_device
+from ..device import autocast, free_memory, is_oom, pick_device, trim_host_memory
 from ..tiling import Stitcher, margin_for_keep, plan_grid_tiles, plan_tiles
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
@@ -419,6 +419,8 @@ def run_tiles(model: TTSR, x: torch.Tensor, tiles, feats: RefFeatures, ids, top_
         for t, r in zip(chunk, res):
             out[(t.ky0 - ky0) * s : (t.ky1 - ky0) * s, (t.kx0 - kx0) * s : (t.kx1 - kx0) * s] = r[0][t.kept_in_tile(s)]
         queue = queue[len(chunk):]
+        del res, xb
+        trim_host_memory()  # tiles of several shapes fragment the heap: keep the peak at one tile's
     return True
 
 
