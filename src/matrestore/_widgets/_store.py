@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdi
 from .._validate import InputError
 
 __all__ = ["STORE_BYTES", "needs_store", "default_store_path", "StoreOutputPart", "show_store", "StoreView",
-           "level0"]
+           "level0", "check_not_input_store", "StoreFeed", "store_metadata"]
 
 STORE_BYTES = 2 * 2**30  # outputs above this (float32 bytes) are written to a Zarr store, not held in memory
 
@@ -38,7 +38,7 @@ def needs_store(layer, scale: int) -> str | None:
     if getattr(layer, "multiscale", False):
         return "the input is a multiscale image"
     data = level0(layer)
-    h, w = (int(v) for v in data.shape[-2:])
+    h, w = (int(v) for v in (data.shape[:2] if getattr(layer, "rgb", False) else data.shape[-2:]))
     nbytes = h * w * int(scale) ** 2 * 4
     if nbytes > STORE_BYTES:
         return f"the output would be {h * scale}×{w * scale} px ({nbytes / 2**30:.1f} GiB)"
@@ -119,6 +119,11 @@ class StoreOutputPart(QWidget):
         self._auto_path = auto_text
         self.note.setText(f"Written to a Zarr store: {why}." if why else "")
 
+    @property
+    def reason(self) -> str | None:
+        """Why the store is forced on for the current input (None when memory will do)."""
+        return self._forced
+
     def values(self) -> tuple[bool, Path | None, bool]:
         """``(use_store, path, overwrite)``; InputError when a store is needed and no path is given."""
         if not self.use.isChecked():
@@ -174,3 +179,37 @@ def show_store(viewer, name, path, scale, translate, metadata, units=None, contr
                       colormap="gray", multiscale=len(levels) > 1)
     layer.contrast_limits = contrast_limits
     return StoreView(layer, path)
+
+
+def check_not_input_store(metadata: dict, store: Path) -> None:
+    """InputError when ``store`` is the store (or file) the input layer was read from."""
+    src = (metadata or {}).get("store") or (metadata or {}).get("source")
+    if src and Path(str(src)).expanduser().resolve() == Path(store).expanduser().resolve():
+        raise InputError("the output store is the input's own store; choose another output path.")
+
+
+def store_metadata(source: dict, scale: int = 1) -> dict:
+    """The output layer's unit and pixel size (the input's divided by ``scale``) from the input layer's
+    metadata ``source``."""
+    md = {k: source[k] for k in ("unit",) if k in source}
+    for k in ("pixel_size", "pixel_size_nm"):
+        if isinstance(source.get(k), (int, float)) and not isinstance(source.get(k), bool):
+            md[k] = source[k] / scale
+    return md
+
+
+class StoreFeed:
+    """Follows a store run's records on the GUI thread: ``show(path)`` (returning a :class:`StoreView`)
+    when the store exists (the ``phase="store"`` record), a refresh of that view as blocks complete."""
+
+    def __init__(self, show):
+        self.show = show
+        self.view: StoreView | None = None
+
+    def __call__(self, rec) -> None:
+        if not isinstance(rec, dict):
+            return
+        if rec.get("phase") == "store" and rec.get("store"):
+            self.view = self.show(rec["store"])
+        elif rec.get("phase") == "blocks" and self.view is not None:
+            self.view.refresh()

@@ -13,6 +13,11 @@ with the input's scale, translate and units, so that it overlays the input; a se
 layer in place. Colour micrographs are converted to grey (Rec. 601 luminance; equal channels: one
 of them; alpha ignored) and the widget says so, or refused (option "colour images"). Input layers are
 only read, never changed. The choices are remembered between sessions; "Restore defaults" sets them back.
+
+Out of core: multiscale and Zarr/dask-backed layers are offered too; they (and outputs too large for
+memory, or any input when "write to a Zarr store" is ticked) are denoised block by block into an
+OME-Zarr store (:func:`denoise_store_job` → :func:`matrestore.denoise.denoise_to_zarr_iter`) shown as a
+multiscale layer that fills in (:mod:`._store`). The classical methods run in memory only.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, r
 from ._layers import LayerCombo, LayerDock, combo_box, put_image, radio_row, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
 from ._params import ParamForm
+from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
 from ._worker import relay
 
-__all__ = ["DenoiseWidget", "denoise_job", "METHOD_NAMES", "denoise_layer_problem", "output_name"]
+__all__ = ["DenoiseWidget", "denoise_job", "denoise_store_job", "METHOD_NAMES", "denoise_layer_problem", "output_name"]
 
 DEFAULT = "default"
 NETWORK = "network"
@@ -44,9 +50,8 @@ SETTINGS_GROUP = "denoise"  # the Denoise train widget sets "model_path" / "mode
 
 
 def denoise_layer_problem(layer) -> str | None:
-    """Why an image layer cannot be denoised (None when it can: 2-D grey or RGB(A), one scale)."""
-    if getattr(layer, "multiscale", False):
-        return "multiscale: not supported"
+    """Why an image layer cannot be denoised (None when it can: 2-D grey or RGB(A); multiscale layers
+    too, through a Zarr store)."""
     if layer.ndim != 2:
         return f"{layer.ndim}-D: only 2-D images can be denoised"
     return None
@@ -172,6 +177,44 @@ def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, opti
             "tiles": tiles, "elapsed_s": time.perf_counter() - t_all}
 
 
+def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: DenoiseOptions | None = None, device=None,
+                      chunk=None, overwrite: bool = False, name: str = "input", cancel=None):
+    """The out-of-core run behind the widget (a generator; no Qt): :func:`matrestore.denoise.denoise_to_zarr_iter`
+    of ``image`` (level 0 of a multiscale layer, a dask, Zarr or numpy array) into the store ``path``. Its
+    PHASE record ``phase="store"`` (the store exists) lets the widget show the layer that fills in.
+    Returns ``{"store", "model_key", "model_meta", "device", "elapsed_s", "blocks", "colour_note",
+    "histogram"}`` (``None`` when cancelled: the store is resumable)."""
+    from .. import device as _device
+    from ..denoise.lazy import denoise_to_zarr_iter
+
+    opts = (options or DenoiseOptions()).check()
+    yield {"message": "loading the model…"}
+    net, key, _cached = _load_model(model, cache if cache is not None else {})
+    dev = _device.pick_device(device)
+    t0 = time.perf_counter()
+    last: dict = {}
+
+    def keep(rec: dict) -> dict:
+        if rec.get("phase") == "blocks":
+            last["blocks"] = rec.get("total")
+        if rec.get("kind") == Kind.WARNING and "RGB" in str(rec.get("message")):
+            last["colour"] = rec["message"]
+            return {"message": rec["message"]}
+        return rec
+
+    try:
+        out = yield from relay(denoise_to_zarr_iter(image, path, net, opts, chunk=chunk, overwrite=overwrite,
+                                                    cancel=cancel, device=dev), keep)
+    finally:
+        if dev.type in ("cuda", "mps"):
+            _device.free_memory(dev)
+    if out is None or is_cancelled(cancel):
+        return None
+    return {"store": str(out), "model_key": key, "model_meta": model_summary(net), "device": _device.describe(dev),
+            "elapsed_s": time.perf_counter() - t0, "blocks": last.get("blocks"), "colour_note": last.get("colour"),
+            "histogram": "sampled look-up" if opts.histogram else "off"}
+
+
 # ---------------------------------------------------------------------------------------- widget
 class DenoiseWidget(ModelDeviceMixin, LayerDock):
     """Denoise an optical micrograph layer with the network or a classical method."""
@@ -202,7 +245,8 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         lay = QVBoxLayout(self)
         form = QFormLayout()
         self.input_combo = LayerCombo("The optical micrograph to denoise: a 2-D grey or RGB image layer (colour is "
-                                      "converted to grey luminance, see 'colour images' under Advanced).")
+                                      "converted to grey luminance, see 'colour images' under Advanced); "
+                                      "multiscale and Zarr-backed layers too (written to a Zarr store).")
         form.addRow("input", self.input_combo)
         methods = {METHOD_NAMES[NETWORK]: NETWORK, **{METHOD_NAMES.get(b, b): b for b in self.baselines}}
         self._methods = methods
@@ -236,6 +280,15 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(self.model_box)
 
+        obox = QGroupBox("Output")
+        ol = QVBoxLayout(obox)
+        self.store_part = StoreOutputPart("denoised")
+        self.store_part.use.setToolTip(self.store_part.use.toolTip() + " Network only: the classical methods run in "
+                                       "memory. Histogram matching is then a sampled look-up (an approximation of the "
+                                       "in-memory rank matching, see docs/denoise.md).")
+        ol.addWidget(self.store_part)
+        lay.addWidget(obox)
+
         lay.addWidget(self._advanced_toggle("Show or hide the tiling, histogram, colour and device options."))
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
@@ -262,6 +315,7 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
 
         self.method_combo.currentIndexChanged.connect(self._sync_method)
         self.model_default.toggled.connect(self._sync_model)
+        self.input_combo.currentIndexChanged.connect(self._on_input)
 
     def restore_defaults(self) -> None:
         super().restore_defaults()
@@ -351,6 +405,10 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         bad = [(lyr.name, denoise_layer_problem(lyr)) for lyr in images if denoise_layer_problem(lyr)]
         self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
         self.invalid_note.setVisible(bool(bad))
+        self.store_part.sync(self.input_layer(), 1)
+
+    def _on_input(self, *_) -> None:
+        self.store_part.sync(self.input_layer(), 1)
 
     def input_layer(self):
         return self.input_combo.layer()
@@ -368,7 +426,18 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         outs = [output_name(inp.name, method)] + ([output_name(inp.name, self.beside())] if self.beside() else [])
         if inp.name in outs:
             raise InputError(f"the output layer '{inp.name}' would replace the input; rename the input layer.")
-        return {"input": inp, "name": inp.name, "method": method, "beside": self.beside(),
+        use_store, store, overwrite = self.store_part.values()
+        if use_store:
+            why = self.store_part.reason
+            need = f"this input needs a Zarr store ({why})" if why else "'write to a Zarr store' is ticked"
+            if method != NETWORK:
+                raise InputError(f"{METHOD_NAMES.get(method, method)} runs in memory only, and {need}; choose the "
+                                 "network" + ("." if why else ", or untick 'write to a Zarr store'."))
+            if self.beside():
+                raise InputError(f"'compare with' runs a classical method in memory only, and {need}; set "
+                                 "'compare with' to (none).")
+            check_not_input_store(inp.metadata, store)
+        return {"store": store, "overwrite": overwrite, "input": inp, "name": inp.name, "method": method, "beside": self.beside(),
                 "calibrate": self.calibrate_box.isChecked(), "options": opts,
                 "model": self.model_spec() if method == NETWORK else None, "device": self.device(),
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
@@ -385,6 +454,13 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
             self.runner.fail(exc)
             return None
         self._job = job
+        if job["store"] is not None:
+            self._store_feed = StoreFeed(lambda path, job=job: self._store_layer(job, path))
+            return self.runner.start(
+                denoise_store_job, level0(job["input"]), job["store"], model=job["model"] or DEFAULT,
+                cache=self.model_cache, options=job["options"], device=job["device"], overwrite=job["overwrite"],
+                name=job["name"], on_yielded=self._on_store_record, on_returned=self._show_store_result,
+                message="starting…")
         return self.runner.start(
             denoise_job, job["input"].data, method=job["method"], model=job["model"] or DEFAULT,
             cache=self.model_cache, options=job["options"], device=job["device"], beside=job["beside"],
@@ -430,5 +506,52 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
             text += f" Colour: {res['colour_note']}."
         self.last_results = {"layers": names, "elapsed_s": res["elapsed_s"], "device": res["device"],
                              "colour_note": res.get("colour_note")}
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    # ------------------------------------------------------------------ store output (GUI thread)
+    def _store_clim(self, job: dict) -> tuple:
+        if not job["rgb"]:
+            return job["contrast_limits"]
+        dt = np.dtype(getattr(level0(job["input"]), "dtype", np.float32))
+        return (0.0, float(np.iinfo(dt).max)) if np.issubdtype(dt, np.integer) else (0.0, 1.0)
+
+    def _store_layer(self, job: dict, path, res: dict | None = None):
+        """Show the store at ``path`` as the layer '<input>_denoised' (multiscale, explicit contrast limits)."""
+        md = store_metadata(job["metadata"], 1)
+        if "pixel_size_source" in job["metadata"]:
+            md["pixel_size_source"] = job["metadata"]["pixel_size_source"]
+        info = {"made_by": MADE_BY, "source": job["name"], "method": NETWORK, "method_name": METHOD_NAMES[NETWORK],
+                "store": str(path), "model": job["model"],
+                "parameters": {**job["options"].kwargs(), "device": job["device"]}}
+        if res is not None:
+            info.update(model_meta=res["model_meta"], device=res["device"], elapsed_s=round(float(res["elapsed_s"]), 3),
+                        blocks=res.get("blocks"), histogram_matching=res.get("histogram"))
+            if res.get("colour_note"):
+                info["colour"] = res["colour_note"]
+        md[OUTPUT_KEY] = info
+        md["store"] = str(path)
+        return show_store(self.viewer, output_name(job["name"], NETWORK), path, job["scale"], job["translate"], md,
+                          units=job["units"], contrast_limits=self._store_clim(job))
+
+    def _on_store_record(self, rec) -> None:
+        """The store exists: show its layer; as blocks complete, re-read what they wrote."""
+        feed = getattr(self, "_store_feed", None)
+        if feed is not None and self._job is not None:
+            feed(rec)
+
+    def _show_store_result(self, res) -> None:
+        job = self._job
+        if res is None or job is None:
+            return
+        view = self._store_layer(job, res["store"], res)  # the final levels (coarser ones may have been added)
+        shape = view.layer.data[0].shape if view.layer.multiscale else view.layer.data.shape
+        text = (f"Done: '{view.layer.name}' ({shape[0]}×{shape[1]} px) written to {Path(res['store']).name} in "
+                f"{format_duration(res['elapsed_s'])} on {res['device']}")
+        text += (", histogram matched by a sampled look-up." if res.get("histogram") != "off" else ".")
+        if res.get("colour_note"):
+            text += f" Colour: {res['colour_note']}."
+        self.last_results = {"layers": [view.layer.name], "elapsed_s": res["elapsed_s"], "device": res["device"],
+                             "colour_note": res.get("colour_note"), "store": res["store"]}
         self.status.setStyleSheet("")
         self.status.setText(text)

@@ -36,7 +36,7 @@ from ..sr.enhance import EnhanceOptions
 from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
 from ._params import ParamForm
-from ._store import StoreOutputPart, level0, show_store
+from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
 from ._model_choice import (ModelDeviceMixin, default_model_installed, load_cached,
                             model_file_state)
 from ._worker import relay
@@ -474,9 +474,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
                 raise InputError("the uncertainty map is not available for Zarr-store outputs; set it to off.")
             if opts.mode != "fast":
                 raise InputError("Zarr-store outputs use the fast stitching mode; choose it in the advanced options.")
-            src = (inp.metadata or {}).get("store") or (inp.metadata or {}).get("source")
-            if src and Path(str(src)).expanduser().resolve() == store.resolve():
-                raise InputError("the output store is the input's own store; choose another output path.")
+            check_not_input_store(inp.metadata, store)
         sources = [lyr.data for lyr in refs] + ([str(Path(folder).expanduser())] if folder else [])
         ref_names = [lyr.name for lyr in refs] + ([f"folder {folder}"] if folder else [])
         params = {"tile": opts.tile, "batch": opts.batch, "device": self.device(), "mode": opts.mode,
@@ -504,7 +502,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         self._job = job
         p = job["params"]
         if job["store"] is not None:
-            self._store_view = None
+            self._store_feed = StoreFeed(lambda path, job=job: self._store_layer(job, path))
             return self.runner.start(
                 enhance_store_job, level0(job["input"]), job["store"], references=job["sources"], model=job["model"],
                 cache=self.model_cache, tile=p["tile"], batch=p["batch"], device=p["device"], top_k=p["top_k"],
@@ -576,11 +574,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
     def _store_layer(self, job: dict, path, res: dict | None = None):
         """Show the store at ``path`` as the layer '<input>_sr' (multiscale, explicit contrast limits)."""
         scale, translate = upsampled_geometry(job["scale"], job["translate"], 4)
-        src = job["metadata"]
-        md = {k: src[k] for k in ("unit",) if k in src}
-        for k in ("pixel_size", "pixel_size_nm"):
-            if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool):
-                md[k] = src[k] / 4
+        md = store_metadata(job["metadata"], 4)
         info = {"made_by": "enhance", "source": job["name"], "scale_factor": 4, "store": str(path),
                 "model": job["model"], "references": job["ref_names"], "parameters": dict(job["params"])}
         if res is not None:
@@ -593,20 +587,15 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
     def _on_store_record(self, rec) -> None:
         """The store exists: show its layer; as blocks complete, re-read what they wrote."""
-        job = self._job
-        if not isinstance(rec, dict) or job is None:
-            return
-        if rec.get("phase") == "store" and rec.get("store"):
-            self._store_view = self._store_layer(job, rec["store"])
-        elif rec.get("phase") == "blocks" and getattr(self, "_store_view", None) is not None:
-            self._store_view.refresh()
+        feed = getattr(self, "_store_feed", None)
+        if feed is not None and self._job is not None:
+            feed(rec)
 
     def _show_store_result(self, res) -> None:
         job = self._job
         if res is None or job is None:
             return
         view = self._store_layer(job, res["store"], res)  # the final levels (coarser ones may have been added)
-        self._store_view = view
         shape = view.layer.data[0].shape if view.layer.multiscale else view.layer.data.shape
         self.last_results = {"layer": view.layer.name, "scale": 4, "elapsed_s": res["elapsed_s"],
                              "device": res["device"], "metrics": None, "store": res["store"]}

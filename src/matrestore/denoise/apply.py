@@ -1,10 +1,14 @@
 """Inference: a denoised micrograph of any size, through :mod:`matrestore.tiling`.
 
 The image is mapped to [0, 1] by its own 0.5/99.5 percentiles (whole image, never per tile), padded
-(reflection) to a multiple of the model's ``shuffle`` grid, cut into tiles whose halo is at least the
-network's receptive radius (so the tiled result equals the whole-image pass), run in batches on the
-chosen device, stitched, mapped back to the input's grey scale and — by default, paper section III b —
-histogram-matched to the input. The result is float32 with the input's (2-D) shape.
+(reflection, at the bottom and right) to a multiple of the model's ``shuffle`` grid, cut into the tiles
+of a *grid plan* (:func:`tile_plan`: kept parts of ``tile − 2·halo`` px on a grid anchored at the image
+origin, windows their kept part plus the halo, clipped to the image) whose halo is at least the
+network's receptive radius (so the tiled result equals the whole-image pass), run in batches of
+equal-shape tiles on the chosen device, stitched, mapped back to the input's grey scale and — by
+default, paper section III b — histogram-matched to the input. The result is float32 with the input's
+(2-D) shape. The plan is a property of the image's shape alone, so an image computed block by block
+(:mod:`matrestore.denoise.lazy`, out of core) runs the very same windows and gives the same pixels.
 
 Colour: RGB(A) input becomes grey (Rec. 601 luminance; equal channels: one of them; alpha ignored) and
 a ``"warning"`` record says so; ``colour="error"`` refuses it instead.
@@ -25,12 +29,13 @@ from ..device import is_oom, pick_device, describe
 from ..nets.hooks import ForwardMonitor
 from ..params import param
 from ..progress import Cancelled, Kind, drive, eta_text, is_cancelled, record, run_blocking
-from ..tiling import Stitcher, balanced_tile, plan_tiles
+from ..tiling import Stitcher, plan_grid_tiles
 from .model import DenoiseNet, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram
 
-__all__ = ["denoise", "denoise_iter", "prepare_input", "MIN_SIDE", "default_halo", "DenoiseOptions", "COLOUR_CHOICES"]
+__all__ = ["denoise", "denoise_iter", "prepare_input", "MIN_SIDE", "default_halo", "DenoiseOptions", "COLOUR_CHOICES",
+           "grid_kept", "tile_plan", "run_tiles"]
 
 MIN_SIDE = 16  # px; smaller images are refused
 GLOBAL_HALO = 64  # halo for models with a global squeeze (their tiling is approximate)
@@ -110,6 +115,52 @@ def _run(model, x, device, amp=False):
     return model(t).float().cpu().numpy()[:, 0]
 
 
+def grid_kept(padded_shape, tile: int | None, margin: int, shuffle: int) -> int:
+    """The kept side of the grid plan's tiles for a (padded) image of ``padded_shape``: ``tile − 2·margin``
+    (``tile`` rounded up to a multiple of ``shuffle`` and to at least ``2·margin + shuffle``); the whole
+    image as one tile when it fits in one ``tile`` (or ``tile`` is ``None``/0). A multiple of ``shuffle``."""
+    n = max(int(padded_shape[0]), int(padded_shape[1]))
+    s = int(shuffle)
+    if tile is None or tile <= 0:
+        return _round_up(n, s)
+    tile = _round_up(max(int(tile), 2 * int(margin) + s), s)
+    if n <= tile:
+        return tile
+    return tile - 2 * int(margin)
+
+
+def tile_plan(padded_shape, kept: int, margin: int, region=None):
+    """The grid plan's tiles (:func:`matrestore.tiling.plan_grid_tiles`) of the padded image, all of them
+    or those whose kept parts cover ``region``."""
+    return plan_grid_tiles(padded_shape, int(kept), int(margin), region)
+
+
+def _equal_shape_run(queue: list, n: int) -> list:
+    """The first tiles of ``queue`` (at most ``n``) that share the first one's shape: one batch."""
+    run = [queue[0]]
+    for t in queue[1:n]:
+        if t.shape != run[0].shape:
+            break
+        run.append(t)
+    return run
+
+
+def run_tiles(net, x: np.ndarray, tiles, batch: int, device, out: np.ndarray, origin=(0, 0)) -> None:
+    """The network on ``tiles`` (image coordinates) of the normalised (padded) window ``x`` whose pixel
+    (0, 0) is image pixel ``origin``, into ``out`` (the kept region of the tiles, whose (0, 0) is the
+    first tile's kept corner). Batches of equal-shape tiles, as :func:`denoise_iter` runs them; no
+    progress, no out-of-memory recovery (the block engine's inner loop)."""
+    oy, ox = origin
+    ky0, kx0 = tiles[0].ky0, tiles[0].kx0
+    queue = list(tiles)
+    while queue:
+        group = _equal_shape_run(queue, max(1, int(batch)))
+        res = _run(net, np.stack([x[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox] for t in group]), device)
+        for t, r in zip(group, res):
+            out[t.ky0 - ky0 : t.ky1 - ky0, t.kx0 - kx0 : t.kx1 - kx0] = r[t.kept_in_tile()]
+        queue = queue[len(group):]
+
+
 def _run_monitored(net, xb, dev, cancel, done, total, t0):
     """:func:`_run` in a helper thread inside a :class:`ForwardMonitor` (a generator): ``"step"`` records
     with the fraction of this batch done every :data:`HEARTBEAT_S`; raises Cancelled within one layer."""
@@ -151,27 +202,24 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
     n0, n1 = x.shape
     margin = default_halo(net) if halo is None else _round_up(max(0, int(halo)), s)
     exact = receptive_radius(net.cfg) >= 0 and margin >= receptive_radius(net.cfg)
-    if tile is None or tile <= 0:
-        th, tw = n0, n1
-    else:
-        tile = _round_up(max(int(tile), 2 * margin + s), s)
-        th = min(n0, _round_up(balanced_tile(n0, tile, margin), s))
-        tw = min(n1, _round_up(balanced_tile(n1, tile, margin), s))
-    tiles = plan_tiles((n0, n1), (th, tw), margin)
+    kept = grid_kept((n0, n1), tile, margin, s)
+    tiles = tile_plan((n0, n1), kept, margin)
+    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
     if len(tiles) > 1 and not exact:
         yield record(Kind.WARNING, message=(
             "this model's attention pools over the whole image (global squeeze): tiled results differ slightly "
             "from a whole-image pass; pass tile=None to process the image in one piece"
             if receptive_radius(net.cfg) < 0 else f"halo {margin} px is below the receptive radius "
             f"{receptive_radius(net.cfg)} px: tiles will differ from a whole-image pass"))
-    yield record(Kind.SETUP, message=f"{len(tiles)} tile(s) of {th}×{tw} px, halo {margin} px, on {describe(dev)}",
+    yield record(Kind.SETUP, message=f"{len(tiles)} tile(s) of up to {th}×{tw} px, halo {margin} px, on {describe(dev)}",
                  total=len(tiles), step=0)
     st = Stitcher((n0, n1))
     done = 0
     bsize = max(1, int(batch))
     queue = list(tiles)
     while queue:
-        group, queue = queue[:bsize], queue[bsize:]
+        group = _equal_shape_run(queue, bsize)
+        queue = queue[len(group):]
         if is_cancelled(cancel):
             yield record(Kind.STOPPED, message="stopped", step=done, total=len(tiles))
             return None

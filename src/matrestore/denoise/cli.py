@@ -117,12 +117,42 @@ def _cmd_train(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ apply
+def _apply_options(args):
+    from .apply import DenoiseOptions
+
+    return DenoiseOptions(tile=args.tile if args.tile and args.tile > 0 else None, halo=args.halo,
+                          batch=args.batch, histogram=not args.no_histogram).check()
+
+
+def apply_store(args) -> Path:
+    """``denoise apply`` into an OME-Zarr store, block by block (:func:`matrestore.denoise.denoise_to_zarr_iter`)."""
+    from .._cli_store import run_store, store_path
+    from .lazy import denoise_to_zarr_iter
+
+    if len(args.images) != 1:
+        raise InputError("an OME-Zarr output (--out *.zarr, --chunk, --scheduler or a Zarr input) takes one image.")
+    if args.baseline:
+        raise InputError(f"--baseline {args.baseline}: the classical methods run in memory only; write a TIFF "
+                         "(no --chunk/--scheduler, --out not ending in .zarr).")
+    src = Path(args.images[0])
+    if not src.exists():
+        raise InputError(f"file not found: {src}")
+    out = store_path(src, args.out, "denoised")
+    gen = denoise_to_zarr_iter(src, out, args.model, _apply_options(args), chunk=args.chunk, scheduler=args.scheduler,
+                               workers=args.workers, overwrite=args.overwrite, device=args.device)
+    return run_store(gen, src.name, threads=getattr(args, "threads", None))
+
+
 def _cmd_apply(args) -> int:
+    from .._cli_store import wants_store
     from ..io import read_image, write_tiff
-    from .apply import DenoiseOptions, denoise_iter
+    from .apply import denoise_iter
     from .baselines import run_baseline
     from .modelio import resolve_model
 
+    if any(wants_store(args.out, im, args.chunk, args.scheduler) for im in args.images):
+        apply_store(args)
+        return 0
     _threads(args)
     out = _outputs(args, [args.images, args.model if args.model != "default" else None])
     targets = []
@@ -142,8 +172,7 @@ def _cmd_apply(args) -> int:
         targets.append((p, out.file(dest)))
     opts = None
     if not args.baseline:
-        opts = DenoiseOptions(tile=args.tile if args.tile and args.tile > 0 else None, halo=args.halo,
-                              batch=args.batch, histogram=not args.no_histogram).check()
+        opts = _apply_options(args)
     net = resolve_model(args.model) if not args.baseline else None
     for src, dest in targets:
         arr, meta = read_image(src)
@@ -183,6 +212,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
+    from .._cli_store import add_store_options
     from .._paths import add_overwrite_option
     from .baselines import BASELINES
     from .model import PRESETS
@@ -229,8 +259,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     a = sub.add_parser("apply", help="denoise micrograph file(s)")
-    a.add_argument("images", nargs="+", help="image file(s)")
-    a.add_argument("--out", default=None, help="output file (one image) or folder; default <image>_denoised.tif")
+    a.add_argument("images", nargs="+", help="image file(s) (TIFF, PNG, JPEG), or one Zarr / OME-Zarr store folder")
+    a.add_argument("--out", default=None, help="output file (one image) or folder; default <image>_denoised.tif; or an "
+                                               "OME-Zarr store (a name ending in .zarr: one image, computed block by "
+                                               "block, out of core, resumable)")
     a.add_argument("--model", default="default", help="model file (default: the bundled model)")
     a.add_argument("--baseline", choices=list(BASELINES), default=None, help="run a classical method instead of the network")
     a.add_argument("--no-calibrate", action="store_true", help="baselines: rule-of-thumb parameters, no calibration")
@@ -240,6 +272,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--batch", type=int, default=1, help="tiles per batch (default 1)")
     a.add_argument("--device", default=None)
     a.add_argument("--threads", type=int, default=None)
+    add_store_options(a, unit="px")
     add_overwrite_option(a)
     a.set_defaults(func=_cmd_apply)
 

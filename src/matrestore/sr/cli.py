@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cli_store import add_store_options
 from .._paths import Outputs, add_overwrite_option
 from ..io import read_single_image
 from .._validate import InputError
@@ -172,35 +173,25 @@ def _warn_overlaps(hr, hr_path, ref_images: dict) -> None:
 
 def _wants_store(args) -> bool:
     """The out-of-core path: an OME-Zarr output, a Zarr input, or a block/scheduler option."""
-    out = str(args.out or "").rstrip("/\\")
-    return out.endswith(".zarr") or Path(args.lr).is_dir() or bool(args.chunk) or bool(args.scheduler)
+    from .._cli_store import wants_store
+
+    return wants_store(args.out, args.lr, args.chunk, args.scheduler)
 
 
 def enhance_store(args) -> Path:
     """``sr enhance`` into an OME-Zarr store, block by block (:func:`matrestore.sr.enhance_to_zarr_iter`)."""
-    import torch
-
-    from .._cli_progress import drive_with_bar
+    from .._cli_store import run_store, store_path
     from .lazy import enhance_to_zarr_iter
 
     if args.mode != "fast":
         raise InputError("--mode paper is not available for Zarr outputs (blocks need the fast mode's tile grid).")
-    if args.out and not str(args.out).rstrip("/\\").endswith(".zarr"):
-        raise InputError(f"--out {args.out}: with --chunk/--scheduler or a Zarr input the output is an OME-Zarr store "
-                         "(a folder ending in .zarr).")
     src = Path(args.lr)
-    out = Path(args.out) if args.out else src.with_name(src.name.removesuffix(".zarr").rsplit(".", 1)[0] + "_sr.zarr")
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    out = store_path(src, args.out, "sr")
     gen = enhance_to_zarr_iter(src, out, args.refs, args.model, chunk=args.chunk, scheduler=args.scheduler,
                                workers=args.workers, overwrite=args.overwrite, tile=args.tile, halo=args.halo,
                                batch=args.batch, top_k=args.top_k, device=args.device,
                                out_dtype="float32" if args.float else "input")
-    result = drive_with_bar(gen, src.name, unit="block")
-    if result is None:
-        raise KeyboardInterrupt
-    print(f"wrote {result} (OME-Zarr)")
-    return result
+    return run_store(gen, src.name, threads=getattr(args, "threads", None))
 
 
 def _cmd_enhance(args) -> int:
@@ -323,12 +314,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--out", help="output TIFF (default <lr>_sr.tif), or an OME-Zarr store (a name ending in .zarr: "
                                  "computed block by block, out of core, resumable); pixel size divided by the scale")
     e.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
-    e.add_argument("--chunk", type=int, default=None,
-                   help="Zarr output: block side in LR px (default 1024, rounded to the tile grid)")
-    e.add_argument("--scheduler", default=None,
-                   help="Zarr output: a dask.distributed scheduler address (tcp://host:8786), 'processes:N' for a "
-                        "local cluster of N processes; default: local threads")
-    e.add_argument("--workers", type=int, default=1, help="Zarr output, local threads: blocks computed at once")
+    add_store_options(e, unit="LR px")
     _add_inference_options(e)
     add_overwrite_option(e)
     e.set_defaults(func=_cmd_enhance)
