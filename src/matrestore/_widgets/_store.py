@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+                            QWidget)
 
 from .._validate import InputError
 
@@ -84,6 +85,18 @@ class StoreOutputPart(QWidget):
         row.addWidget(self.path, 1)
         row.addWidget(self.browse)
         lay.addLayout(row)
+        crow = QHBoxLayout()
+        crow.addWidget(QLabel("block side"))
+        self.chunk = QSpinBox()
+        self.chunk.setRange(0, 65536)
+        self.chunk.setSingleStep(256)
+        self.chunk.setSpecialValueText("auto")
+        self.chunk.setSuffix(" px")
+        self.chunk.setToolTip("Input pixels per block side (rounded to the tile grid). auto: 1024. Larger blocks "
+                              "need more memory and give coarser progress; every block is one unit of resume.")
+        crow.addWidget(self.chunk)
+        crow.addStretch(1)
+        lay.addLayout(crow)
         self.overwrite = QCheckBox("replace an existing store")
         self.overwrite.setToolTip("Replace a store at this path that holds something else (another image, model "
                                   "or options). A store of this very computation is resumed either way.")
@@ -97,7 +110,7 @@ class StoreOutputPart(QWidget):
 
     def _sync_enabled(self, *_):
         on = self.use.isChecked()
-        for w in (self.path, self.browse, self.overwrite):
+        for w in (self.path, self.browse, self.overwrite, self.chunk):
             w.setEnabled(on)
 
     def _browse(self):
@@ -123,6 +136,10 @@ class StoreOutputPart(QWidget):
     def reason(self) -> str | None:
         """Why the store is forced on for the current input (None when memory will do)."""
         return self._forced
+
+    def block_side(self) -> int | None:
+        """The block side chosen (None for auto)."""
+        return int(self.chunk.value()) or None
 
     def values(self) -> tuple[bool, Path | None, bool]:
         """``(use_store, path, overwrite)``; InputError when a store is needed and no path is given."""

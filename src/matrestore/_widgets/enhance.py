@@ -484,7 +484,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
                 "metadata": dict(inp.metadata or {}), "contrast_limits": tuple(inp.contrast_limits),
                 "units": spatial_units(inp),
                 "sources": sources, "ref_names": ref_names, "model": spec, "params": params,
-                "store": store, "overwrite": overwrite}
+                "store": store, "overwrite": overwrite, "chunk": self.store_part.block_side()}
 
     def enhance_options(self) -> EnhanceOptions:
         """The options as the engine takes them, checked by the engine (InputError names a bad one)."""
@@ -506,7 +506,7 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
             return self.runner.start(
                 enhance_store_job, level0(job["input"]), job["store"], references=job["sources"], model=job["model"],
                 cache=self.model_cache, tile=p["tile"], batch=p["batch"], device=p["device"], top_k=p["top_k"],
-                overwrite=job["overwrite"], name=job["name"], on_yielded=self._on_store_record,
+                overwrite=job["overwrite"], chunk=job["chunk"], name=job["name"], on_yielded=self._on_store_record,
                 on_returned=self._show_store_result, message="starting…")
         return self.runner.start(
             enhance_job, job["input"].data, references=job["sources"], model=job["model"], cache=self.model_cache,
