@@ -168,3 +168,14 @@ def test_cli_apply_into_a_store(tiny_model, odd_image, tmp_path, capsys):
     assert main(["denoise", "apply", str(src), "--baseline", "gaussian", "--out", str(tmp_path / "g.zarr")]) == 2
     assert "in memory only" in capsys.readouterr().err
     assert not (tmp_path / "g.zarr").exists()
+
+
+def test_histogram_agreement_reports_the_figures(tiny_model, odd_image):
+    from matrestore.denoise.lazy import histogram_agreement
+
+    whole = histogram_agreement(odd_image, tiny_model, tile=100, chunk=40, boundary_f1=False)
+    assert whole["samples"] == "whole image" and whole["blocks"] == 6 and whole["mean_abs"] < 0.5
+    forced = histogram_agreement(odd_image, tiny_model, tile=100, chunk=40, sample_crop=32, sample_crops=4,
+                                 force_samples=True)
+    assert forced["samples"] == "4 × 32 px" and forced["sampled_fraction"] == pytest.approx(4 * 32 * 32 / odd_image.size, abs=1e-3)
+    assert forced["mean_abs"] > whole["mean_abs"] and 0 <= forced["boundary_f1"] <= 1
