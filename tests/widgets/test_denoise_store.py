@@ -37,6 +37,12 @@ def image():
     return np.ascontiguousarray(data.camera()[100:190, 150:251])  # uint8, 90 × 101
 
 
+def out_blocks(w):
+    from matrestore._layerdata import OUTPUT_KEY
+
+    return w.viewer.layers["scan_denoised"].metadata[OUTPUT_KEY].get("blocks")
+
+
 def test_a_multiscale_layer_is_denoised_into_a_store(make_napari_viewer, qtbot, image, tiny_path, tmp_path):
     from matrestore.denoise import denoise, load_model
 
@@ -54,7 +60,9 @@ def test_a_multiscale_layer_is_denoised_into_a_store(make_napari_viewer, qtbot, 
     w.store_part.path.setText(str(tmp_path / "out.zarr"))
     w.options.control("tile").setValue(100)
     w.options.control("histogram").setChecked(False)
+    w.store_part.chunk.setValue(40)  # blocks of 44 px (the tiny model's tile grid): several blocks
     assert run_and_wait(qtbot, w, 60000) == State.DONE, w.status.text()
+    assert out_blocks(w) == 4  # 90 × 101 px: rows 44|46, cols 44|57
     out = viewer.layers["scan_denoised"]
     data0 = out.data[0] if out.multiscale else out.data
     assert isinstance(data0, zarr.Array)  # read from the store, not a lazy graph

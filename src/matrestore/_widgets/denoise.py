@@ -437,7 +437,7 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
                 raise InputError(f"'compare with' runs a classical method in memory only, and {need}; set "
                                  "'compare with' to (none).")
             check_not_input_store(inp.metadata, store)
-        return {"store": store, "overwrite": overwrite, "input": inp, "name": inp.name, "method": method, "beside": self.beside(),
+        return {"store": store, "overwrite": overwrite, "chunk": self.store_part.block_side() if use_store else None, "input": inp, "name": inp.name, "method": method, "beside": self.beside(),
                 "calibrate": self.calibrate_box.isChecked(), "options": opts,
                 "model": self.model_spec() if method == NETWORK else None, "device": self.device(),
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
@@ -459,7 +459,7 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
             return self.runner.start(
                 denoise_store_job, level0(job["input"]), job["store"], model=job["model"] or DEFAULT,
                 cache=self.model_cache, options=job["options"], device=job["device"], overwrite=job["overwrite"],
-                name=job["name"], on_yielded=self._on_store_record, on_returned=self._show_store_result,
+                chunk=job["chunk"], name=job["name"], on_yielded=self._on_store_record, on_returned=self._show_store_result,
                 message="starting…")
         return self.runner.start(
             denoise_job, job["input"].data, method=job["method"], model=job["model"] or DEFAULT,
