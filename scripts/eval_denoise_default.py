@@ -123,7 +123,7 @@ def figure(model, held_json: Path) -> Path:
 
     gap = np.full((img.shape[0], 8), 255, np.uint8)
     row = np.concatenate([u8(outs[0]), gap, u8(outs[1]), gap, u8(outs[2])], 1)
-    out = RUN / "real_nist.png"
+    out = held_json.parent / "real_nist.png"
     im = Image.fromarray(row)
     from PIL.PngImagePlugin import PngInfo
 
@@ -144,7 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-eval", action="store_true", help="--ship/--figure with the existing eval_heldout.json")
     ap.add_argument("--val", nargs="+", default=None, metavar="MODEL",
                     help="only the fixed validation set (model choice), for these models")
-    ap.add_argument("--val-json", default=str(RUN / "run3" / "val.json"))
+    ap.add_argument("--val-json", default=str(RUN / "run3" / "val.json"),
+                    help="validation figures (--val writes them; --ship records the model's entry, if any)")
+    ap.add_argument("--dir", default=str(RUN), help="folder of eval_heldout.json / eval_seen_texture.json (run 3: RUN/run3)")
+    ap.add_argument("--meta-from", default=None,
+                    help="--ship: take the training metadata from this model file of the same run (for a model "
+                         "extracted from a checkpoint, which has none)")
     ap.add_argument("--figure", action="store_true",
                     help="training/denoise_default/real_nist.png: the real NIST micrograph, the network, the best baseline")
     args = ap.parse_args(argv)
@@ -156,14 +161,15 @@ def main(argv=None) -> int:
         return 0
     from matrestore.cli import main as cli
 
-    held = RUN / "eval_heldout.json"
+    out_dir = Path(args.dir)
+    held = out_dir / "eval_heldout.json"
     if not args.skip_eval:
         cmd = command(args.model, HELD_OUT, held, args.n)
         print("matrestore " + " ".join(cmd), flush=True)
         if cli(cmd) != 0:
             return 1
         if args.seen:
-            cmd = command(args.model, SEEN, RUN / "eval_seen_texture.json", args.n)
+            cmd = command(args.model, SEEN, out_dir / "eval_seen_texture.json", args.n)
             print("matrestore " + " ".join(cmd), flush=True)
             if cli(cmd) != 0:
                 return 1
@@ -186,8 +192,25 @@ def main(argv=None) -> int:
             "lowest_baseline_scratch": min((v["scratch"], k) for k, v in base.items()),
         }
         metrics = dict((m.meta.get("metrics") or {}), held_out=held_out)
+        vj = Path(args.val_json)
+        if vj.is_file():
+            entry = json.loads(vj.read_text())["models"].get(str(args.model))
+            if entry:
+                metrics["validation_set"] = {
+                    "seed": VAL_SEED, "regimes": {k: dict(v) for k, v in VAL_REGIMES.items()},
+                    "command": "scripts/eval_denoise_default.py --val MODEL",
+                    **{reg: {k: entry["summary"][reg][k] for k in ("f1", "precision", "recall", "count_err", "signed_count_err")}
+                       for reg in entry["summary"]}}
+        training = m.meta.get("training")
+        if args.meta_from:
+            src = load_model(args.meta_from).meta
+            training = dict(src.get("training") or {})
+            if m.meta.get("epoch") is not None:
+                spe = training.get("config", {}).get("steps_per_epoch", 100)
+                training.update(epochs_done=int(m.meta["epoch"]), steps_done=int(m.meta["epoch"]) * int(spe))
+                training.pop("elapsed_s", None)
         out = save_model(m, DEFAULT_MODEL, half=True, name="matrestore denoise default (cpu preset)", metrics=metrics,
-                         training=m.meta.get("training"))
+                         training=training)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

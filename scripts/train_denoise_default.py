@@ -40,7 +40,7 @@ RECIPE_V2 = dict(RECIPE, epochs=11, procedural=0.5, lr=3e-4, seed=1)
 # grains appear whole — against the invented small grains on coarse real micrographs; and a stronger boundary
 # weight (4) against the missing faint boundaries (merged grains: run 2 found 44 of 88, 77 of 127 grains on
 # seen-texture test images, precision 0.92, recall 0.84). New structure pool (seed 3).
-RECIPE_V3 = dict(RECIPE_V2, epochs=14, batch_size=8, patch=192, structure_size=384, grains=(8, 320),
+RECIPE_V3 = dict(RECIPE_V2, epochs=24, batch_size=8, patch=192, structure_size=384, grains=(8, 320),
                  pf_steps=(100, 1000), boundary_weight=4.0, lr=2e-4, lr_min=1e-5, seed=3)
 RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3}
 
