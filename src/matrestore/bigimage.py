@@ -70,17 +70,34 @@ class BlockGrid:
     cols: tuple
     notes: tuple = field(default=())
     side: int = 0  # the nominal block side (every block starts at a multiple of it)
+    lead: tuple = field(default=())  # block edges of the leading (frame) axes of a stack, () for a 2-D image
+
+    @property
+    def edges(self) -> tuple:
+        """Block edges of every axis (leading axes first, then rows and columns)."""
+        return tuple(self.lead) + (self.rows, self.cols)
 
     @property
     def chunks(self) -> tuple:
-        return (tuple(np.diff(self.rows).tolist()), tuple(np.diff(self.cols).tolist()))
+        return tuple(tuple(np.diff(e).tolist()) for e in self.edges)
 
     @property
     def shape(self) -> tuple:
-        return (len(self.rows) - 1, len(self.cols) - 1)
+        return tuple(len(e) - 1 for e in self.edges)
 
-    def region(self, i: int, j: int) -> tuple[int, int, int, int]:
-        return (int(self.rows[i]), int(self.rows[i + 1]), int(self.cols[j]), int(self.cols[j + 1]))
+    def region(self, *index: int) -> tuple:
+        """``(y0, y1, x0, x1)`` of block ``(i, j)``; for a stack ``(f0, f1, y0, y1, x0, x1)`` of block
+        ``(k, i, j)`` (start and end of every axis)."""
+        out = []
+        for e, i in zip(self.edges, index):
+            out += [int(e[i]), int(e[i + 1])]
+        return tuple(out)
+
+    def blocks(self) -> list:
+        """The index of every block, in order."""
+        import itertools
+
+        return list(itertools.product(*(range(n) for n in self.shape)))
 
 
 def _axis_edges(n: int, chunk: int, halo: int) -> list[int]:
@@ -111,6 +128,53 @@ def block_grid(shape, chunk: int | None, grid: int, halo: int) -> BlockGrid:
     return BlockGrid(tuple(rows), tuple(cols), tuple(notes), c)
 
 
+def kernel_axes(kernel, ndim: int) -> tuple[tuple, tuple, tuple]:
+    """Per-axis ``(halo, grid, boundary)`` of ``kernel`` for an input of ``ndim`` axes. A 2-D kernel's
+    ``halo`` and ``grid`` are ints (the spatial axes); a stack kernel may give tuples with one entry per
+    axis (e.g. ``halo = (1, 0, 0)``: each frame's two neighbours) and ``boundary`` (``"none"``, or
+    ``"periodic"`` on an axis that wraps around, such as the ω of a full turn)."""
+    def per_axis(v, lead_default):
+        if isinstance(v, (tuple, list)):
+            if len(v) != ndim:
+                raise InputError(f"the kernel gives {len(v)} per-axis values for a {ndim}-D input.")
+            return tuple(v)
+        return (lead_default,) * (ndim - 2) + (v, v)
+
+    halo = tuple(max(0, int(h)) for h in per_axis(kernel.halo, 0))
+    grid = tuple(max(1, int(g)) for g in per_axis(kernel.grid, 1))
+    bnd = getattr(kernel, "boundary", "none")
+    bnd = tuple(per_axis(bnd, bnd if isinstance(bnd, str) else "none"))
+    return halo, grid, bnd
+
+
+def stack_grid(shape, frames: int | None, grid=1, halo=(0, 0, 0), side: int | None = None) -> BlockGrid:
+    """The blocks of a stack of ``shape`` (N, H, W): ``frames`` frames per block (more than the frame
+    halo; a last block thinner than the halo merged into its neighbour), whole frames unless ``side``
+    (then the frames are tiled as :func:`block_grid` tiles a 2-D image). ``grid``/``halo``: an int or
+    per-axis ``(frame, y, x)`` values."""
+    if len(shape) != 3:
+        raise InputError(f"a stack (frames × rows × cols) is needed, got shape {tuple(shape)}.")
+    n, H, W = (int(v) for v in shape)
+    hz, hy, hx = (halo,) * 3 if isinstance(halo, int) else (int(v) for v in halo)
+    gy = grid[-1] if isinstance(grid, (tuple, list)) else int(grid)
+    want = 8 if frames is None else int(frames)
+    if want < 1:
+        raise InputError(f"--chunk must be a positive number of frames, got {frames}.")
+    notes = []
+    f = want
+    while f <= hz:
+        f += 1
+    if f != want:
+        notes.append(f"{want} frame(s) per block raised to {f} (more than the {hz}-frame halo)")
+    lead = (tuple(_axis_edges(n, f, hz)),)
+    if side is None:
+        if hy or hx:
+            raise InputError("a stack kernel with a spatial halo needs a block side (side=...).")
+        return BlockGrid((0, H), (0, W), tuple(notes), max(H, W), lead)
+    g2 = block_grid((H, W), side, gy, max(hy, hx))
+    return BlockGrid(g2.rows, g2.cols, tuple(notes) + g2.notes, g2.side, lead)
+
+
 def _window_origin(grid: BlockGrid, i: int, j: int, halo: int) -> tuple[int, int]:
     """Image coordinates of pixel (0, 0) of block (i, j) as ``map_overlap(boundary="none")`` hands it over
     (the halo on every side that has a neighbour)."""
@@ -136,8 +200,11 @@ def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid |
     import dask
     import dask.array as da
 
+    if x.ndim == 3:
+        return _lazy_map_stack(x, kernel, chunk, grid)
     if x.ndim != 2:
-        raise InputError(f"the block engine needs a 2-D image, got shape {tuple(x.shape)}.")
+        raise InputError(f"the block engine needs a 2-D image or a stack (frames × rows × cols), got shape "
+                         f"{tuple(x.shape)}.")
     if grid is None:
         grid = block_grid(x.shape, chunk, kernel.grid, kernel.halo)
         small = min(min(c) for c in x.chunks)
@@ -151,6 +218,44 @@ def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid |
     kd = dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
     y = da.map_overlap(_run_block, xr, depth=int(kernel.halo), boundary="none", trim=False, chunks=out_chunks,
                        dtype=np.dtype(kernel.dtype), kernel=kd, grid=grid, meta=np.empty((0, 0), kernel.dtype))
+    return y, grid
+
+
+def _run_block_nd(block, block_info=None, kernel=None, grid: BlockGrid | None = None, halo=(), boundary_axes=()):
+    idx = tuple(block_info[0]["chunk-location"])
+    region = grid.region(*idx)
+    origin = tuple(int(e[i]) - (h if (i > 0 or b == "periodic") else 0)
+                   for e, i, h, b in zip(grid.edges, idx, halo, boundary_axes))
+    out = np.asarray(kernel.run(np.asarray(block), origin, region), dtype=kernel.dtype)
+    from .device import trim_host_memory
+
+    trim_host_memory()
+    return out
+
+
+def _lazy_map_stack(x, kernel, chunk, grid):
+    """:func:`lazy_map` of a stack (N, H, W): blocks of whole frames (or tiles of frames), a per-axis halo
+    and boundary (:func:`kernel_axes`); ``run`` gets ``origin = (f, y, x)`` of the window's first pixel
+    (negative, or past the end, on a periodic axis: frame ``f`` is ``f mod N``) and ``region = (f0, f1,
+    y0, y1, x0, x1)``; the output has the input's frames and ``scale ×`` its rows and columns."""
+    import dask
+    import dask.array as da
+
+    halo, g, bnd = kernel_axes(kernel, 3)
+    if grid is None:
+        frames, side = (chunk if isinstance(chunk, (tuple, list)) else (chunk, None))
+        grid = stack_grid(x.shape, frames, g, halo, side)
+    if int(x.shape[0]) <= halo[0] and bnd[0] == "periodic":
+        raise InputError(f"{x.shape[0]} frame(s) are too few for a {halo[0]}-frame halo that wraps around.")
+    xr = x.rechunk(grid.chunks)
+    s = int(kernel.scale)
+    out_chunks = grid.chunks[:1] + tuple(tuple(c * s for c in cs) for cs in grid.chunks[1:])
+    kd = dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
+    depth = {a: int(h) for a, h in enumerate(halo)}
+    boundary = {a: ("periodic" if b == "periodic" else "none") for a, b in enumerate(bnd)}
+    y = da.map_overlap(_run_block_nd, xr, depth=depth, boundary=boundary, trim=False, chunks=out_chunks,
+                       dtype=np.dtype(kernel.dtype), kernel=kd, grid=grid, halo=halo, boundary_axes=bnd,
+                       meta=np.empty((0, 0, 0), kernel.dtype))
     return y, grid
 
 
@@ -198,8 +303,8 @@ def get_client(scheduler):
 
 
 # --------------------------------------------------------------------------------------------- store
-def _marker(path: Path, i: int, j: int) -> Path:
-    return Path(path) / MARKERS / f"{i}.{j}"
+def _marker(path: Path, *index: int) -> Path:
+    return Path(path) / MARKERS / ".".join(str(int(i)) for i in index)
 
 
 def _write_block(data, path: str, region_out: tuple, marker: str, levels: int = 1):
@@ -209,11 +314,12 @@ def _write_block(data, path: str, region_out: tuple, marker: str, levels: int = 
 
     from .ngff import write_block_levels
 
-    y0, y1, x0, x1 = region_out
+    sl = tuple(slice(region_out[2 * a], region_out[2 * a + 1]) for a in range(len(region_out) // 2))
     arr = zarr.open_array(str(Path(path) / "0"), mode="r+")
     try:
-        arr[y0:y1, x0:x1] = data
-        write_block_levels(path, region_out, levels)
+        arr[sl] = data
+        if levels > 1:
+            write_block_levels(path, region_out, levels)
         Path(marker).touch()
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -224,20 +330,28 @@ def _write_block(data, path: str, region_out: tuple, marker: str, levels: int = 
 
 
 def _fingerprint(kernel, shape, grid: BlockGrid, dtype) -> dict:
-    return {"token": kernel.token, "input_shape": [int(v) for v in shape], "scale": int(kernel.scale),
-            "rows": list(map(int, grid.rows)), "cols": list(map(int, grid.cols)), "dtype": str(np.dtype(dtype))}
+    fp = {"token": kernel.token, "input_shape": [int(v) for v in shape], "scale": int(kernel.scale),
+          "rows": list(map(int, grid.rows)), "cols": list(map(int, grid.cols)), "dtype": str(np.dtype(dtype))}
+    if grid.lead:
+        fp["lead"] = [list(map(int, e)) for e in grid.lead]
+    return fp
 
 
 def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, scheduler=None, overwrite: bool = False,
                cancel=None, pixel_size_nm: float | None = None, translate=(0.0, 0.0), name: str = "image",
-               workers: int = 1, pyramid: bool = True, meta: dict | None = None):
-    """Compute ``kernel`` over the lazy 2-D input ``x`` into the OME-Zarr store ``path`` (a generator of
+               workers: int = 1, pyramid: bool = True, meta: dict | None = None, lead_axes=None):
+    """Compute ``kernel`` over the lazy 2-D input ``x`` (or a stack, frames × rows × cols) into the OME-Zarr store ``path`` (a generator of
     progress records; returns the path, or ``None`` when cancelled — the store is then resumable).
 
     ``pixel_size_nm`` is the *input's* pixel size: the store's level 0 records it divided by ``scale``.
     ``translate`` (nm, or px without a pixel size) is the output's origin. ``workers``: blocks at a time on
     the local threaded scheduler (each sets torch to ``cores / workers`` threads); ``scheduler``: a
-    ``dask.distributed`` client or address (see :func:`get_client`)."""
+    ``dask.distributed`` client or address (see :func:`get_client`).
+
+    A stack (3-D ``x``, see :func:`lazy_map`): ``chunk`` is frames per block (or ``(frames, side)`` to
+    tile the frames too); level 0 is stored with one frame per Zarr chunk and no pyramid (frames are
+    shown one at a time); ``lead_axes`` is the NGFF axis of the frames, ``{"name", "type", "unit",
+    "scale", "translation"}`` (default ``{"name": "t", "type": "time"}``, step 1)."""
     import dask
 
     from . import ngff
@@ -247,31 +361,36 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
     for note in grid.notes:
         yield record(Kind.WARNING, message=f"note: {note}")
     s = int(kernel.scale)
-    out_shape = (int(x.shape[0]) * s, int(x.shape[1]) * s)
+    lead = tuple(int(v) for v in x.shape[:-2])
+    out_shape = lead + (int(x.shape[-2]) * s, int(x.shape[-1]) * s)
     fp = _fingerprint(kernel, x.shape, grid, kernel.dtype)
     block_out = int(grid.side) * s  # blocks start at multiples of this (output px)
     zchunk = ngff.chunk_side(block_out)
-    shapes = ngff.block_levels(out_shape, block_out) if pyramid else [out_shape]
+    shapes = ngff.block_levels(out_shape, block_out) if (pyramid and not lead) else [out_shape]
     fp["levels"] = len(shapes)
-    root, resumed = ngff.open_output(path, out_shape, kernel.dtype, zchunk, fp, overwrite=overwrite,
-                                     describe={**kernel.describe(), **(meta or {})})
+    root, resumed = ngff.open_output(path, out_shape, kernel.dtype, (1,) * len(lead) + (zchunk, zchunk), fp,
+                                     overwrite=overwrite, describe={**kernel.describe(), **(meta or {})})
     ngff.create_levels(root, shapes, kernel.dtype, block_out)
     yield record(Kind.PHASE, phase="store", store=str(path), levels=len(shapes), output_shape=out_shape,
-                 message=f"writing {path.name} ({out_shape[0]}×{out_shape[1]} px, {len(shapes)} level(s))")
+                 message=f"writing {path.name} ({'×'.join(map(str, out_shape))} px, {len(shapes)} level(s))")
     (path / MARKERS).mkdir(exist_ok=True)
-    todo = [(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1]) if not _marker(path, i, j).is_file()]
-    total = grid.shape[0] * grid.shape[1]
+    every = grid.blocks()
+    todo = [b for b in every if not _marker(path, *b).is_file()]
+    total = len(every)
     done0 = total - len(todo)
+    size = "×".join(str(c[0]) for c in grid.chunks) + (" (frames × px)" if lead else " px")
     yield record(Kind.SETUP, phase="blocks", step=done0, total=total, output_shape=out_shape, chunks=grid.chunks,
                  store=str(path), resumed=resumed,
                  message=(f"resuming {path.name}: {done0}/{total} blocks already written" if done0 else
-                          f"{total} block(s) of {grid.chunks[0][0]}×{grid.chunks[1][0]} px → {path.name}"))
+                          f"{total} block(s) of {size} → {path.name}"))
     blocks = lazy.to_delayed()
     tasks = {}
-    for i, j in todo:
-        y0, y1, x0, x1 = grid.region(i, j)
-        tasks[(i, j)] = dask.delayed(_write_block, pure=False)(
-            blocks[i, j], str(path), (y0 * s, y1 * s, x0 * s, x1 * s), str(_marker(path, i, j)), len(shapes))
+    for b in todo:
+        reg = grid.region(*b)
+        nl = 2 * len(lead)
+        reg_out = tuple(reg[:nl]) + tuple(v * s for v in reg[nl:])
+        tasks[b] = dask.delayed(_write_block, pure=False)(
+            blocks[b], str(path), reg_out, str(_marker(path, *b)), len(shapes))
     t0 = time.perf_counter()
     done = done0
     client = get_client(scheduler)
@@ -281,17 +400,21 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
             if stopped is None:
                 return None
             done = stopped
-        missing = [(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1]) if not _marker(path, i, j).is_file()]
+        missing = [b for b in every if not _marker(path, *b).is_file()]
         if missing:
             raise InputError(f"{len(missing)} block(s) of {path} were not recorded as written; run again to resume.")
         yield record(Kind.PHASE, phase="pyramid", step=done, total=total, message="building the pyramid from the stored level 0…")
         # the blocks filled the levels they could; coarser ones (if any) from the stored coarsest
-        levels = ngff.build_pyramid(root, cancel=cancel, start=len(shapes) - 1) if pyramid else 1
+        levels = ngff.build_pyramid(root, cancel=cancel, start=len(shapes) - 1) if (pyramid and not lead) else 1
         if levels is None:
             yield record(Kind.STOPPED, step=done, total=total, message="stopped while building the pyramid (rerun to finish)")
             return None
         px_out = None if pixel_size_nm is None else float(pixel_size_nm) / s
-        ngff.write_metadata(root, levels, px_out, translate, name=name)
+        if lead:
+            la = list(lead_axes or [{"name": "t", "type": "time"}] * len(lead))
+            ngff.write_metadata(root, levels, px_out, translate, name=name, lead_axes=la)
+        else:
+            ngff.write_metadata(root, levels, px_out, translate, name=name)
         ngff.mark_complete(root)
     finally:
         if client is not None and getattr(client, "_matrestore_owned", False):
@@ -300,7 +423,7 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
             cluster.close()
     el = time.perf_counter() - t0
     yield record(Kind.DONE, step=total, total=total, elapsed_s=el,
-                 message=f"{total} block(s), {out_shape[0]}×{out_shape[1]} px written in {format_duration(el)}")
+                 message=f"{total} block(s), {'×'.join(map(str, out_shape))} px written in {format_duration(el)}")
     return path
 
 

@@ -105,8 +105,8 @@ def open_output(path, shape, dtype, chunk: int, fingerprint: dict, *, overwrite:
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     root.attrs["matrestore"] = {"written_by": "matrestore", "fingerprint": fingerprint, "complete": False,
                                 "describe": describe or {}}
-    root.create_array("0", shape=tuple(int(v) for v in shape), chunks=(chunk, chunk), dtype=np.dtype(dtype),
-                      fill_value=0)
+    chunks = (int(chunk),) * 2 if np.isscalar(chunk) else tuple(int(c) for c in chunk)
+    root.create_array("0", shape=tuple(int(v) for v in shape), chunks=chunks, dtype=np.dtype(dtype), fill_value=0)
     return root, False
 
 
@@ -202,8 +202,12 @@ def _build_pyramid(root, cancel, min_side, start=0):
     return level + 1
 
 
-def write_metadata(root, levels: int, pixel_size_nm: float | None, translate=(0.0, 0.0), name: str = "image") -> None:
-    """OME-NGFF 0.5 multiscales metadata for ``levels`` levels of 2× steps (ome-zarr's writer)."""
+def write_metadata(root, levels: int, pixel_size_nm: float | None, translate=(0.0, 0.0), name: str = "image",
+                   lead_axes=None) -> None:
+    """OME-NGFF 0.5 multiscales metadata for ``levels`` levels of 2× steps (ome-zarr's writer).
+    ``lead_axes``: axes before ``y, x`` (a stack's frames), each ``{"name", "type", "unit"?, "scale"?,
+    "translation"?}`` (e.g. ``{"name": "angle", "type": "angle", "unit": "degree", "scale": 3.0}``; the
+    NGFF allows one axis of a type other than space/time/channel); not downsampled between levels."""
     from ome_zarr.format import FormatV05
     from ome_zarr.writer import write_multiscales_metadata
 
@@ -216,9 +220,13 @@ def write_metadata(root, levels: int, pixel_size_nm: float | None, translate=(0.
     for k in range(levels):
         s = px * 2**k
         shift = (2**k - 1) / 2 * px  # a level-k pixel's centre in level-0 coordinates
+        lead = list(lead_axes or [])
         datasets.append({"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": [s, s]}, {"type": "translation", "translation": [t[0] + shift, t[1] + shift]}]})
-    axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("y", "x")]
+            {"type": "scale", "scale": [float(a.get("scale", 1.0)) for a in lead] + [s, s]},
+            {"type": "translation", "translation": [float(a.get("translation", 0.0)) for a in lead]
+             + [t[0] + shift, t[1] + shift]}]})
+    axes = [{k: v for k, v in a.items() if k not in ("scale", "translation")} for a in (lead_axes or [])]
+    axes += [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("y", "x")]
     write_multiscales_metadata(root, datasets, fmt=FormatV05(), axes=axes, name=name)
 
 
