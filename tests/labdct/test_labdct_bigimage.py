@@ -1,0 +1,145 @@
+"""LabDCT stacks through the block engine: stack blocks (frame halo, periodic ω) and the network clean
+into a resumable OME-Zarr store, bit-identical to the in-memory ``labdct.clean``."""
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from matrestore import bigimage, ngff
+from matrestore._validate import InputError
+from matrestore.labdct import build_model, clean, segment, spot_table
+from matrestore.labdct.lazy import (clean_lazy, clean_to_zarr, clean_to_zarr_iter, store_masks, store_spot_table)
+from matrestore.progress import Kind, drive
+
+
+class NeighbourSum:
+    """A cheap stack kernel: frame k → frame k-1 + 2·frame k + frame k+1 (wrapped or mirrored ends)."""
+
+    scale, grid, dtype = 1, 1, np.dtype(np.float32)
+
+    def __init__(self, n, circular):
+        self.n, self.circular = n, circular
+        self.halo = (1, 0, 0)
+        self.boundary = ("periodic" if circular else "none", "none", "none")
+        self.token = f"nsum-{n}-{circular}"
+
+    def describe(self):
+        return {"task": "nsum"}
+
+    def _nb(self, k):
+        from matrestore.labdct.infer import neighbour_indices
+
+        return neighbour_indices(k, self.n, 1, self.circular)
+
+    def run(self, window, origin, region):
+        f0, f1 = region[:2]
+        out = []
+        for k in range(f0, f1):
+            w = [((j - origin[0]) % self.n) if self.circular else j - origin[0] for j in self._nb(k)]
+            out.append(window[w[0]] + 2 * window[w[1]] + window[w[2]])
+        return np.stack(out).astype(np.float32)
+
+    def whole(self, st):
+        return np.stack([st[a] + 2 * st[b] + st[c] for a, b, c in (self._nb(k) for k in range(self.n))])
+
+
+@pytest.mark.parametrize("circular", [False, True])
+def test_stack_blocks_with_a_frame_halo_equal_the_whole_stack(tmp_path, circular):
+    st = np.random.default_rng(0).random((11, 9, 7), dtype=np.float32)
+    k = NeighbourSum(11, circular)
+    out, grid = bigimage.lazy_map(da.from_array(st, chunks=(1, 9, 7)), k, chunk=3)
+    assert grid.shape == (4, 1, 1) and grid.lead == ((0, 3, 6, 9, 11),)
+    np.testing.assert_array_equal(out.compute(), k.whole(st))
+    path = bigimage.store(da.from_array(st, chunks=(2, 9, 7)), k, tmp_path / "s.zarr", chunk=3,
+                          lead_axes=[{"name": "angle", "type": "angle", "unit": "degree", "scale": 3.0}])
+    doc = ngff.read_store(path)
+    assert doc["complete"] is True and len(doc["levels"]) == 1
+    np.testing.assert_array_equal(doc["levels"][0].compute(), k.whole(st))
+    ms = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["angle", "y", "x"]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [3.0, 1.0, 1.0]
+    assert zarr.open_array(str(path / "0")).chunks[0] == 1  # one frame per chunk
+
+
+def test_stack_grid_raises_blocks_above_the_halo_and_merges_a_thin_last_one():
+    g = bigimage.stack_grid((10, 8, 8), 1, halo=(2, 0, 0))
+    assert all(c > 2 for c in g.chunks[0][:-1]) and sum(g.chunks[0]) == 10 and g.notes
+    g = bigimage.stack_grid((10, 8, 8), 4, halo=(1, 0, 0))
+    assert g.lead == ((0, 4, 8, 10),)
+    g = bigimage.stack_grid((9, 8, 8), 4, halo=(1, 0, 0))
+    assert g.lead == ((0, 4, 9),)  # a last block of 1 frame (not wider than the 1-frame halo): merged
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model("tiny").eval()
+
+
+def _stack(n=10, shape=(40, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    s = rng.poisson(100, (n,) + shape).astype(np.float32)
+    for k in range(n):
+        r, c = 5 + (3 * k) % 30, 6 + (5 * k) % 36
+        s[k, r : r + 3, c : c + 3] += 400
+    return s
+
+
+def test_store_is_bit_identical_to_clean_with_masks_and_spot_table(tmp_path, tiny):
+    stack = _stack()
+    ref = clean(stack, tiny)
+    recs = []
+    path = clean_to_zarr(stack, tmp_path / "c.zarr", tiny, chunk=3, progress=recs.append)
+    steps = [r for r in recs if r["kind"] == Kind.STEP and r.get("phase") == "blocks"]
+    assert steps[-1]["total"] == 3  # 0-3, 3-6, 6-10 (a last block of 1 frame is merged into its neighbour)
+    doc = ngff.read_store(path)
+    np.testing.assert_array_equal(doc["levels"][0].compute(), ref)
+    masks = store_masks(path).compute()
+    np.testing.assert_array_equal(masks, segment(ref))
+    assert store_spot_table(path, stack) == spot_table(segment(ref), stack)
+    # the lazy array gives the same
+    np.testing.assert_array_equal(clean_lazy(stack, tiny, chunk=4).compute(), ref)
+
+
+def test_full_turn_wraps_and_tiff_folder_is_read_frame_by_frame(tmp_path, tiny):
+    stack = _stack(n=12)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(12):
+        tifffile.imwrite(folder / f"proj_{k:03d}_omega{30 * k}.tif", stack[k].astype(np.uint16))
+    ref = clean(str(folder), tiny)  # ω 0..330 in 30° steps: a full turn, neighbours wrap around
+    path = clean_to_zarr(str(folder), tmp_path / "c.zarr", tiny, chunk=5)
+    np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), ref)
+    ms = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    assert ms["axes"][0] == {"name": "angle", "type": "angle", "unit": "degree"}
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][0] == 30.0
+    # with the wrap forced off the first frame differs (its neighbours are mirrored instead)
+    assert not np.array_equal(clean(str(folder), tiny, circular=False)[0], ref[0])
+
+
+def test_cancel_then_resume_and_another_stack_is_refused(tmp_path, tiny):
+    stack = _stack(n=9)
+    ref = clean(stack, tiny)
+    path = tmp_path / "c.zarr"
+    stop = {"flag": False}
+    gen = clean_to_zarr_iter(stack, path, tiny, chunk=2, cancel=lambda: stop["flag"])
+    recs = []
+    for r in gen:
+        recs.append(r)
+        if r["kind"] == Kind.STEP and r.get("phase") == "blocks" and r["step"] >= 1:
+            stop["flag"] = True
+    assert recs[-1]["kind"] == Kind.STOPPED
+    assert ngff.read_store(path)["complete"] is False
+    recs = []
+    drive(clean_to_zarr_iter(stack, path, tiny, chunk=2), recs.append)
+    setup = [r for r in recs if r["kind"] == Kind.SETUP and r.get("phase") == "blocks"][0]
+    assert setup["resumed"] and 0 < setup["step"] < setup["total"]
+    np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), ref)
+    with pytest.raises(InputError, match="already exists"):
+        clean_to_zarr(_stack(n=9, seed=1), path, tiny, chunk=2)
+    clean_to_zarr(_stack(n=9, seed=1), path, tiny, chunk=2, overwrite=True)
