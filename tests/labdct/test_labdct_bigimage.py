@@ -143,3 +143,20 @@ def test_cancel_then_resume_and_another_stack_is_refused(tmp_path, tiny):
     with pytest.raises(InputError, match="already exists"):
         clean_to_zarr(_stack(n=9, seed=1), path, tiny, chunk=2)
     clean_to_zarr(_stack(n=9, seed=1), path, tiny, chunk=2, overwrite=True)
+
+
+def test_cli_clean_into_a_store_equals_the_tiff_output(tmp_path, tiny):
+    from matrestore.cli import main
+    from matrestore.labdct import save_model
+
+    model = save_model(tiny, tmp_path / "tiny.safetensors")
+    stack = _stack(n=7).astype(np.uint16)
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, stack)
+    assert main(["labdct", "clean", str(src), "-o", str(tmp_path / "c.tif"), "--model", str(model), "--threads", "1"]) == 0
+    store = tmp_path / "c.zarr"
+    assert main(["labdct", "clean", str(src), "--out", str(store), "--chunk", "3", "--model", str(model),
+                 "--threads", "1", "--table", str(tmp_path / "spots.csv")]) == 0
+    np.testing.assert_array_equal(ngff.read_store(store)["levels"][0].compute(), tifffile.imread(tmp_path / "c.tif"))
+    assert (tmp_path / "spots.csv").read_text().startswith("frame,label")
+    assert main(["labdct", "clean", str(src), "--out", str(store), "--model", str(model), "--masks", "m.tif"]) == 2

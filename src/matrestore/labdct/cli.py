@@ -242,6 +242,10 @@ def _cmd_clean(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .._cli_store import is_store_name
+
+    if is_store_name(args.output) or args.chunk or args.scheduler:
+        return _clean_to_store(args)
     outs = Outputs(inputs=[args.stack, args.model if args.model != "default" else None], overwrite=args.overwrite)
     out = outs.file(args.output)
     masks_path = outs.file(args.masks) if args.masks else None
@@ -281,6 +285,37 @@ def _cmd_clean(args) -> int:
         write_spot_csv(rows, buf)
         atomic_write_text(table_path, buf.getvalue())
     print(f"wrote {out}" + (f", {masks_path}" if masks_path else "") + (f", {table_path} ({len(rows)} spots)" if table_path else ""))
+    return 0
+
+
+def _clean_to_store(args) -> int:
+    """``labdct clean STACK --out cleaned.zarr [--chunk FRAMES] [--scheduler ADDR]``: frame blocks into a
+    resumable OME-Zarr store (cleaned frames at ``0``, spot masks at ``labels/spots``)."""
+    from .._cli_store import run_store, store_path
+    from .infer import write_spot_csv
+    from .lazy import clean_to_zarr_iter, store_spot_table
+
+    if args.masks:
+        raise InputError("--masks: with a Zarr output the spot masks are written into the store (labels/spots); "
+                         "leave --masks out.")
+    if args.beamstop:
+        raise InputError("--beamstop is not supported with a Zarr output yet; write TIFFs (-o cleaned.tif) instead.")
+    path = store_path(args.stack, args.output, "cleaned")
+    outs = Outputs(inputs=[args.stack, args.model if args.model != "default" else None], overwrite=args.overwrite)
+    table_path = outs.file(args.table) if args.table else None
+    st = _stack(args.stack, args)
+    gen = clean_to_zarr_iter(st, path, args.model, chunk=args.chunk, threshold=args.threshold, scheduler=args.scheduler,
+                             workers=args.workers, overwrite=args.overwrite, tile=args.tile, margin=args.margin,
+                             device=args.device)
+    result = run_store(gen, "blocks")
+    if table_path is not None:
+        import io
+
+        rows = store_spot_table(result, st)
+        buf = io.StringIO()
+        write_spot_csv(rows, buf)
+        atomic_write_text(table_path, buf.getvalue())
+        print(f"wrote {table_path} ({len(rows)} spots)")
     return 0
 
 
@@ -421,7 +456,9 @@ def add_subparser(subparsers) -> None:
 
     c = sub.add_parser("clean", help="clean a stack with the network (+ spot masks and table)")
     c.add_argument("stack", help="folder of numbered TIFFs or a multi-page TIFF")
-    c.add_argument("-o", "--output", required=True, help="multi-page TIFF of the cleaned frames (float32, 0-1)")
+    c.add_argument("-o", "--output", "--out", dest="output", required=True,
+                   help="multi-page TIFF of the cleaned frames (float32, 0-1), or an OME-Zarr store (a name ending in "
+                        ".zarr: frame blocks, resumable, spot masks inside at labels/spots)")
     c.add_argument("--model", default="default")
     c.add_argument("--masks", help="also write the spot masks (0/255 multi-page TIFF)")
     c.add_argument("--table", help="also write the spot table (CSV)")
@@ -431,6 +468,12 @@ def add_subparser(subparsers) -> None:
     c.add_argument("--margin", type=int, default=128)
     c.add_argument("--device", default=None)
     c.add_argument("--threads", type=int, default=None)
+    from .._cli_store import add_store_options
+
+    add_store_options(c, unit="frames")
+    for a in c._actions:
+        if a.dest == "chunk":
+            a.help = "Zarr output: frames per block (default 8; each block also reads its neighbour frames)"
     _stack_options(c)
     add_overwrite_option(c)
     c.set_defaults(func=_cmd_clean)
