@@ -65,6 +65,15 @@ def _omegas(p: Path) -> dict:
     return layer_metadata(p)
 
 
+def _read_stack(p: Path):
+    """A projection stack: read whole when small, else lazily frame by frame (``io.LAZY_STACK_BYTES``)."""
+    from . import io
+
+    if io.stack_bytes(p) > io.LAZY_STACK_BYTES:
+        return io.open_stack_lazy(p)
+    return read_stack(p)
+
+
 def read_layers(path) -> list[tuple]:
     """One image layer per path; multi-page TIFFs and folders become 3-D stack layers."""
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
@@ -74,13 +83,13 @@ def read_layers(path) -> list[tuple]:
             layers.append(store_layer(p))
             continue
         if p.is_dir():
-            data, meta = read_stack(p)
+            data, meta = _read_stack(p)
             layers.append(image_layer_tuple(data, {**meta, **_omegas(p)}, p.name, stack=True))
             continue
         data, meta = read_image(p)
         instrument = meta.get("vendor") in VENDORS and meta.get("written_by") != "matrestore"
         if meta.get("n_pages", 1) > 1 and not instrument:
-            data, meta = read_stack(p)  # a plain (or our own) multi-page TIFF: a projection stack
+            data, meta = _read_stack(p)  # a plain (or our own) multi-page TIFF: a projection stack
             layers.append(image_layer_tuple(data, {**meta, **_omegas(p)}, name_for(p), stack=True))
         else:
             layers.append(image_layer_tuple(data, meta, name_for(p)))

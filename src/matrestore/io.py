@@ -768,3 +768,57 @@ def open_lazy(source, *, chunk: int = 2048) -> LazyImage:
     if img.ndim != 2:
         raise InputError(f"{path.name}: image of shape {img.shape}; a 2-D grey image is needed.")
     return LazyImage(da.from_array(img, chunks=(chunk, chunk)), meta.get("pixel_size"), None, path.stem, path, meta)
+
+
+LAZY_STACK_BYTES = 1 * 2**30  # projection stacks above this (on disk) are opened lazily, frame by frame
+
+
+def stack_bytes(path) -> int:
+    """Bytes on disk of a projection stack (a folder of TIFF frames or a multi-page TIFF)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file())
+    return p.stat().st_size
+
+
+def open_stack_lazy(path) -> tuple:
+    """A projection stack (folder of numbered TIFFs, or a multi-page TIFF) as a lazy dask array (N, H, W)
+    read frame by frame (one chunk per frame, the files' own dtype), with the metadata
+    :func:`read_stack` gives, from the first frame only."""
+    import dask
+    import dask.array as da
+    import tifffile
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted((f for f in path.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()), key=_natural_key)
+        if not files:
+            raise InputError(f"{path} contains no TIFF frames.")
+        first, meta = read_image(files[0], crop_databar=False)
+
+        def frame(f):
+            a = np.squeeze(tifffile.imread(str(f)))
+            if a.shape != first.shape:
+                raise InputError(f"frame {f.name} has shape {a.shape}, unlike the first frame {first.shape}.")
+            return a.astype(first.dtype, copy=False)
+
+        data = da.stack([da.from_delayed(dask.delayed(frame)(f), first.shape, first.dtype) for f in files])
+        meta = dict(meta)
+        meta.update(source=str(path), files=[f.name for f in files], frame_indices=[_frame_number(f) for f in files],
+                    n_frames=len(files), databar_rows=0, lazy=True)
+        return data, meta
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            meta = _tiff_metadata(tf, tf.pages[0], path)
+        node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise _open_error(path, exc) from exc
+    if isinstance(node, zarr.Group):
+        node = node[sorted(node.array_keys())[0]]
+    data = da.from_zarr(node)
+    data = data.reshape((-1,) + tuple(data.shape[-2:]))
+    meta = dict(meta)
+    meta.update(source=str(path), n_frames=int(data.shape[0]), databar_rows=0, lazy=True)
+    return data, meta
