@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton
 
+from .._validate import InputError
 from ._worker import ERROR_STYLE
 
 __all__ = ["MODEL_FILES", "ModelDeviceMixin", "default_model_installed", "load_cached", "model_file_state"]
@@ -112,6 +113,48 @@ class ModelDeviceMixin:
 
     def _sync_model(self, *_) -> None:
         raise NotImplementedError
+
+    def _show_model_choice(self, default_path: Path, installed_text: str, missing_text: str, describe=None) -> None:
+        """The note under a "bundled default / model file" choice (what every widget's ``_sync_model``
+        shows): the path row follows the radio buttons; the default's state or the chosen file's problem;
+        ``describe(path)`` (a one-line summary from the file's metadata) when the file is usable."""
+        default = self.model_default.isChecked()
+        self.model_path.setEnabled(not default)
+        self.model_browse.setEnabled(not default)
+        if default:
+            path = Path(default_path)
+            ok = path.is_file()
+            text = installed_text if ok else missing_text
+        else:
+            path, problem = model_file_state(self.model_path.text())
+            ok, text = problem is None, problem or ""
+        if ok and describe is not None:
+            try:
+                about = describe(path)
+                text = f"{text}: {about}." if text and about else (text + "." if text else about)
+            except InputError as exc:
+                ok, text = False, str(exc)
+        self._show_model_note(ok, text)
+        self.model_note.setVisible(bool(text))
+
+    def set_model(self, path=None) -> None:
+        """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
+        if path is None or path == DEFAULT:
+            self.model_default.setChecked(True)
+        else:
+            self.model_path.setText(str(path))
+            self.model_file_radio.setChecked(True)
+            self.settings.save("model_path")  # set here, not typed: no editingFinished to save it
+        self._sync_model()
+
+    def model_spec(self):
+        """``"default"`` or the chosen model file's path; InputError when no file is chosen."""
+        if self.model_default.isChecked():
+            return DEFAULT
+        p = self.model_path.text().strip()
+        if not p:
+            raise InputError("choose a model file (or the bundled default model).")
+        return str(Path(p).expanduser())
 
     def _browse_model(self) -> None:
         raise NotImplementedError

@@ -33,7 +33,7 @@ from .._validate import InputError
 from ..denoise.apply import DenoiseOptions
 from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
 from ._layers import LayerCombo, LayerDock, combo_box, put_image, radio_row, same_layer, spatial_units
-from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
+from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
 from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
 from ._worker import relay
@@ -346,42 +346,8 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
     def _sync_model(self, *_) -> None:
         from ..denoise.modelio import DEFAULT_MODEL
 
-        default = self.model_default.isChecked()
-        self.model_path.setEnabled(not default)
-        self.model_browse.setEnabled(not default)
-        if default:
-            ok = DEFAULT_MODEL.is_file()
-            text = "default model installed" if ok else "No default denoising model is installed: choose a model file."
-            path = DEFAULT_MODEL
-        else:
-            path, problem = model_file_state(self.model_path.text())
-            ok, text = problem is None, problem or ""
-        if ok:
-            try:
-                about = describe_model_file(path)
-                text = f"{text}: {about}." if text and about else (text + "." if text else about)
-            except InputError as exc:
-                ok, text = False, str(exc)
-        self._show_model_note(ok, text)
-        self.model_note.setVisible(bool(text))
-
-    def set_model(self, path=None) -> None:
-        """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
-        if path is None or path == DEFAULT:
-            self.model_default.setChecked(True)
-        else:
-            self.model_path.setText(str(path))
-            self.model_file_radio.setChecked(True)
-            self.settings.save("model_path")
-        self._sync_model()
-
-    def model_spec(self):
-        if self.model_default.isChecked():
-            return DEFAULT
-        p = self.model_path.text().strip()
-        if not p:
-            raise InputError("choose a model file (or the bundled default model).")
-        return str(Path(p).expanduser())
+        self._show_model_choice(DEFAULT_MODEL, "default model installed",
+                                "No default denoising model is installed: choose a model file.", describe_model_file)
 
     def _browse_model(self) -> None:
         path = self._ask_model_file("Denoising model")

@@ -39,7 +39,7 @@ from ..denoise.synth import SynthOptions
 from ..denoise.train import TrainConfig
 from ..params import describe
 from ..progress import format_duration
-from ._layers import LayerCheckList, LayerDock, combo_box, layer_key, put_image, selectable_label, spatial_units
+from ._layers import LayerCheckList, LayerDock, combo_box, put_image, selectable_label, spatial_units
 from ._model_choice import ModelDeviceMixin, model_file_state
 from ._params import ParamForm
 from ._settings import set_remembered

@@ -37,8 +37,7 @@ from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row
                       same_layer, spatial_units)
 from ._params import ParamForm
 from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
-from ._model_choice import (ModelDeviceMixin, default_model_installed, load_cached,
-                            model_file_state)
+from ._model_choice import ModelDeviceMixin, load_cached
 from ._worker import relay
 from ._table import MetricsTable, copy_table
 from .._layerdata import OUTPUT_KEY, ROLE_KEY
@@ -333,43 +332,8 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
     def _sync_model(self, *_) -> None:
         from ..sr.modelio import DEFAULT_MODEL
 
-        default = self.model_default.isChecked()
-        self.model_path.setEnabled(not default)
-        self.model_browse.setEnabled(not default)
-        if default:
-            ok = default_model_installed()
-            text = "default model installed" if ok else (
-                "No default model is installed yet: choose a model file trained with `matrestore sr train`.")
-            path = DEFAULT_MODEL
-        else:
-            path, problem = model_file_state(self.model_path.text())
-            ok, text = problem is None, problem or ""
-        if ok:
-            try:
-                about = describe_model_file(path)
-                text = f"{text}: {about}." if text and about else (text + "." if text else about)
-            except InputError as exc:
-                ok, text = False, str(exc)
-        self._show_model_note(ok, text)
-        self.model_note.setVisible(bool(text))
-
-    def set_model(self, path=None) -> None:
-        """Use the bundled default (``None`` / ``"default"``) or the model file ``path``."""
-        if path is None or path == DEFAULT:
-            self.model_default.setChecked(True)
-        else:
-            self.model_path.setText(str(path))
-            self.model_file_radio.setChecked(True)
-            self.settings.save("model_path")  # set here, not typed: no editingFinished to save it
-        self._sync_model()
-
-    def model_spec(self):
-        if self.model_default.isChecked():
-            return DEFAULT
-        p = self.model_path.text().strip()
-        if not p:
-            raise InputError("choose a model file (or the bundled default model).")
-        return str(Path(p).expanduser())
+        self._show_model_choice(DEFAULT_MODEL, "default model installed", "No default model is installed yet: choose "
+                                "a model file trained with `matrestore sr train`.", describe_model_file)
 
     def _browse_model(self) -> None:
         path = self._ask_model_file("Super-resolution model")

@@ -32,11 +32,11 @@ from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
 from ..progress import Kind, eta_text, is_cancelled
 from ._layers import LayerCombo, LayerDock, put_image, radio_row, same_layer, spatial_units
-from ._model_choice import ModelDeviceMixin, load_cached, model_file_state
+from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
 from ._worker import State, TaskRunner, relay
 
-__all__ = ["CleanWidget", "SpotTableModel", "clean_job", "preview_job", "stack_problem", "MIN_SIZE", "MADE_BY", "TABLE_COLUMNS"]
+__all__ = ["CleanWidget", "SpotTableModel", "clean_job", "clean_store_job", "stack_store_reason", "preview_job", "stack_problem", "MIN_SIZE", "MADE_BY", "TABLE_COLUMNS"]
 
 MIN_SIZE = 8  # px a side: smaller frames are refused with a message
 MADE_BY = "labdct clean"
@@ -44,6 +44,64 @@ DEFAULT = "default"
 PREVIEW_MS = 300  # debounce of the live routine preview
 TABLE_COLUMNS = [("frame", "frame"), ("label", "label"), ("omega", "ω (°)"), ("centroid_row", "row"),
                  ("centroid_col", "col"), ("area", "area (px)"), ("max_intensity", "max"), ("mean_intensity", "mean")]
+
+
+def stack_store_reason(layer) -> str | None:
+    """Why a stack's network clean must go to a Zarr store (its float32 output would exceed
+    ``_store.STORE_BYTES``), else None."""
+    from . import _store
+
+    if layer is None or getattr(layer, "ndim", 0) != 3:
+        return None
+    n, h, w = (int(v) for v in layer.data.shape)
+    nbytes = n * h * w * 4
+    if nbytes > _store.STORE_BYTES:
+        return f"the cleaned stack would be {n}×{h}×{w} float32 ({nbytes / 2**30:.1f} GiB)"
+    return None
+
+
+def clean_store_job(data, path, *, model=DEFAULT, cache=None, threshold=None, omegas=None, device=None, chunk=None,
+                    overwrite=False, name="input", cancel=None):
+    """The out-of-core network clean behind the widget (a generator; no Qt): :func:`labdct.lazy.
+    clean_to_zarr_iter` of the stack ``data`` (numpy, dask or Zarr, read frame by frame) into ``path``,
+    then the spot table from the stored masks. Its ``phase="store"`` record lets the widget show the
+    store as it fills. Returns ``{"store", "rows", "method", "model_meta", "device", "params", "n_frames",
+    "elapsed_s"}`` (``None`` when cancelled: the store resumes on the next run)."""
+    from .. import device as _device
+    from ..labdct.infer import DEFAULT_THRESHOLD
+    from ..labdct.lazy import clean_to_zarr_iter, open_frames, store_spot_table
+
+    shape = tuple(int(n) for n in np.shape(data))
+    if len(shape) != 3:
+        raise InputError(f"input '{name}': shape {shape}; a Zarr store output needs a stack (frames × rows × cols).")
+    thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    cache = {} if cache is None else cache
+    yield {"message": "loading the model…"}
+    net, key, _ = _load_model(model, cache)
+    st = open_frames(_frames(data), name=f"input '{name}'",
+                     omegas=omegas if omegas is not None and len(omegas) == shape[0] else None)
+    dev = _device.pick_device(device)
+    t0 = time.perf_counter()
+
+    def with_eta(rec: dict) -> dict:
+        if rec.get("kind") == Kind.STEP and rec.get("phase") == "blocks" and rec.get("total"):
+            return {**rec, "message": eta_text(rec["step"], rec["total"], rec.get("elapsed_s"), "block")}
+        return rec
+
+    out = yield from relay(clean_to_zarr_iter(st, path, net, chunk=chunk, threshold=thr, overwrite=overwrite,
+                                              cancel=cancel, device=dev, name=f"{name}_cleaned"), with_eta)
+    if out is None or is_cancelled(cancel):
+        return None
+    yield {"message": "spot table from the stored masks…"}
+    rows = store_spot_table(out, st, cancel=cancel)
+    if rows is None:
+        return None
+    meta = dict(getattr(net, "meta", {}) or {})
+    model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
+    model_meta.update(preset=net.cfg.preset, neighbours=int(net.cfg.neighbours))
+    return {"store": str(out), "rows": rows, "method": "network", "model_meta": model_meta,
+            "device": _device.describe(dev), "params": {"threshold": thr, "model": str(model), "store": str(out)},
+            "n_frames": shape[0], "elapsed_s": time.perf_counter() - t0}
 
 
 def _omega_key():
@@ -347,6 +405,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self._watch_layers()
         self._sync_method()
         self._sync_model()
+        self._sync_store()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -383,6 +442,12 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         mf.addRow("device", self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
                                              "The device 'auto' picks on this computer."))
         ml.addLayout(mf)
+        from ._store import StoreOutputPart
+
+        self.store_part = StoreOutputPart("cleaned")
+        self.store_part.setToolTip("Large stacks: the cleaned frames and spot masks go to an OME-Zarr store, frame "
+                                   "block by frame block (resumable); the layers show the store as it fills.")
+        ml.addWidget(self.store_part)
         lay.addWidget(self.model_box)
 
         from ..labdct.routine import RoutineOptions
@@ -452,6 +517,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.method_network.toggled.connect(self._sync_method)
         self.model_default.toggled.connect(self._sync_model)
         self.input_combo.currentIndexChanged.connect(self._schedule_preview)
+        self.input_combo.currentIndexChanged.connect(self._sync_store)
         self.options.changed.connect(self._schedule_preview)
         self.preview_check.toggled.connect(self._schedule_preview)
         self.table.clicked.connect(lambda index: self.go_to_row(index.row()))
@@ -475,35 +541,8 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
     def _sync_model(self, *_) -> None:
         from ..labdct.modelio import DEFAULT_MODEL
 
-        default = self.model_default.isChecked()
-        self.model_path.setEnabled(not default)
-        self.model_browse.setEnabled(not default)
-        if default:
-            ok = DEFAULT_MODEL.is_file()
-            text = "shipped default model (experimental; see docs/model_labdct_default.md)." if ok else (
-                "No default LabDCT model is installed: choose a model file.")
-        else:
-            _, problem = model_file_state(self.model_path.text())
-            ok, text = problem is None, problem or ""
-        self._show_model_note(ok, text)
-
-    def set_model(self, path=None) -> None:
-        """Use the shipped default (``None`` / ``"default"``) or the model file ``path``."""
-        if path is None or path == DEFAULT:
-            self.model_default.setChecked(True)
-        else:
-            self.model_path.setText(str(path))
-            self.model_file_radio.setChecked(True)
-            self.settings.save("model_path")
-        self._sync_model()
-
-    def model_spec(self):
-        if self.model_default.isChecked():
-            return DEFAULT
-        p = self.model_path.text().strip()
-        if not p:
-            raise InputError("choose a model file (or the shipped default model).")
-        return str(Path(p).expanduser())
+        self._show_model_choice(DEFAULT_MODEL, "shipped default model (experimental; see docs/model_labdct_default.md).",
+                                "No default LabDCT model is installed: choose a model file.")
 
     def _browse_model(self) -> None:
         path = self._ask_model_file("LabDCT model")
@@ -535,6 +574,26 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         default = next((lyr for lyr in plain if same_layer(lyr, active)), None) or (plain[0] if plain else None)
         self.input_combo.fill(valid, default or (valid[0] if valid else None))
         self._show_unoffered(images)
+        if hasattr(self, "store_part"):
+            self._sync_store()
+
+    def _sync_store(self, *_) -> None:
+        """The store is forced on for stacks whose cleaned output would exceed ``STORE_BYTES`` (float32);
+        a lazy layer of a smaller stack may still be cleaned in memory. Default path beside the input."""
+        from ._store import default_store_path
+
+        part, layer = self.store_part, self.input_layer()
+        why = stack_store_reason(layer)
+        auto = default_store_path(layer, part.suffix)
+        auto_text = "" if auto is None else str(auto)
+        if not part.path.text().strip() or part.path.text() == part._auto_path:
+            part.path.setText(auto_text)
+        part._auto_path = auto_text
+        part._forced = why
+        if why:
+            part.use.setChecked(True)
+        part.use.setEnabled(why is None)
+        part.note.setText(f"Written to a Zarr store: {why}." if why else "")
 
     def input_layer(self):
         return self.input_combo.layer()
@@ -639,9 +698,21 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
                "units": tuple(inp.units) if getattr(inp, "units", None) is not None else None,
                "metadata": dict(inp.metadata or {}), "ndim": inp.ndim,
                "omegas": (inp.metadata or {}).get(_omega_key())}
+        job["store"] = None
         if method == "network":
             job.update(model=self.model_spec(), threshold=self.threshold_spin.value() / 255.0, device=self.device())
+            use, store, overwrite = self.store_part.values()
+            if use:
+                from ._store import check_not_input_store
+
+                if inp.ndim != 3:
+                    raise InputError(f"input '{inp.name}' is a single frame; a Zarr store output needs a stack.")
+                check_not_input_store(job["metadata"], store)
+                job.update(store=store, overwrite=overwrite)
         else:
+            if stack_store_reason(inp):
+                raise InputError(f"input '{inp.name}': {stack_store_reason(inp)}, too large for the standard routine "
+                                 "in memory; use the network (it writes to a Zarr store).")
             job.update(routine=self.routine_options())
         return job
 
@@ -655,6 +726,15 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
             self.runner.fail(exc)
             return None
         self._job = job
+        if job["store"] is not None:
+            from ._store import StoreFeed
+
+            self._store_feed = StoreFeed(lambda path, job=job: self._store_layers(job, path))
+            return self.runner.start(clean_store_job, job["input"].data, job["store"], model=job["model"],
+                                     cache=self.model_cache, threshold=job["threshold"], omegas=job["omegas"],
+                                     device=job["device"], overwrite=job["overwrite"], name=job["name"],
+                                     on_yielded=self._on_store_record, on_returned=self._show_store_result,
+                                     message="starting…")
         return self.runner.start(clean_job, job["input"].data, method=job["method"], model=job.get("model", DEFAULT),
                                  cache=self.model_cache, threshold=job.get("threshold"), routine=job.get("routine"),
                                  omegas=job["omegas"], device=job.get("device"), name=job["name"],
@@ -693,6 +773,57 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.status.setStyleSheet("")
         self.status.setText(f"Done: '{cl.name}' and '{self.spots_layer.name}' ({res['method']}) in "
                             f"{res['elapsed_s']:.1f} s on {res['device']}.")
+
+    # ------------------------------------------------------------------ store results (GUI thread)
+    def _store_info(self, job, res=None) -> tuple:
+        src = job["metadata"]
+        md = {k: src[k] for k in ("unit", "pixel_size_nm", _omega_key(), "omega_source") if k in src}
+        info = {"made_by": MADE_BY, "source": job["name"], "method": "network", "store": str(job["store"]),
+                "parameters": {"threshold": job["threshold"], "model": str(job["model"])}}
+        if res is not None:
+            info.update(model_meta=res["model_meta"], device=res["device"], n_spots=len(res["rows"]),
+                        elapsed_s=round(float(res["elapsed_s"]), 3))
+        return md, info
+
+    def _store_layers(self, job, path, res=None):
+        """The cleaned layer from the store's Zarr array (never a dask graph), refreshed as blocks complete."""
+        from ._store import show_store
+
+        md, info = self._store_info(job, res)
+        cmd = {**md, "store": str(path), OUTPUT_KEY: {**info, "what": "network output in [0, 1] (background ≈ 0)"}}
+        return show_store(self.viewer, job["out"]["cleaned"], path, job["scale"], job["translate"], cmd,
+                          units=job["units"], contrast_limits=(0.0, 1.0))
+
+    def _on_store_record(self, rec) -> None:
+        feed = getattr(self, "_store_feed", None)
+        if feed is not None and self._job is not None:
+            feed(rec)
+
+    def _show_store_result(self, res) -> None:
+        import zarr
+
+        from ..labdct.lazy import MASKS_PATH
+
+        job = self._job
+        if res is None or job is None:
+            return
+        view = self._store_layers(job, res["store"], res)
+        view.refresh(force=True)
+        md, info = self._store_info(job, res)
+        masks = zarr.open_array(str(Path(res["store"]) / MASKS_PATH / "0"), mode="r")
+        lmd = {**md, "store": res["store"],
+               OUTPUT_KEY: {**info, "what": "spot masks from the store (1 = spot; spots numbered per frame in the table)"}}
+        self.spots_layer = _put_labels(self.viewer, job["out"]["spots"], masks, job["scale"], job["translate"], lmd,
+                                       units=job["units"], opacity=0.7)
+        self.last = {"job": job, "result": res, "cleaned_layer": view.layer.name, "spots_layer": self.spots_layer.name}
+        self.fill_table(res["rows"])
+        nf = res["n_frames"]
+        self.summary.setText(f"{len(res['rows'])} spots in {nf} frame(s) ({len(res['rows']) / max(1, nf):.1f} per frame); "
+                             f"written to {Path(res['store']).name}.")
+        self.results_box.setVisible(True)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Done: '{view.layer.name}' and '{self.spots_layer.name}' (network) written to "
+                            f"{Path(res['store']).name} in {res['elapsed_s']:.1f} s on {res['device']}.")
 
     def fill_table(self, rows) -> None:
         self.table_model.set_rows(rows)
@@ -746,18 +877,27 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
             raise InputError(f"{folder} holds the input frames; choose another folder (the exported frames would "
                              "become part of the stack when it is opened again).")
         folder = outs.folder(folder)
-        c, lab = res["cleaned"], res["labels"]
+        if "store" in res:  # out of core: frames read from the store one at a time as they are written
+            import zarr
+
+            from ..labdct.lazy import MASKS_PATH
+
+            c = zarr.open_array(str(Path(res["store"]) / "0"), mode="r")
+            lab = zarr.open_array(str(Path(res["store"]) / MASKS_PATH / "0"), mode="r")
+        else:
+            c, lab = res["cleaned"], res["labels"]
         if c.ndim == 2:
             c, lab = c[None], lab[None]
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job["name"])
         plan = []
         for k in range(len(c)):
-            plan.append((outs.in_folder(folder, f"{stem}_cleaned_{k + 1:04d}.tif"), c[k]))
-            plan.append((outs.in_folder(folder, f"{stem}_spots_{k + 1:04d}.tif"), (lab[k] > 0).astype(np.uint8) * 255))
+            plan.append((outs.in_folder(folder, f"{stem}_cleaned_{k + 1:04d}.tif"), lambda k=k: np.asarray(c[k])))
+            plan.append((outs.in_folder(folder, f"{stem}_spots_{k + 1:04d}.tif"),
+                         lambda k=k: (np.asarray(lab[k]) > 0).astype(np.uint8) * 255))
         meta = {"what": f"LabDCT {res['method']} of '{job['name']}'", "parameters": res["params"]}
         written = []
-        for path, arr in plan:  # every path checked before the first write
-            written.append(write_tiff(path, arr, metadata=meta))
+        for path, frame in plan:  # every path checked before the first write
+            written.append(write_tiff(path, frame(), metadata=meta))
         self.status.setStyleSheet("")
         self.status.setText(f"Wrote {len(written)} TIFFs ({len(c)} frames, cleaned + masks) to {folder}.")
         return written
