@@ -890,7 +890,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
             c, lab = c[None], lab[None]
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job["name"])
         plan = []
-        for k in range(len(c)):
+        for k in range(int(c.shape[0])):
             plan.append((outs.in_folder(folder, f"{stem}_cleaned_{k + 1:04d}.tif"), lambda k=k: np.asarray(c[k])))
             plan.append((outs.in_folder(folder, f"{stem}_spots_{k + 1:04d}.tif"),
                          lambda k=k: (np.asarray(lab[k]) > 0).astype(np.uint8) * 255))
@@ -899,7 +899,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         for path, frame in plan:  # every path checked before the first write
             written.append(write_tiff(path, frame(), metadata=meta))
         self.status.setStyleSheet("")
-        self.status.setText(f"Wrote {len(written)} TIFFs ({len(c)} frames, cleaned + masks) to {folder}.")
+        self.status.setText(f"Wrote {len(written)} TIFFs ({int(c.shape[0])} frames, cleaned + masks) to {folder}.")
         return written
 
     def export_csv(self, path, overwrite: bool = False) -> Path:
