@@ -31,22 +31,28 @@ def store_layer(p: Path) -> tuple:
 
     doc = read_store(p)
     levels = doc["levels"]
-    if levels[0].ndim != 2:
+    if levels[0].ndim not in (2, 3):
         from ._validate import InputError
 
-        raise InputError(f"{p.name}: level 0 has shape {tuple(levels[0].shape)}; matrestore opens 2-D stores.")
+        raise InputError(f"{p.name}: level 0 has shape {tuple(levels[0].shape)}; matrestore opens 2-D stores and "
+                         "stacks of frames.")
+    stack = levels[0].ndim == 3  # a stack of frames (e.g. a LabDCT clean): first frame, middle, last
     small = levels[-1]
-    step = max(1, int(np.ceil(max(small.shape) / 1024)))
-    sample = np.asarray(small[::step, ::step], dtype=np.float64)
+    step = max(1, int(np.ceil(max(small.shape[-2:]) / 1024)))
+    if stack:
+        n = int(small.shape[0])
+        small = small[sorted({0, n // 2, n - 1})]
+    sample = np.asarray(small[..., ::step, ::step], dtype=np.float64)
     lo, hi = (float(np.nanmin(sample)), float(np.nanmax(sample))) if sample.size else (0.0, 1.0)
     meta = {"pixel_size": doc["pixel_size_nm"], "source": str(p), "store": str(p), "store_complete": doc["complete"],
             "levels": len(levels)}
-    data, kwargs, kind = image_layer_tuple(levels if len(levels) > 1 else levels[0], meta, doc["name"] or name_for(p))
+    data, kwargs, kind = image_layer_tuple(levels if len(levels) > 1 else levels[0], meta, doc["name"] or name_for(p),
+                                           stack=stack)
     kwargs["multiscale"] = len(levels) > 1
     kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
     if doc["translate_nm"] is not None and doc["pixel_size_nm"] is not None:
         factor = kwargs["scale"][-1] / doc["pixel_size_nm"]
-        kwargs["translate"] = [v * factor for v in doc["translate_nm"]]
+        kwargs["translate"] = [0.0] * stack + [v * factor for v in doc["translate_nm"]]
     return (data, kwargs, kind)
 
 

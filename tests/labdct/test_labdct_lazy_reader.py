@@ -23,3 +23,20 @@ def test_large_stacks_open_lazily_with_the_same_pixels(tmp_path, monkeypatch):
         assert isinstance(data, da.Array) and data.chunks[0] == (1,) * 5 and kind == "image"
         assert kwargs["metadata"]["n_frames"] == 5 and kwargs["scale"][0] == 1.0
         np.testing.assert_array_equal(data.compute(), stack)
+
+
+def test_a_cleaned_stack_store_opens_as_a_stack_layer(tmp_path):
+    import torch
+
+    from matrestore.labdct import build_model, clean
+    from matrestore.labdct.lazy import clean_to_zarr
+
+    torch.manual_seed(0)
+    net = build_model("tiny").eval()
+    stack = np.random.default_rng(1).poisson(100, (5, 24, 24)).astype(np.float32)
+    path = clean_to_zarr(stack, tmp_path / "c.zarr", net, chunk=2)
+    data, kwargs, kind = _reader.read_layers(str(path))[0]
+    assert data.shape == (5, 24, 24) and len(kwargs["scale"]) == 3 and kind == "image"
+    np.testing.assert_array_equal(np.asarray(data), clean(stack, net))
+    lo, hi = kwargs["contrast_limits"]
+    assert 0 <= lo < hi <= 1
