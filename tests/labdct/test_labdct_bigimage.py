@@ -55,6 +55,9 @@ def test_stack_blocks_with_a_frame_halo_equal_the_whole_stack(tmp_path, circular
     out, grid = bigimage.lazy_map(da.from_array(st, chunks=(1, 9, 7)), k, chunk=3)
     assert grid.shape == (4, 1, 1) and grid.lead == ((0, 3, 6, 9, 11),)
     np.testing.assert_array_equal(out.compute(), k.whole(st))
+    tiled, g2 = bigimage.lazy_map(da.from_array(st), k, chunk=(3, 4))  # frames tiled spatially as well
+    assert g2.shape == (4, 3, 2)
+    np.testing.assert_array_equal(tiled.compute(), k.whole(st))
     path = bigimage.store(da.from_array(st, chunks=(2, 9, 7)), k, tmp_path / "s.zarr", chunk=3,
                           lead_axes=[{"name": "angle", "type": "angle", "unit": "degree", "scale": 3.0}])
     doc = ngff.read_store(path)
