@@ -33,7 +33,7 @@ from ._layers import (LayerCheckList, combo_box, layer_key, layer_problem, put_i
                       selectable_label, spin_box)
 from ._plot import AXIS, BACKGROUND, PlotWidget
 
-__all__ = ["TrainRun", "DataPart", "SchedulePart", "SCHEDULES", "PairsPart", "why_not", "check_layer", "copy_model", "ProgressPart", "PreviewLayers", "LossPlot", "read_only_table", "VScroll",
+__all__ = ["TrainRun", "TrainControls", "DataPart", "SchedulePart", "SCHEDULES", "PairsPart", "why_not", "check_layer", "copy_model", "ProgressPart", "PreviewLayers", "LossPlot", "read_only_table", "VScroll",
            "PREVIEW_NAMES", "PREVIEW_KIND"]
 
 PREVIEW_NAMES = {"lr": "train_preview_lr", "sr": "train_preview_sr", "hr": "train_preview_hr"}
@@ -140,6 +140,54 @@ class TrainRun:
 
 
 # ---------------------------------------------------------------------------------------- live loss plot
+class TrainControls:
+    """Train / Resume / Cancel of a training dock widget (SR, denoise, LabDCT), beside
+    :class:`~matrestore._widgets._layers.LayerDock` (listed before it). The widget provides ``self.current``
+    (a :class:`TrainRun`), ``out_folder``, ``saved_label``, ``_collect()`` (the job or InputError),
+    ``_start(resume)`` and ``_new_run(job)`` (resets its parts for a new run); ``_can_resume()`` and
+    ``_before_resume()`` refine resuming."""
+
+    def run(self):
+        """Start a new training run in a worker thread."""
+        if self.runner.is_running:
+            return None
+        try:
+            job = self._collect()
+            run_dir = self.current.new_dir(self.out_folder.text().strip())
+        except InputError as exc:
+            self.runner.fail(exc)
+            return None
+        self.current.start(job, run_dir)
+        self._new_run(job)
+        self.saved_label.setText("")
+        return self._start(resume=False)
+
+    def resume(self):
+        """Continue the stopped run from its checkpoint (its data and recipe)."""
+        if self.runner.is_running or self.current.job is None:
+            return None
+        if not self._can_resume():
+            self.runner.fail(InputError("no checkpoint to resume from; press Train."))
+            return None
+        self._before_resume()
+        return self._start(resume=True)
+
+    def cancel(self) -> None:
+        """Stop after the current step: the engine saves a checkpoint (and the last model) first."""
+        if self.runner.is_running:
+            self.runner.cancel()
+            self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
+
+    def _can_resume(self) -> bool:
+        return self.current.has_checkpoint()
+
+    def _before_resume(self) -> None:
+        pass
+
+    def _new_run(self, job: dict) -> None:
+        raise NotImplementedError
+
+
 class LossPlot(PlotWidget):
     """A small live plot of training losses against the step (QPainter; no plotting library needed).
 

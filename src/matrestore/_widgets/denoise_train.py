@@ -43,7 +43,7 @@ from ._layers import LayerCheckList, LayerDock, combo_box, put_image, selectable
 from ._model_choice import ModelDeviceMixin, model_file_state
 from ._params import ParamForm
 from ._settings import set_remembered
-from ._train_parts import PREVIEW_KIND, PreviewLayers, ProgressPart, TrainRun, VScroll, copy_model
+from ._train_parts import PREVIEW_KIND, PreviewLayers, ProgressPart, TrainControls, TrainRun, VScroll, copy_model
 from ._worker import State, relay
 
 __all__ = ["DenoiseTrainWidget", "synth_job", "train_job", "SYNTH_KIND", "PREVIEW_LAYER_NAMES", "BASES"]
@@ -146,7 +146,7 @@ def _val_row(h: dict) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------- widget
-class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
+class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
     """Make synthetic training pairs from real micrograph layers and train a denoiser on them."""
 
     settings_group = "denoise_train"
@@ -492,31 +492,13 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
         return {"reals": reals, "geom": geom, "init": init, "base": base, "options": options, "device": self.device(),
                 "first": reals[0][1]}
 
-    def run(self):
-        """Start a new training run in a worker thread."""
-        if self.runner.is_running:
-            return None
-        try:
-            job = self._collect()
-            run_dir = self.current.new_dir(self.out_folder.text().strip())
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self.current.start(job, run_dir)
+    def _new_run(self, job: dict) -> None:
         self.progress_part.reset(job["options"]["epochs"])
-        self.saved_label.setText("")
-        return self._start(resume=False)
 
-    def resume(self):
-        """Continue the stopped run from its checkpoint (its data and recipe; the epochs set now)."""
-        if self.runner.is_running or self.current.job is None:
-            return None
-        if not self.current.has_checkpoint():
-            self.runner.fail(InputError("no checkpoint to resume from; press Train."))
-            return None
+    def _before_resume(self) -> None:
+        """The run's data and recipe, with the number of epochs set now."""
         self.current.job["options"]["epochs"] = self.train_form.value("epochs")
         self.progress_part.epoch_bar.setRange(0, int(self.current.job["options"]["epochs"]))
-        return self._start(resume=True)
 
     def _start(self, resume: bool):
         job = self.current.job
@@ -526,11 +508,6 @@ class DenoiseTrainWidget(ModelDeviceMixin, LayerDock):
                                  resume=resume, device=job["device"], options=job["options"],
                                  on_yielded=self._on_record, on_returned=self._on_done, on_stopped=self._on_stopped,
                                  message="making the phase-field structures…")
-
-    def cancel(self) -> None:
-        if self.runner.is_running:
-            self.runner.cancel()
-            self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
 
     def _follow_state(self, state) -> None:
         super()._follow_state(state)

@@ -219,12 +219,11 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
             masks[k] = segment(y, thr)
 
         try:
-            out = yield from relay(clean_iter(st, net, device=dev, sink=sink, cancel=cancel), with_eta)
+            yield from relay(clean_iter(st, net, device=dev, sink=sink, cancel=cancel), with_eta)  # frames via sink
         finally:
             if dev.type in ("cuda", "mps"):
                 net.to("cpu")
                 _device.free_memory(dev)
-        del out
         meta = dict(getattr(net, "meta", {}) or {})
         model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
         model_meta["preset"] = net.cfg.preset

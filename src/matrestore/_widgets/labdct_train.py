@@ -31,7 +31,7 @@ from ._layers import LayerCombo, LayerDock, same_layer, selectable_label, spatia
 from ._model_choice import ModelDeviceMixin
 from ._params import ParamForm
 from ._settings import set_remembered
-from ._train_parts import PREVIEW_KIND, PreviewLayers, ProgressPart, TrainRun, VScroll, copy_model
+from ._train_parts import PREVIEW_KIND, PreviewLayers, ProgressPart, TrainControls, TrainRun, VScroll, copy_model
 from ._worker import State, relay
 
 __all__ = ["LabdctTrainWidget", "train_job", "PREVIEW_LAYERS", "CLEAN_GROUP"]
@@ -118,7 +118,7 @@ def _val_row(h: dict) -> list:
 
 
 # ---------------------------------------------------------------------------------------- widget
-class LabdctTrainWidget(ModelDeviceMixin, LayerDock):
+class LabdctTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
     """Train a LabDCT spot-cleaning network on simulated spots over a real stack's backgrounds."""
 
     settings_group = "labdct_train"
@@ -248,29 +248,13 @@ class LabdctTrainWidget(ModelDeviceMixin, LayerDock):
         return {"layer": lyr, "name": lyr.name, "options": opts, "window": self.window_spin.value(),
                 "device": self.device(), "source": src}
 
-    def run(self):
-        if self.runner.is_running:
-            return None
-        try:
-            job = self._collect()
-            run_dir = self.current.new_dir(self.out_folder.text().strip())
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self.current.start(job, run_dir)
+    def _new_run(self, job: dict) -> None:
         self.i_bg = None
         o = job["options"]
         self.progress_part.reset(math.ceil(o["steps"] / o["val_every"]))
-        self.saved_label.setText("")
-        return self._start(resume=False)
 
-    def resume(self):
-        if self.runner.is_running or self.current.job is None:
-            return None
-        if not self.current.has_checkpoint() or self.i_bg is None:
-            self.runner.fail(InputError("no checkpoint to resume from; press Train."))
-            return None
-        return self._start(resume=True)
+    def _can_resume(self) -> bool:
+        return self.current.has_checkpoint() and self.i_bg is not None
 
     def _start(self, resume: bool):
         job = self.current.job
@@ -280,11 +264,6 @@ class LabdctTrainWidget(ModelDeviceMixin, LayerDock):
             window=job["window"], i_bg=self.i_bg if resume else None, resume=resume, device=job["device"],
             name=job["name"], on_yielded=self._on_record, on_returned=self._finish, on_stopped=self._finish,
             message="starting…")
-
-    def cancel(self) -> None:
-        if self.runner.is_running:
-            self.runner.cancel()
-            self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
 
     def _follow_state(self, state) -> None:
         super()._follow_state(state)

@@ -44,7 +44,8 @@ from ..sr.train import TrainConfig
 from ._layers import LayerDock, combo_box, layer_key, selectable_label, spatial_units
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._params import ParamForm
-from ._train_parts import (PREVIEW_KIND, PREVIEW_NAMES, DataPart, SchedulePart, LossPlot, PreviewLayers, ProgressPart, TrainRun,
+from ._train_parts import (PREVIEW_KIND, PREVIEW_NAMES, DataPart, SchedulePart, LossPlot, PreviewLayers, ProgressPart,
+                           TrainControls, TrainRun,
                            VScroll, check_layer, copy_model, why_not)
 from ._worker import State, relay
 
@@ -111,7 +112,7 @@ def train_job(hr=None, pairs=None, *, out_dir, references=None, init=None, resum
     return result
 
 
-class TrainWidget(ModelDeviceMixin, LayerDock):
+class TrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
     """Train or fine-tune a TTSR super-resolution model on image layers."""
 
     settings_group = "train"
@@ -412,30 +413,9 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
                 "pairs_mode": pairs_mode}
 
     # ------------------------------------------------------------------ running
-    def run(self):
-        """Start a new training run in a worker thread."""
-        if self.runner.is_running:
-            return None
-        try:
-            job = self._collect()
-            run_dir = self.current.new_dir(self.out_folder.text().strip())
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self.current.start(job, run_dir)
+    def _new_run(self, job: dict) -> None:
         self.progress_part.reset(job["options"]["epochs"])
-        self.saved_label.setText("")
         self.pair_box.fill([])
-        return self._start(resume=False)
-
-    def resume(self):
-        """Continue the stopped run from its checkpoint (same data and settings)."""
-        if self.runner.is_running or self.current.job is None:
-            return None
-        if not self.current.has_checkpoint():
-            self.runner.fail(InputError("no checkpoint to resume from; press Train."))
-            return None
-        return self._start(resume=True)
 
     def _start(self, resume: bool):
         job = self.current.job
@@ -446,12 +426,6 @@ class TrainWidget(ModelDeviceMixin, LayerDock):
             init=job["init"], resume=resume, device=job["device"], options=job["options"], preview=True,
             on_yielded=self._on_record, on_returned=self._on_done, on_stopped=self._on_stopped,
             message="loading the model…")
-
-    def cancel(self) -> None:
-        """Stop after the current step: the engine saves a checkpoint and the last model first."""
-        if self.runner.is_running:
-            self.runner.cancel()  # sets the cancel event: the job ends through its own cancel branch
-            self.progress_label.setText("cancelling after this step (saving a checkpoint)…")
 
     def _follow_state(self, state) -> None:
         super()._follow_state(state)
