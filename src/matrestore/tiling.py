@@ -24,7 +24,7 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["Tile", "axis_plan", "plan_tiles", "grid_axis_plan", "plan_grid_tiles", "margin_for_keep", "balanced_tile", "batched", "Stitcher", "seam_profile"]
+__all__ = ["Tile", "axis_plan", "plan_tiles", "grid_axis_plan", "plan_grid_tiles", "same_shape_batch", "margin_for_keep", "balanced_tile", "batched", "Stitcher", "seam_profile"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,17 @@ def plan_grid_tiles(shape: Sequence[int], kept, margin, region=None) -> list[Til
     rows = grid_axis_plan(shape[0], kh, mh, y0, y1)
     cols = grid_axis_plan(shape[1], kw, mw, x0, x1)
     return [Tile(r[0], r[1], c[0], c[1], r[2], r[3], c[2], c[3]) for r in rows for c in cols]
+
+
+def same_shape_batch(queue: Sequence[Tile], n: int) -> list[Tile]:
+    """The first tiles of ``queue`` (at most ``n``) that share the first one's shape: one batch (grid-plan
+    tiles at the image border are smaller, and a batch is one tensor)."""
+    run = [queue[0]]
+    for t in queue[1:n]:
+        if t.shape != run[0].shape:
+            break
+        run.append(t)
+    return run
 
 
 def batched(items: Sequence, size: int) -> Iterator[list]:

@@ -29,7 +29,7 @@ from ..device import is_oom, pick_device, describe
 from ..nets.hooks import ForwardMonitor
 from ..params import param
 from ..progress import Cancelled, Kind, drive, eta_text, is_cancelled, record, run_blocking
-from ..tiling import Stitcher, plan_grid_tiles
+from ..tiling import Stitcher, plan_grid_tiles, same_shape_batch
 from .model import DenoiseNet, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram
@@ -135,16 +135,6 @@ def tile_plan(padded_shape, kept: int, margin: int, region=None):
     return plan_grid_tiles(padded_shape, int(kept), int(margin), region)
 
 
-def _equal_shape_run(queue: list, n: int) -> list:
-    """The first tiles of ``queue`` (at most ``n``) that share the first one's shape: one batch."""
-    run = [queue[0]]
-    for t in queue[1:n]:
-        if t.shape != run[0].shape:
-            break
-        run.append(t)
-    return run
-
-
 def run_tiles(net, x: np.ndarray, tiles, batch: int, device, out: np.ndarray, origin=(0, 0)) -> None:
     """The network on ``tiles`` (image coordinates) of the normalised (padded) window ``x`` whose pixel
     (0, 0) is image pixel ``origin``, into ``out`` (the kept region of the tiles, whose (0, 0) is the
@@ -154,7 +144,7 @@ def run_tiles(net, x: np.ndarray, tiles, batch: int, device, out: np.ndarray, or
     ky0, kx0 = tiles[0].ky0, tiles[0].kx0
     queue = list(tiles)
     while queue:
-        group = _equal_shape_run(queue, max(1, int(batch)))
+        group = same_shape_batch(queue, max(1, int(batch)))
         res = _run(net, np.stack([x[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox] for t in group]), device)
         for t, r in zip(group, res):
             out[t.ky0 - ky0 : t.ky1 - ky0, t.kx0 - kx0 : t.kx1 - kx0] = r[t.kept_in_tile()]
@@ -218,7 +208,7 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
     bsize = max(1, int(batch))
     queue = list(tiles)
     while queue:
-        group = _equal_shape_run(queue, bsize)
+        group = same_shape_batch(queue, bsize)
         queue = queue[len(group):]
         if is_cancelled(cancel):
             yield record(Kind.STOPPED, message="stopped", step=done, total=len(tiles))

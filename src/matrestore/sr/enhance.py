@@ -28,7 +28,7 @@ import torch
 
 from .._validate import InputError, as_2d_image
 from ..device import autocast, free_memory, is_oom, pick_device, trim_host_memory
-from ..tiling import Stitcher, margin_for_keep, plan_grid_tiles, plan_tiles
+from ..tiling import Stitcher, margin_for_keep, plan_grid_tiles, plan_tiles, same_shape_batch
 from .model import TTSR, norm_stats, normalise, transfer, unfold_normalised
 from .modelio import resolve_model
 from ..nets.hooks import ForwardMonitor
@@ -314,7 +314,7 @@ def enhance_iter(lr, references, model="default", tile=None, batch=None, device=
             if is_cancelled(cancel):
                 yield record(Kind.STOPPED, step=done, total=total, message="stopped", status="stopped")
                 return None
-            chunk = _same_shape_run(queue, bsz)
+            chunk = same_shape_batch(queue, bsz)
             xb = torch.cat([x_all[(..., *t.window)] for t in chunk], 0).to(dev)
             ids = None if ids_img is None else ids_img.expand(len(chunk), -1)
 
@@ -388,16 +388,6 @@ def fast_plan(shape, tile: int, margin: int, region=None):
     return plan_grid_tiles(shape, max(1, int(tile) - 2 * int(margin)), int(margin), region)
 
 
-def _same_shape_run(queue: list, n: int) -> list:
-    """The first tiles of ``queue`` (at most ``n``) that share the first one's shape: one batch."""
-    run = [queue[0]]
-    for t in queue[1:n]:
-        if t.shape != run[0].shape:
-            break
-        run.append(t)
-    return run
-
-
 def run_tiles(model: TTSR, x: torch.Tensor, tiles, feats: RefFeatures, ids, top_k: int, batch: int, amp: bool,
               out: np.ndarray, origin=(0, 0), cancel=None) -> bool:
     """SR of ``tiles`` (image coordinates) of the normalised LR window ``x`` (1, 1, h, w) whose pixel
@@ -412,7 +402,7 @@ def run_tiles(model: TTSR, x: torch.Tensor, tiles, feats: RefFeatures, ids, top_
     while queue:
         if is_cancelled(cancel):
             return False
-        chunk = _same_shape_run(queue, batch)
+        chunk = same_shape_batch(queue, batch)
         xb = torch.cat([x[..., t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox] for t in chunk], 0).to(dev)
         res = _run_batch_no_grad(model, xb, feats, None if ids is None else ids.expand(len(chunk), -1), top_k, amp)
         res = res.cpu().numpy()
