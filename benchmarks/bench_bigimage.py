@@ -80,25 +80,51 @@ def child_engine(size: int, out: str) -> dict:
     return {"size": size, "output_mp": (4 * size) ** 2 / 1e6, "seconds": el, "peak_rss_mb": _peak_rss_mb()}
 
 
-def child_sr(size: int, out: str, path: str) -> dict:
+def child_sr(size: int, out: str, path: str, threads: int = 2, budget_s: float = 0.0) -> dict:
+    """One SR run. ``budget_s`` > 0 (store only): stop between blocks after that long and report the blocks
+    done and the rate; rerunning with the same ``out`` resumes the store (a long run over several goes)."""
     import numpy as np
     import torch
 
     from matrestore import sr
+    from matrestore.progress import Kind, drive
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     x = _texture(size, chunk=min(size, 1024))
     refs = _refs()
     model = sr.load_model("default")
     t0 = time.perf_counter()
+    info: dict = {}
     if path == "memory":
         res = sr.enhance(np.asarray(x), refs, model)
         res = np.clip(np.rint(res), 0, 255).astype(np.uint8)
     else:
-        sr.enhance_to_zarr(x, out, refs, model, chunk=int(path.split(":")[1]) if ":" in path else None)
+        flag = {"stop": False}
+
+        def watch(rec):
+            if rec["kind"] == Kind.SETUP and rec.get("phase") == "blocks":
+                info["blocks_total"] = rec.get("total")
+                info["blocks_before"] = rec.get("step")
+                info["t_blocks"] = time.perf_counter()
+            if rec["kind"] == Kind.STEP and rec.get("phase") == "blocks":
+                info["blocks_done"] = rec.get("step")
+                print(f"  {rec.get('message')}  (peak RSS {_peak_rss_mb():.0f} MB)", file=sys.stderr, flush=True)
+            if budget_s and time.perf_counter() - t0 > budget_s:
+                flag["stop"] = True
+
+        chunk = int(path.split(":")[1]) if ":" in path else None
+        done = drive(sr.enhance_to_zarr_iter(x, out, refs, model, chunk=chunk, cancel=lambda: flag["stop"]), watch)
+        info["complete"] = done is not None
     el = time.perf_counter() - t0
-    return {"size": size, "path": path, "output_mp": (4 * size) ** 2 / 1e6, "seconds": el,
-            "mp_per_s": (4 * size) ** 2 / 1e6 / el, "peak_rss_mb": _peak_rss_mb()}
+    row = {"size": size, "path": path, "threads": threads, "output_mp": (4 * size) ** 2 / 1e6, "seconds": el,
+           "mp_per_s": (4 * size) ** 2 / 1e6 / el, "peak_rss_mb": _peak_rss_mb(), **info}
+    if info.get("blocks_total") and not info.get("complete", True):
+        n = (info.get("blocks_done") or info["blocks_before"]) - info["blocks_before"]
+        bel = time.perf_counter() - info["t_blocks"]
+        row["mp_per_s"] = (n / info["blocks_total"]) * row["output_mp"] / bel if n else 0.0
+        row["projected_total_s"] = bel / n * info["blocks_total"] if n else None
+    row.pop("t_blocks", None)
+    return row
 
 
 def child_cluster(size: int, out: str, workers: int) -> dict:
@@ -122,9 +148,9 @@ def child_cluster(size: int, out: str, workers: int) -> dict:
 
 def _run_child(args: list[str]) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
+        raise RuntimeError(f"child {args} failed with exit code {proc.returncode} (its errors are above)")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -134,6 +160,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the sr runs")
+    ap.add_argument("--keep", default=None, help="sr: write the stores here and keep them (a rerun resumes)")
+    ap.add_argument("--budget", type=float, default=0.0, help="sr store: stop after this many seconds (resumable)")
+    ap.add_argument("--paths", nargs="+", default=["memory", "store"], help="sr: which paths to run")
     ap.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -141,7 +171,7 @@ def main(argv=None) -> int:
         if kind == "engine":
             res = child_engine(int(rest[0]), rest[1])
         elif kind == "sr":
-            res = child_sr(int(rest[0]), rest[1], rest[2])
+            res = child_sr(int(rest[0]), rest[1], rest[2], *(int(rest[3]), float(rest[4])) if len(rest) > 3 else ())
         else:
             res = child_cluster(int(rest[0]), rest[1], int(rest[2]))
         print(json.dumps(res))
@@ -159,8 +189,10 @@ def main(argv=None) -> int:
         if a.what in ("sr", "all"):
             rows = []
             for size in a.sizes or [256, 512]:
-                for path in ("memory", "store"):
-                    r = _run_child(["sr", str(size), str(Path(tmp) / f"s{size}.zarr"), path])
+                for path in a.paths:
+                    out = Path(a.keep or tmp) / f"s{size}.zarr"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    r = _run_child(["sr", str(size), str(out), path, str(a.threads), str(a.budget)])
                     rows.append(r)
                     print(f"sr {path:>6} {size:>5}² LR: {r['seconds']:7.1f} s, {r['mp_per_s']:.3f} output MP/s, "
                           f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)

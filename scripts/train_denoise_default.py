@@ -9,6 +9,10 @@ are kept for the held-out test (scripts/eval_denoise_default.py). One CPU thread
     # run 3 (RECIPE_V3, fine-tuned from the then shipped run-2 model):
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v3 --init default \
         --out training/denoise_default/run3 > training/denoise_default/run3/train.out 2>&1 &
+    # run 4 (RECIPE_V4, fine-tuned from run 3's chosen epoch 16):
+    OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v4 --keep-epochs \
+        --init training/denoise_default/run3/chosen_epoch16.safetensors --out training/denoise_default/run4 \
+        > training/denoise_default/run4/train.out 2>&1 &
 """
 
 from __future__ import annotations
@@ -42,7 +46,14 @@ RECIPE_V2 = dict(RECIPE, epochs=11, procedural=0.5, lr=3e-4, seed=1)
 # seen-texture test images, precision 0.92, recall 0.84). New structure pool (seed 3).
 RECIPE_V3 = dict(RECIPE_V2, epochs=24, batch_size=8, patch=192, structure_size=384, grains=(8, 320),
                  pf_steps=(100, 1000), boundary_weight=4.0, lr=2e-4, lr_min=1e-5, seed=3)
-RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3}
+# run 4: fine-tuned from run 3's chosen epoch 16 (chosen on the fixed validation set) against the merged
+# grains that remain its main error (validation recall 0.83 vs precision 0.95): an L1 loss on the image
+# gradient (MSE barely sees a faint step between similar grains; L1 of the step's error does), neighbours
+# as little as 0.06 apart in the ground truth (the test keeps 0.12), and more test-like pairs (magnitude
+# blend 0.85–1; the test is 1). New structure pool (seed 4); every epoch kept for the validation choice.
+RECIPE_V4 = dict(RECIPE_V3, epochs=15, grad_weight=1.0, min_contrast=(0.06, 0.12), mix=(0.85, 1.0), lr=1.5e-4,
+                 seed=4)
+RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3, "v4": RECIPE_V4}
 
 
 def main(argv=None) -> int:
@@ -54,8 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--real", default=str(TRAIN_REAL), help="texture source (default: the NIST steel micrograph)")
     ap.add_argument("--v1", action="store_true", help="the first recipe (NIST texture only, from scratch); = --recipe v1")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v3",
-                    help="v1: run 1, v2: run 2, v3 (default): run 3 (ignored with --resume: the checkpoint's recipe)")
+                    help="v1: run 1, v2: run 2, v3 (default): run 3, v4: run 4 (ignored with --resume: the checkpoint's recipe)")
     ap.add_argument("--init", default=None, help="fine-tune this model file (run 2: run 1's best; run 3: 'default' = run 2)")
+    ap.add_argument("--keep-epochs", action="store_true", help="keep every epoch's model (OUT/epochs/)")
     args = ap.parse_args(argv)
     import torch
 
@@ -68,7 +80,8 @@ def main(argv=None) -> int:
         opts["epochs"] = args.epochs
     t0 = time.time()
     init = None if args.resume else args.init
-    for rec in train([args.real], args.out, resume=args.resume, init=init, threads=args.threads, **opts):
+    for rec in train([args.real], args.out, resume=args.resume, init=init, threads=args.threads,
+                     keep_epochs=args.keep_epochs, **opts):
         k = rec["kind"]
         if k == Kind.STEP and rec["step"] % 25:
             continue

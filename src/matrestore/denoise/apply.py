@@ -30,7 +30,7 @@ from ..nets.hooks import ForwardMonitor
 from ..params import param
 from ..progress import Cancelled, Kind, drive, eta_text, is_cancelled, record, run_blocking
 from ..tiling import Stitcher, plan_grid_tiles, same_shape_batch
-from .model import DenoiseNet, fuse_for_inference, receptive_radius
+from .model import DenoiseNet, as_channels_last, fuse_for_inference, receptive_radius
 from .modelio import norm_stats, normalise, resolve_model
 from .synth import as_grey, match_histogram
 
@@ -111,8 +111,8 @@ def _round_up(v, s):
 
 @torch.inference_mode()
 def _run(model, x, device, amp=False):
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None].to(device)
-    return model(t).float().cpu().numpy()[:, 0]
+    t = as_channels_last(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None].to(device))
+    return np.ascontiguousarray(model(t).float().cpu().numpy()[:, 0])
 
 
 def grid_kept(padded_shape, tile: int | None, margin: int, shuffle: int) -> int:
