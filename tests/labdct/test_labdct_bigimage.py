@@ -163,3 +163,63 @@ def test_cli_clean_into_a_store_equals_the_tiff_output(tmp_path, tiny):
     np.testing.assert_array_equal(ngff.read_store(store)["levels"][0].compute(), tifffile.imread(tmp_path / "c.tif"))
     assert (tmp_path / "spots.csv").read_text().startswith("frame,label")
     assert main(["labdct", "clean", str(src), "--out", str(store), "--model", str(model), "--masks", "m.tif"]) == 2
+
+
+def test_beamstop_box_is_excluded_from_store_masks_and_a_new_beamstop_rewrites_only_the_masks(tmp_path, tiny):
+    stack = _stack()
+    ref = clean(stack, tiny)
+    box = (0, 24, 0, 30)
+    path = clean_to_zarr(stack, tmp_path / "c.zarr", tiny, chunk=3, threshold=1e-6, beamstop=box)
+    masks = store_masks(path).compute()
+    np.testing.assert_array_equal(masks, segment(ref, 1e-6, beamstop=box))
+    assert masks[:, :24, :30].sum() == 0 and masks[:, 24:, 30:].sum() > 0  # threshold ~0: every pixel else is a spot
+    info = zarr.open_group(str(path), mode="r").attrs["matrestore"]["masks"]
+    assert info["beamstop"] == list(box) and info["complete"] and len(info["beamstop_sha1"]) == 16
+    # a rerun without the beam stop: blocks are all skipped, the masks redone over the whole frame
+    recs = []
+    clean_to_zarr(stack, path, tiny, chunk=3, threshold=1e-6, progress=recs.append)
+    setup = [r for r in recs if r["kind"] == Kind.SETUP and r.get("phase") == "blocks"][0]
+    assert setup["resumed"] and setup["step"] == setup["total"]  # no block recomputed
+    assert not [r for r in recs if r["kind"] == Kind.STEP and r.get("phase") == "blocks"]
+    assert [r for r in recs if r.get("phase") == "masks"]
+    np.testing.assert_array_equal(store_masks(path).compute(), segment(ref, 1e-6))
+    # the same beam stop again: masks complete, no mask pass
+    recs = []
+    clean_to_zarr(stack, path, tiny, chunk=3, threshold=1e-6, progress=recs.append)
+    assert not [r for r in recs if r.get("phase") == "masks"]
+
+
+def test_beamstop_auto_finds_the_shadow_and_warns_when_there_is_none(tmp_path, tiny):
+    stack = _stack(n=11)
+    shadow = np.zeros(stack.shape[1:], bool)
+    shadow[16:26, 20:32] = True
+    dark = stack.copy()
+    dark[:, shadow] = 0.0
+    from matrestore.labdct.routine import stack_beamstop
+
+    found = stack_beamstop(dark, "auto")
+    assert found is not None and found[shadow].mean() > 0.9
+    path = clean_to_zarr(dark, tmp_path / "a.zarr", tiny, chunk=4, threshold=1e-6, beamstop="auto")
+    m = store_masks(path).compute()
+    assert m[:, found].sum() == 0
+    recs = []
+    clean_to_zarr(stack, tmp_path / "b.zarr", tiny, chunk=4, beamstop="auto", progress=recs.append)
+    assert [r for r in recs if r["kind"] == Kind.WARNING and "beam-stop" in r["message"]]
+
+
+def test_cli_clean_into_a_store_with_a_beamstop_box(tmp_path, tiny):
+    from matrestore.cli import main
+    from matrestore.labdct import save_model
+
+    model = save_model(tiny, tmp_path / "tiny.safetensors")
+    stack = _stack(n=7).astype(np.uint16)
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, stack)
+    common = ["--model", str(model), "--threads", "1", "--threshold", "1e-6", "--beamstop", "0,20,0,25"]
+    assert main(["labdct", "clean", str(src), "-o", str(tmp_path / "c.tif"), "--masks", str(tmp_path / "m.tif")] + common) == 0
+    store = tmp_path / "c.zarr"
+    assert main(["labdct", "clean", str(src), "--out", str(store), "--chunk", "3"] + common) == 0
+    tiff_masks = tifffile.imread(tmp_path / "m.tif") > 0
+    np.testing.assert_array_equal(store_masks(store).compute().astype(bool), tiff_masks)
+    assert not tiff_masks[:, :20, :25].any()
+    assert main(["labdct", "clean", str(src), "--out", str(store), "--beamstop", "1,2,3"]) == 2

@@ -239,6 +239,7 @@ def _cmd_clean(args) -> int:
 
     from .infer import clean_iter, segment, spot_table, write_spot_csv
     from .modelio import resolve_model
+    from .routine import stack_beamstop
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -256,11 +257,15 @@ def _cmd_clean(args) -> int:
     wm = StackWriter(masks_path, {"what": f"spot masks (cleaned >= {args.threshold:.4g}), 0/255"}) if masks_path else None
     rows = []
     bs = _beamstop_arg(args.beamstop) if args.beamstop else None
+    bs_mask = stack_beamstop(st, bs) if bs is not None else None
+    if isinstance(bs, str) and bs_mask is None:
+        print("matrestore: warning: no beam-stop shadow found in the stack; nothing is excluded from the masks",
+              file=sys.stderr)
 
     def sink(k, frame):
         w.write(frame.astype(np.float32))
         if wm is not None or table_path is not None:
-            m = segment(frame, args.threshold, beamstop=bs if not isinstance(bs, str) else None)
+            m = segment(frame, args.threshold, beamstop=bs_mask)
             if wm is not None:
                 wm.write(m.astype(np.uint8) * 255)
             if table_path is not None:
@@ -298,15 +303,13 @@ def _clean_to_store(args) -> int:
     if args.masks:
         raise InputError("--masks: with a Zarr output the spot masks are written into the store (labels/spots); "
                          "leave --masks out.")
-    if args.beamstop:
-        raise InputError("--beamstop is not supported with a Zarr output yet; write TIFFs (-o cleaned.tif) instead.")
     path = store_path(args.stack, args.output, "cleaned")
     outs = Outputs(inputs=[args.stack, args.model if args.model != "default" else None], overwrite=args.overwrite)
     table_path = outs.file(args.table) if args.table else None
     st = _stack(args.stack, args)
     gen = clean_to_zarr_iter(st, path, args.model, chunk=args.chunk, threshold=args.threshold, scheduler=args.scheduler,
                              workers=args.workers, overwrite=args.overwrite, tile=args.tile, margin=args.margin,
-                             device=args.device)
+                             device=args.device, beamstop=_beamstop_arg(args.beamstop) if args.beamstop else None)
     result = run_store(gen, "blocks")
     if table_path is not None:
         import io
@@ -463,7 +466,9 @@ def add_subparser(subparsers) -> None:
     c.add_argument("--masks", help="also write the spot masks (0/255 multi-page TIFF)")
     c.add_argument("--table", help="also write the spot table (CSV)")
     c.add_argument("--threshold", type=float, default=5.0 / 255.0, help="segmentation threshold (default 5/255)")
-    c.add_argument("--beamstop", default=None, help="exclude from masks: row0,row1,col0,col1 (default: nothing)")
+    c.add_argument("--beamstop", default=None,
+                   help="exclude from the masks and table: row0,row1,col0,col1, or 'auto' (the shadow in the median of "
+                        "11 evenly spread frames, as the routine finds it); default: nothing")
     c.add_argument("--tile", type=int, default=1024)
     c.add_argument("--margin", type=int, default=128)
     c.add_argument("--device", default=None)

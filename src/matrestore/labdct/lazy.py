@@ -14,9 +14,11 @@ The store (one OME-Zarr group, see :func:`clean_to_zarr_iter`):
   ``angle`` (type ``angle``, unit degree, scale = the ω step when ω is known and evenly spaced, else a
   plain frame index), ``y``, ``x``; ``attrs["matrestore"]["describe"]["omegas"]`` holds every frame's ω;
 - ``labels/spots/0``: the binary spot masks (uint8 0/1, ``cleaned >= threshold``, as :func:`segment`
-  gives them), an NGFF label image of the cleaned stack, written from the *stored* cleaned frames after
-  the last block (a quick threshold pass; ``attrs["matrestore"]["masks"]`` records its threshold and
-  completion, and a rerun that finds the masks missing or of another threshold rewrites them).
+  gives them, nothing inside the beam stop when one is given), an NGFF label image of the cleaned stack,
+  written from the *stored* cleaned frames after the last block (a quick threshold pass;
+  ``attrs["matrestore"]["masks"]`` records its threshold, beam stop (as given, and a digest of the mask)
+  and completion, and a rerun that finds the masks missing, or of another threshold or beam stop, rewrites
+  them without touching the cleaned frames).
 
 Python::
 
@@ -44,7 +46,7 @@ from .modelio import resolve_model
 from .stack import FrameStack, as_stack
 
 __all__ = ["CleanKernel", "prepare_clean", "frames_dask", "open_frames", "clean_lazy", "clean_to_zarr_iter",
-           "clean_to_zarr", "write_masks", "store_masks", "store_spot_table", "DEFAULT_FRAMES", "MASKS_PATH"]
+           "clean_to_zarr", "write_masks", "write_masks_iter", "resolve_beamstop", "store_masks", "store_spot_table", "DEFAULT_FRAMES", "MASKS_PATH"]
 
 DEFAULT_FRAMES = 8  # frames per block
 MASKS_PATH = "labels/spots"
@@ -199,10 +201,12 @@ def _lead_axis(omegas) -> dict:
 def clean_to_zarr_iter(stack, path, model="default", *, chunk: int | None = None, threshold: float = DEFAULT_THRESHOLD,
                        scheduler=None, workers: int = 1, overwrite: bool = False, cancel=None, tile: int = 1024,
                        margin: int = 128, batch: int = 1, device=None, scale: float | None = None, circular=None,
-                       omegas=None, pixel_size_nm: float | None = None, name: str | None = None):
+                       omegas=None, pixel_size_nm: float | None = None, name: str | None = None, beamstop=None):
     """Generator: the network clean of ``stack`` (a folder of TIFFs, a multi-page TIFF, a FrameStack, a
     dask / Zarr / numpy stack) into the OME-Zarr store ``path``, ``chunk`` frames per block (default 8),
-    then the spot masks at ``threshold`` (see the module doc). Resumable (a rerun skips the blocks
+    then the spot masks at ``threshold`` with nothing inside ``beamstop`` (``None``, a box ``(row0, row1,
+    col0, col1)``, a boolean mask, or ``"auto"``: the shadow in the median of 11 evenly spread raw frames,
+    as the standard routine finds it; see the module doc). Resumable (a rerun skips the blocks
     written), cancel between blocks; a store of another stack, model or options is refused unless
     ``overwrite``. Returns the store path (``None`` when cancelled)."""
     from .. import bigimage
@@ -215,13 +219,14 @@ def clean_to_zarr_iter(stack, path, model="default", *, chunk: int | None = None
     prep = yield from prepare_clean(stack, model, tile=tile, margin=margin, batch=batch, device=device, scale=scale,
                                     circular=circular, omegas=omegas)
     kernel, st = prep
+    bs, bs_rec = yield from resolve_beamstop(st, beamstop)
     result = yield from bigimage.store_iter(
         frames_dask(st), kernel, path, chunk=chunk or DEFAULT_FRAMES, scheduler=scheduler, workers=workers,
         overwrite=overwrite, cancel=cancel, pixel_size_nm=pixel_size_nm, name=name or f"{st.name}_cleaned",
         lead_axes=[_lead_axis(st.omegas)], meta={"source": str(src) if src else None})
     if result is None:
         return None
-    done = yield from write_masks_iter(result, threshold, cancel=cancel)
+    done = yield from write_masks_iter(result, threshold, cancel=cancel, beamstop=bs, beamstop_record=bs_rec)
     return result if done else None
 
 
@@ -234,10 +239,42 @@ def _masks_info(root) -> dict:
     return dict((dict(root.attrs).get("matrestore") or {}).get("masks") or {})
 
 
-def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, frames_per_step: int = 8):
-    """Generator: ``labels/spots/0`` (uint8 0/1 = stored cleaned ``>= threshold``) from the stored cleaned
-    stack, frame block by frame block, with NGFF label metadata; skipped when already complete at this
-    threshold. Returns True (False when cancelled: the masks are redone on the next run)."""
+def beamstop_key(mask) -> str | None:
+    """A digest of a resolved beam-stop mask (``None`` for none): what the store records, so that masks made
+    with another beam stop are rewritten."""
+    if mask is None:
+        return None
+    m = np.ascontiguousarray(np.asarray(mask, bool))
+    return hashlib.sha1(repr(m.shape).encode() + np.packbits(m).tobytes()).hexdigest()[:16]
+
+
+def _beamstop_spec(beamstop):
+    """The beam stop as given, JSON-able (recorded in the store next to its digest)."""
+    if beamstop is None or beamstop is False:
+        return None
+    if isinstance(beamstop, str):
+        return beamstop
+    a = np.asarray(beamstop)
+    return "mask" if a.dtype == bool else [int(v) for v in a.ravel()]
+
+
+def resolve_beamstop(st, beamstop):
+    """Generator: the beam-stop mask of ``st`` (:func:`~matrestore.labdct.routine.stack_beamstop`; a warning
+    record when ``"auto"`` finds no shadow), returned with its JSON record ``{"beamstop", "beamstop_sha1"}``."""
+    from .routine import stack_beamstop
+
+    bs = stack_beamstop(st, beamstop)
+    if isinstance(beamstop, str) and bs is None:
+        yield record(Kind.WARNING, message="no beam-stop shadow found in the stack (no dark region near the centre): "
+                     "nothing is excluded; give the box (row0, row1, col0, col1) if there is a beam stop")
+    return bs, {"beamstop": _beamstop_spec(beamstop), "beamstop_sha1": beamstop_key(bs)}
+
+
+def _write_labels_iter(path, key: dict, segment_block, cancel=None, frames_per_step: int = 8):
+    """Generator: ``labels/spots/0`` (uint8 0/1 = ``segment_block(stored frames f0:f1)``) from the stored
+    level 0, frame block by frame block, with NGFF label metadata; ``attrs["matrestore"]["masks"]`` records
+    ``key`` (the options the masks depend on) and completion, and the pass is skipped when complete with the
+    same ``key``. Returns True (False when cancelled: the masks are redone on the next run)."""
     import zarr
     from ome_zarr.format import FormatV05
     from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
@@ -246,7 +283,7 @@ def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, fr
 
     root = zarr.open_group(str(path), mode="r+")
     info = _masks_info(root)
-    if info.get("complete") and float(info.get("threshold", -1)) == float(threshold):
+    if info.get("complete") and all(info.get(k) == v for k, v in key.items()):
         return True
     ctx = _quiet()
     try:
@@ -258,7 +295,7 @@ def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, fr
             del grp["0"]
         dst = grp.create_array("0", shape=src.shape, chunks=src.chunks, dtype=np.uint8, fill_value=0)
         mi = dict(root.attrs["matrestore"])
-        mi["masks"] = {"threshold": float(threshold), "complete": False, "path": MASKS_PATH}
+        mi["masks"] = {**key, "complete": False, "path": MASKS_PATH}
         root.attrs["matrestore"] = mi
         for f0 in range(0, n, frames_per_step):
             if is_cancelled(cancel):
@@ -266,7 +303,7 @@ def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, fr
                              status="stopped")
                 return False
             f1 = min(n, f0 + frames_per_step)
-            dst[f0:f1] = (src[f0:f1] >= np.float32(threshold)).astype(np.uint8)
+            dst[f0:f1] = np.asarray(segment_block(np.asarray(src[f0:f1]))).astype(np.uint8)
             yield record(Kind.STEP, phase="masks", step=f1, total=n, message=f"spot masks {f1}/{n} frames")
         ome = dict(root.attrs).get("ome") or {}
         ms = (ome.get("multiscales") or [{}])[0]
@@ -276,15 +313,42 @@ def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, fr
         write_label_metadata(labels, "spots", colors=[{"label-value": 1, "rgba": [255, 64, 64, 255]}], fmt=FormatV05(),
                              source={"image": "../../"})
         mi = dict(root.attrs["matrestore"])
-        mi["masks"] = {"threshold": float(threshold), "complete": True, "path": MASKS_PATH}
+        mi["masks"] = {**key, "complete": True, "path": MASKS_PATH}
         root.attrs["matrestore"] = mi
     finally:
         ctx.__exit__(None, None, None)
     return True
 
 
-def write_masks(path, threshold: float = DEFAULT_THRESHOLD, progress=None) -> bool:
-    return drive(write_masks_iter(path, threshold), progress)
+def write_masks_iter(path, threshold: float = DEFAULT_THRESHOLD, cancel=None, frames_per_step: int = 8,
+                     beamstop=None, beamstop_record: dict | None = None):
+    """Generator: ``labels/spots/0`` (uint8 0/1 = stored cleaned ``>= threshold``, nothing inside
+    ``beamstop`` — a box ``(row0, row1, col0, col1)`` or a boolean mask, as :func:`segment` takes it) from
+    the stored cleaned stack, frame block by frame block, with NGFF label metadata; skipped when already
+    complete at this threshold and beam stop. ``beamstop_record``: how the beam stop was given (from
+    :func:`resolve_beamstop`; default: the box or ``"mask"``). Returns True (False when cancelled: the
+    masks are redone on the next run)."""
+    import zarr
+
+    from .routine import beamstop_mask
+
+    shape = tuple(zarr.open_array(str(Path(path) / "0"), mode="r").shape[-2:])
+    bs = beamstop_mask(beamstop, shape)
+    key = {"threshold": float(threshold), **(beamstop_record or {"beamstop": _beamstop_spec(beamstop)}),
+           "beamstop_sha1": beamstop_key(bs)}
+    thr = np.float32(threshold)
+
+    def seg(block):
+        m = block >= thr
+        if bs is not None:
+            m &= ~bs
+        return m
+
+    return (yield from _write_labels_iter(path, key, seg, cancel, frames_per_step))
+
+
+def write_masks(path, threshold: float = DEFAULT_THRESHOLD, progress=None, beamstop=None) -> bool:
+    return drive(write_masks_iter(path, threshold, beamstop=beamstop), progress)
 
 
 def store_masks(path):

@@ -33,7 +33,7 @@ from ..progress import Kind, drive, is_cancelled, record
 from .stack import FrameStack, as_stack
 
 __all__ = ["ROUTINE_DEFAULTS", "RoutineOptions", "routine_preview", "rolling_median_iter", "log_segment", "standard_routine", "standard_routine_iter",
-           "tune_routine", "find_beamstop", "beamstop_mask", "window_indices", "noise_sigma", "TUNE_GRID"]
+           "tune_routine", "find_beamstop", "beamstop_mask", "stack_beamstop", "window_indices", "noise_sigma", "TUNE_GRID"]
 
 ROUTINE_DEFAULTS = {"window": 11, "background": 0.0, "sigma": 1.0, "percent": 50.0, "min_size": 3}
 
@@ -234,14 +234,21 @@ def _prepare(stack, window, circular, beamstop, name="stack"):
         raise InputError(f"{name}: {len(st)} frame(s), fewer than the rolling-median window of {window}; "
                          "use a smaller window (e.g. window=5) or more frames.")
     circ = st.full_turn if circular is None else bool(circular)
-    bs = None
-    if beamstop is not None:
-        med = None
-        if isinstance(beamstop, str):
-            idx = np.unique(np.linspace(0, len(st) - 1, min(len(st), 11)).round().astype(int))
-            med = np.median(np.stack([st[i] for i in idx]), 0)
-        bs = beamstop_mask(beamstop, st.shape, med)
-    return st, circ, bs
+    return st, circ, stack_beamstop(st, beamstop)
+
+
+def stack_beamstop(stack, beamstop, required: bool = False) -> np.ndarray | None:
+    """The beam-stop mask of a stack: :func:`beamstop_mask` of a box, a mask or ``None``; for ``"auto"``
+    the shadow found in the median of up to 11 evenly spread frames (what the standard routine and the
+    network clean's masks exclude)."""
+    if beamstop is None or beamstop is False:
+        return None
+    st = as_stack(stack)
+    med = None
+    if isinstance(beamstop, str):
+        idx = np.unique(np.linspace(0, len(st) - 1, min(len(st), 11)).round().astype(int))
+        med = np.median(np.stack([st[i] for i in idx]), 0)
+    return beamstop_mask(beamstop, st.shape, med, required)
 
 
 def standard_routine_iter(stack, window: int = 11, background: float = 0.0, sigma: float = 1.0,
