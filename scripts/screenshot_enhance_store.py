@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shot import isolate_settings, save, settle  # noqa: E402
+from _shot import isolate_settings, settle, shoot_while_filling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +30,8 @@ def main(argv=None) -> Path:
 
     import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
     from matrestore import _samples
-    from matrestore._widgets._worker import State
     from matrestore._widgets.enhance import EnhanceWidget
     from matrestore._widgets.rescan import ROLE_KEY
     from matrestore.degrade import downsample
@@ -59,27 +56,7 @@ def main(argv=None) -> Path:
     w.options.control("tile").setValue(128)  # small tiles (kept 58 px) and blocks of 116 LR px: several blocks
     w.store_part.chunk.setValue(116)
     settle()
-    w.run()
-    t0 = time.time()
-    shot = False
-    while w.runner.state is State.RUNNING and time.time() - t0 < 900:
-        QApplication.processEvents()
-        time.sleep(0.05)
-        if (not shot and "gold_scan_sr" in viewer.layers and "block" in w.progress_label.text()
-                and w.progress_bar.value() >= w.progress_bar.maximum() // 2):
-            viewer.layers.selection.active = viewer.layers["gold_scan_sr"]
-            viewer.layers["gold_scan"].visible = False
-            viewer.reset_view()
-            settle(40)
-            save(viewer, args.out)
-            shot = True
-            print(f"screenshot at {w.progress_label.text()}")
-    if w.runner.state is not State.DONE:
-        raise SystemExit(f"did not finish: {w.runner.state} {w.status.text()}")
-    print(w.status.text())
-    if not shot:
-        settle(40)
-        save(viewer, args.out)
+    shoot_while_filling(w, viewer, "gold_scan_sr", args.out, hide=("gold_scan",))
     return args.out
 
 

@@ -64,7 +64,10 @@ def default_store_path(layer, suffix: str) -> Path | None:
 class StoreOutputPart(QWidget):
     """Output: in memory, or a Zarr store (path, Browse…, replace an existing store)."""
 
-    def __init__(self, suffix: str, parent=None):
+    _NOT_GIVEN = object()
+
+    def __init__(self, suffix: str, parent=None, *, frames: bool = False):
+        """``frames``: blocks of whole frames of a stack (the block side counts frames, not pixels)."""
         super().__init__(parent)
         self.suffix = suffix
         self._forced: str | None = None
@@ -89,11 +92,21 @@ class StoreOutputPart(QWidget):
         crow.addWidget(QLabel("block side"))
         self.chunk = QSpinBox()
         self.chunk.setRange(0, 65536)
-        self.chunk.setSingleStep(256)
         self.chunk.setSpecialValueText("auto")
-        self.chunk.setSuffix(" px")
-        self.chunk.setToolTip("Input pixels per block side (rounded to the tile grid). auto: 1024. Larger blocks "
-                              "need more memory and give coarser progress; every block is one unit of resume.")
+        if frames:
+            crow.itemAt(0).widget().setText("frames per block")
+            self.chunk.setRange(0, 4096)
+            self.chunk.setSingleStep(4)
+            self.chunk.setSuffix(" frames")
+            self.chunk.setToolTip("Whole frames per block (each block also reads its neighbour frames). auto: 8. "
+                                  "Larger blocks need more memory and give coarser progress; every block is one "
+                                  "unit of resume.")
+        else:
+            self.chunk.setSingleStep(256)
+            self.chunk.setSuffix(" px")
+            self.chunk.setToolTip("Input pixels per block side (rounded to the tile grid). auto: 1024. Larger "
+                                  "blocks need more memory and give coarser progress; every block is one unit of "
+                                  "resume.")
         crow.addWidget(self.chunk)
         crow.addStretch(1)
         lay.addLayout(crow)
@@ -118,9 +131,11 @@ class StoreOutputPart(QWidget):
         if path:
             self.path.setText(path if path.endswith(".zarr") else path + ".zarr")
 
-    def sync(self, layer, scale: int) -> None:
-        """Follow the input: force the store on when it is needed, offer the default path."""
-        why = needs_store(layer, scale)
+    def sync(self, layer, scale: int = 1, why=_NOT_GIVEN) -> None:
+        """Follow the input: force the store on when it is needed (``why``: the reason, default
+        :func:`needs_store` of ``layer`` at ``scale``; ``None``: not needed), offer the default path."""
+        if why is self._NOT_GIVEN:
+            why = needs_store(layer, scale)
         self._forced = why
         if why:
             self.use.setChecked(True)
@@ -179,6 +194,11 @@ class StoreView:
         now = time.monotonic()
         if force or now - self._last >= self.every_s:
             self._last = now
+            # napari (0.9) keeps the coarsest level of a 2-D multiscale layer as a cached numpy copy (its
+            # thumbnail level, also what is drawn when zoomed out): drop it so the filled blocks show
+            clear = getattr(getattr(self.layer, "_level_materializer", None), "cache_clear", None)
+            if callable(clear):
+                clear()
             self.layer.refresh()
 
 

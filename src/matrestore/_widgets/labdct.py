@@ -443,7 +443,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         ml.addLayout(mf)
         from ._store import StoreOutputPart
 
-        self.store_part = StoreOutputPart("cleaned")
+        self.store_part = StoreOutputPart("cleaned", frames=True)
         self.store_part.setToolTip("Large stacks: the cleaned frames and spot masks go to an OME-Zarr store, frame "
                                    "block by frame block (resumable); the layers show the store as it fills.")
         ml.addWidget(self.store_part)
@@ -579,20 +579,8 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
     def _sync_store(self, *_) -> None:
         """The store is forced on for stacks whose cleaned output would exceed ``STORE_BYTES`` (float32);
         a lazy layer of a smaller stack may still be cleaned in memory. Default path beside the input."""
-        from ._store import default_store_path
-
-        part, layer = self.store_part, self.input_layer()
-        why = stack_store_reason(layer)
-        auto = default_store_path(layer, part.suffix)
-        auto_text = "" if auto is None else str(auto)
-        if not part.path.text().strip() or part.path.text() == part._auto_path:
-            part.path.setText(auto_text)
-        part._auto_path = auto_text
-        part._forced = why
-        if why:
-            part.use.setChecked(True)
-        part.use.setEnabled(why is None)
-        part.note.setText(f"Written to a Zarr store: {why}." if why else "")
+        layer = self.input_layer()
+        self.store_part.sync(layer, why=stack_store_reason(layer))
 
     def input_layer(self):
         return self.input_combo.layer()
