@@ -329,6 +329,10 @@ def _cmd_routine(args) -> int:
     opts = RoutineOptions(window=args.window, beamstop=_beamstop_arg(args.beamstop), background=args.background,
                           background_in_sigma=args.background_in_sigma, sigma=args.sigma, percent=args.percent,
                           min_size=args.min_size).check()
+    from .._cli_store import is_store_name
+
+    if is_store_name(args.output) or args.chunk or args.scheduler:
+        return _routine_to_store(args, opts)
     outs = Outputs(inputs=[args.stack], overwrite=args.overwrite)
     out = outs.file(args.output)
     table_path = outs.file(args.table) if args.table else None
@@ -356,6 +360,31 @@ def _cmd_routine(args) -> int:
         write_spot_csv(spot_table(masks, st), buf)
         atomic_write_text(table_path, buf.getvalue())
     print(f"wrote {out}" + (f" and {table_path}" if table_path else "") + f": {int(masks.any(axis=(1, 2)).sum())} frames with spots")
+    return 0
+
+
+def _routine_to_store(args, opts) -> int:
+    """``labdct routine STACK --out routine.zarr [--chunk FRAMES] [--scheduler ADDR]``: the median-subtracted
+    frames block by block into a resumable OME-Zarr store, the LoG masks inside at ``labels/spots``."""
+    from .._cli_store import run_store, store_path
+    from .infer import write_spot_csv
+    from .lazy import routine_to_zarr_iter, store_spot_table
+
+    path = store_path(args.stack, args.output, "routine")
+    outs = Outputs(inputs=[args.stack], overwrite=args.overwrite)
+    table_path = outs.file(args.table) if args.table else None
+    st = _stack(args.stack, args)
+    gen = routine_to_zarr_iter(st, path, **opts.kwargs(), chunk=args.chunk, scheduler=args.scheduler,
+                               workers=args.workers, overwrite=args.overwrite)
+    result = run_store(gen, "blocks")
+    if table_path is not None:
+        import io
+
+        rows = store_spot_table(result, st)
+        buf = io.StringIO()
+        write_spot_csv(rows, buf)
+        atomic_write_text(table_path, buf.getvalue())
+        print(f"wrote {table_path} ({len(rows)} spots)")
     return 0
 
 
@@ -485,7 +514,9 @@ def add_subparser(subparsers) -> None:
 
     r = sub.add_parser("routine", help="standard routine: rolling median + LoG segmentation -> spot masks")
     r.add_argument("stack", help="folder of numbered TIFFs or a multi-page TIFF")
-    r.add_argument("-o", "--output", required=True, help="multi-page TIFF of the masks (0/255)")
+    r.add_argument("-o", "--output", "--out", dest="output", required=True,
+                   help="multi-page TIFF of the masks (0/255), or an OME-Zarr store (a name ending in .zarr: the "
+                        "median-subtracted frames block by block, resumable, the masks inside at labels/spots)")
     r.add_argument("--table", help="also write the spot table (CSV)")
     r.add_argument("--window", type=int, default=11, help="rolling-median window in projections (default 11)")
     r.add_argument("--background", type=float, default=0.0, help="background value subtracted before the LoG")
@@ -494,6 +525,10 @@ def add_subparser(subparsers) -> None:
     r.add_argument("--percent", type=float, default=50.0, help="percent of each component's maximum (default 50)")
     r.add_argument("--min-size", type=int, default=3, help="minimum spot size in px (default 3)")
     r.add_argument("--beamstop", default="auto", help="'auto' (find the shadow), 'none' or row0,row1,col0,col1")
+    add_store_options(r, unit="frames")
+    for a in r._actions:
+        if a.dest == "chunk":
+            a.help = "Zarr output: frames per block (default 8; each block also reads window//2 frames either side)"
     _stack_options(r)
     add_overwrite_option(r)
     r.set_defaults(func=_cmd_routine)

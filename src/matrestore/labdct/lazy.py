@@ -46,7 +46,8 @@ from .modelio import resolve_model
 from .stack import FrameStack, as_stack
 
 __all__ = ["CleanKernel", "prepare_clean", "frames_dask", "open_frames", "clean_lazy", "clean_to_zarr_iter",
-           "clean_to_zarr", "write_masks", "write_masks_iter", "resolve_beamstop", "store_masks", "store_spot_table", "DEFAULT_FRAMES", "MASKS_PATH"]
+           "clean_to_zarr", "write_masks", "write_masks_iter", "resolve_beamstop", "store_masks", "store_spot_table", "RoutineKernel", "prepare_routine", "routine_lazy",
+           "routine_to_zarr_iter", "routine_to_zarr", "DEFAULT_FRAMES", "MASKS_PATH"]
 
 DEFAULT_FRAMES = 8  # frames per block
 MASKS_PATH = "labels/spots"
@@ -186,6 +187,122 @@ def clean_lazy(stack, model="default", *, chunk: int | None = None, **kw):
     kernel, st = drive(prepare_clean(stack, model, **kw))
     out, _grid = lazy_map(frames_dask(st), kernel, chunk or DEFAULT_FRAMES)
     return out
+
+
+# ------------------------------------------------------------------------------ the standard routine
+class RoutineKernel:
+    """The rolling-median step of the standard routine for a block of whole frames: frame k minus the median
+    of its window (:func:`~matrestore.labdct.routine.window_indices`), float32, exactly as
+    :func:`~matrestore.labdct.routine.standard_routine_iter` computes it. ``halo = (window // 2, 0, 0)``,
+    periodic for a circular window; with ``"none"`` at the ends a window shifted at the first or last frames
+    still lies inside the block's frames because every block is wider than the halo (the engine merges a
+    thinner last block)."""
+
+    scale = 1
+    grid = 1
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, n: int, frame_shape, window: int, circular: bool, *, token: str, info: dict):
+        self.n, self.window, self.circular = int(n), int(window), bool(circular)
+        self.frame_shape = tuple(int(v) for v in frame_shape)
+        self.halo = (self.window // 2, 0, 0)
+        self.boundary = ("periodic" if self.circular else "none", "none", "none")
+        self.token = token
+        self.info = info
+
+    def describe(self) -> dict:
+        return dict(self.info, task="labdct routine", window=self.window, circular=self.circular)
+
+    def _pos(self, j: int, f0: int, length: int) -> int:
+        w = (j - f0) % self.n if self.circular else j - f0
+        if not 0 <= w < length:  # pragma: no cover - the halo covers every window
+            raise RuntimeError(f"frame {j} is not in the block's window")
+        return w
+
+    def run(self, window, origin, region):
+        from .routine import window_indices
+
+        f0, f1, o = int(region[0]), int(region[1]), int(origin[0])
+        out = np.zeros((f1 - f0,) + self.frame_shape, np.float32)
+        for k in range(f0, f1):
+            idx = window_indices(k, self.n, self.window, self.circular)
+            med = np.median(np.stack([window[self._pos(j, o, len(window))] for j in idx]), axis=0).astype(np.float32)
+            out[k - f0] = np.asarray(window[self._pos(k, o, len(window))], np.float32) - med
+        return out
+
+
+def prepare_routine(stack, *, window: int = 11, circular=None, omegas=None):
+    """Generator: the stack-wide part of the standard routine out of core (checks, whether the window wraps,
+    the fingerprint), returning ``(kernel, frame_stack)``."""
+    from .routine import _prepare
+
+    st = open_frames(stack, omegas=omegas)
+    st, circ, _ = _prepare(st, window, circular, None, name=st.name)
+    yield record(Kind.PHASE, phase="statistics", message="fingerprint of the stack from 8 evenly spread frames…")
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(st.sample_pixels(), np.float32).tobytes())
+    h.update(repr(("routine", int(window), circ, len(st), tuple(st.shape))).encode())
+    info = {"method": "standard routine", "omegas": st.omegas, "frames": len(st)}
+    kernel = RoutineKernel(len(st), st.shape, window, circ, token=h.hexdigest()[:16], info=info)
+    yield record(Kind.SETUP, message=f"{len(st)} frames of {st.shape[0]}x{st.shape[1]}; rolling median of "
+                 f"{int(window)} ({'circular' if circ else 'shifted at the ends'})")
+    return kernel, st
+
+
+def routine_lazy(stack, *, window: int = 11, circular=None, chunk: int | None = None):
+    """A lazy dask array (N, H, W, float32) of the median-subtracted frames of the standard routine."""
+    from ..bigimage import lazy_map
+
+    kernel, st = drive(prepare_routine(stack, window=window, circular=circular))
+    out, _grid = lazy_map(frames_dask(st), kernel, chunk or DEFAULT_FRAMES)
+    return out
+
+
+def routine_to_zarr_iter(stack, path, *, window: int = 11, background: float = 0.0, sigma: float = 1.0,
+                         percent: float = 50.0, min_size: int = 3, beamstop="auto", circular=None,
+                         background_in_sigma: bool = False, chunk: int | None = None, scheduler=None, workers: int = 1,
+                         overwrite: bool = False, cancel=None, omegas=None, pixel_size_nm: float | None = None,
+                         name: str | None = None):
+    """Generator: the standard routine (:func:`~matrestore.labdct.routine.standard_routine_iter`, same
+    options) out of core into the OME-Zarr store ``path``: level ``0`` holds the median-subtracted frames
+    (float32, blocks of ``chunk`` frames with a halo of ``window // 2``), ``labels/spots`` the LoG masks
+    made from the stored frames — bit-identical to the in-memory masks. Resumable; a rerun with other LoG
+    options or another beam stop redoes only the masks. Returns the store path (``None`` when cancelled)."""
+    from .. import bigimage
+    from .routine import RoutineOptions, log_segment, noise_sigma
+
+    opts = RoutineOptions(window=window, beamstop=beamstop, background=background,
+                          background_in_sigma=background_in_sigma, sigma=sigma, percent=percent,
+                          min_size=min_size).check()
+    src = Path(stack).expanduser() if isinstance(stack, (str, Path)) else None
+    if src is not None and src.resolve() == Path(path).expanduser().resolve():
+        raise InputError("the output store is the input; choose another output path.")
+    kernel, st = yield from prepare_routine(stack, window=opts.window, circular=circular, omegas=omegas)
+    bs, bs_rec = yield from resolve_beamstop(st, opts.beamstop)
+    result = yield from bigimage.store_iter(
+        frames_dask(st), kernel, path, chunk=chunk or DEFAULT_FRAMES, scheduler=scheduler, workers=workers,
+        overwrite=overwrite, cancel=cancel, pixel_size_nm=pixel_size_nm,
+        name=name or f"{st.name}_median_subtracted", lead_axes=[_lead_axis(st.omegas)],
+        meta={"source": str(src) if src else None})
+    if result is None:
+        return None
+    key = {"method": "routine", "background": float(opts.background), "background_in_sigma": bool(opts.background_in_sigma),
+           "sigma": float(opts.sigma), "percent": float(opts.percent), "min_size": int(opts.min_size), **bs_rec}
+
+    def seg(block):
+        out = np.zeros(block.shape, bool)
+        for i, corr in enumerate(block):
+            bg = opts.background * noise_sigma(corr, bs) if opts.background_in_sigma else opts.background
+            out[i] = log_segment(corr, bg, opts.sigma, opts.percent, opts.min_size, exclude=bs)
+        return out
+
+    done = yield from _write_labels_iter(result, key, seg, cancel)
+    return result if done else None
+
+
+def routine_to_zarr(stack, path, progress=None, **kw):
+    """:func:`routine_to_zarr_iter` run to the end."""
+    return drive(routine_to_zarr_iter(stack, path, **kw), progress)
 
 
 def _lead_axis(omegas) -> dict:
