@@ -56,7 +56,17 @@ def test_large_stack_goes_to_a_store_and_matches_the_in_memory_run(qtbot, make_n
     assert w.spot_rows() == ref["rows"] and len(ref["rows"]) > 0
     files = w.export_tiffs(tmp_path / "export")
     assert len(files) == 2 * len(stack)
-    # the standard routine refuses a stack that large in memory
+    # the standard routine goes to a store as well (its frames in counts), with the in-memory routine's masks
     w.set_method("routine")
-    assert run_and_wait(qtbot, w, TIMEOUT) is State.FAILED
-    assert "too large" in w.status.text()
+    w.options.set_value("window", 5)  # 9 frames
+    assert not w.output_box.isHidden() and w.model_box.isHidden() and w.store_part.use.isChecked()
+    w.store_part.path.setText(str(tmp_path / "frames_routine.zarr"))
+    ref_r = drive(clean_job(stack, method="routine", routine=w.routine_options(), omegas=None))
+    assert run_and_wait(qtbot, w, TIMEOUT) is State.DONE, w.status.text()
+    assert "(routine)" in w.status.text()
+    cl = viewer.layers["frames_cleaned"]
+    assert isinstance(cl.data, zarr.Array) and cl.metadata[OUTPUT_KEY]["method"] == "routine"
+    np.testing.assert_allclose(np.clip(np.asarray(cl.data[:]), 0, None), ref_r["cleaned"])
+    assert cl.contrast_limits[1] > 1.0  # counts, not the network's [0, 1]
+    np.testing.assert_array_equal(np.asarray(viewer.layers["frames_spots"].data[:]) > 0, ref_r["labels"] > 0)
+    assert w.spot_rows() == ref_r["rows"] and len(ref_r["rows"]) > 0

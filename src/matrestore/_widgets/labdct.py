@@ -60,27 +60,27 @@ def stack_store_reason(layer) -> str | None:
     return None
 
 
-def clean_store_job(data, path, *, model=DEFAULT, cache=None, threshold=None, omegas=None, device=None, chunk=None,
-                    overwrite=False, name="input", cancel=None):
-    """The out-of-core network clean behind the widget (a generator; no Qt): :func:`labdct.lazy.
-    clean_to_zarr_iter` of the stack ``data`` (numpy, dask or Zarr, read frame by frame) into ``path``,
+def clean_store_job(data, path, *, method="network", model=DEFAULT, cache=None, threshold=None, routine=None,
+                    omegas=None, device=None, chunk=None, overwrite=False, name="input", cancel=None):
+    """The out-of-core clean behind the widget (a generator; no Qt): :func:`labdct.lazy.clean_to_zarr_iter`
+    (``method="network"``) or :func:`labdct.lazy.routine_to_zarr_iter` (``"routine"``, options ``routine``: a
+    :class:`RoutineOptions`; a first record carries ``contrast_limits`` for its frames, which are in counts)
+    of the stack ``data`` (numpy, dask or Zarr, read frame by frame) into ``path``,
     then the spot table from the stored masks. Its ``phase="store"`` record lets the widget show the
     store as it fills. Returns ``{"store", "rows", "method", "model_meta", "device", "params", "n_frames",
     "elapsed_s"}`` (``None`` when cancelled: the store resumes on the next run)."""
     from .. import device as _device
     from ..labdct.infer import DEFAULT_THRESHOLD
-    from ..labdct.lazy import clean_to_zarr_iter, open_frames, store_spot_table
+    from ..labdct.lazy import clean_to_zarr_iter, open_frames, routine_to_zarr_iter, store_spot_table
+    from ..labdct.routine import RoutineOptions, window_indices
 
     shape = tuple(int(n) for n in np.shape(data))
     if len(shape) != 3:
         raise InputError(f"input '{name}': shape {shape}; a Zarr store output needs a stack (frames × rows × cols).")
-    thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    cache = {} if cache is None else cache
-    yield {"message": "loading the model…"}
-    net, key, _ = _load_model(model, cache)
+    if method not in ("network", "routine"):
+        raise InputError(f"method must be 'network' or 'routine', got {method!r}.")
     st = open_frames(_frames(data), name=f"input '{name}'",
                      omegas=omegas if omegas is not None and len(omegas) == shape[0] else None)
-    dev = _device.pick_device(device)
     t0 = time.perf_counter()
 
     def with_eta(rec: dict) -> dict:
@@ -88,20 +88,41 @@ def clean_store_job(data, path, *, model=DEFAULT, cache=None, threshold=None, om
             return {**rec, "message": eta_text(rec["step"], rec["total"], rec.get("elapsed_s"), "block")}
         return rec
 
-    out = yield from relay(clean_to_zarr_iter(st, path, net, chunk=chunk, threshold=thr, overwrite=overwrite,
-                                              cancel=cancel, device=dev, name=f"{name}_cleaned"), with_eta)
+    if method == "network":
+        thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        cache = {} if cache is None else cache
+        yield {"message": "loading the model…"}
+        net, key, _ = _load_model(model, cache)
+        dev = _device.pick_device(device)
+        gen = clean_to_zarr_iter(st, path, net, chunk=chunk, threshold=thr, overwrite=overwrite, cancel=cancel,
+                                 device=dev, name=f"{name}_cleaned")
+        meta = dict(getattr(net, "meta", {}) or {})
+        model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
+        model_meta.update(preset=net.cfg.preset, neighbours=int(net.cfg.neighbours))
+        params, dev_text = {"threshold": thr, "model": str(model)}, _device.describe(dev)
+    else:
+        opts = (routine or RoutineOptions()).check()
+        if len(st) < int(opts.window):
+            raise InputError(f"input '{name}': {len(st)} frame(s), fewer than the rolling-median window of "
+                             f"{int(opts.window)}; use a smaller window or more frames.")
+        # display limits for frames in counts: frame 0 minus the median of its window (before the store exists)
+        idx = window_indices(0, len(st), int(opts.window), bool(st.full_turn))
+        corr0 = st[0] - np.median(np.stack([st[j] for j in idx]), axis=0)
+        hi = float(np.percentile(corr0, 99.9))
+        yield {"message": "rolling median of the first frame…", "contrast_limits": (0.0, hi if hi > 0 else 1.0)}
+        gen = routine_to_zarr_iter(st, path, **opts.kwargs(), chunk=chunk, overwrite=overwrite, cancel=cancel,
+                                   name=f"{name}_cleaned")
+        model_meta, dev_text = None, "CPU"
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.kwargs().items()}
+    out = yield from relay(gen, with_eta)
     if out is None or is_cancelled(cancel):
         return None
     yield {"message": "spot table from the stored masks…"}
     rows = store_spot_table(out, st, cancel=cancel)
     if rows is None:
         return None
-    meta = dict(getattr(net, "meta", {}) or {})
-    model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
-    model_meta.update(preset=net.cfg.preset, neighbours=int(net.cfg.neighbours))
-    return {"store": str(out), "rows": rows, "method": "network", "model_meta": model_meta,
-            "device": _device.describe(dev), "params": {"threshold": thr, "model": str(model), "store": str(out)},
-            "n_frames": shape[0], "elapsed_s": time.perf_counter() - t0}
+    return {"store": str(out), "rows": rows, "method": method, "model_meta": model_meta, "device": dev_text,
+            "params": {**params, "store": str(out)}, "n_frames": shape[0], "elapsed_s": time.perf_counter() - t0}
 
 
 def _omega_key():
@@ -441,12 +462,6 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         mf.addRow("device", self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
                                              "The device 'auto' picks on this computer."))
         ml.addLayout(mf)
-        from ._store import StoreOutputPart
-
-        self.store_part = StoreOutputPart("cleaned", frames=True)
-        self.store_part.setToolTip("Large stacks: the cleaned frames and spot masks go to an OME-Zarr store, frame "
-                                   "block by frame block (resumable); the layers show the store as it fills.")
-        ml.addWidget(self.store_part)
         lay.addWidget(self.model_box)
 
         from ..labdct.routine import RoutineOptions
@@ -465,6 +480,16 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.preview_note.setToolTip("What the live preview shows, or why it cannot run.")
         rl.addWidget(self.preview_note)
         lay.addWidget(self.routine_box)
+        from ._store import StoreOutputPart
+
+        self.output_box = QGroupBox("Output")
+        ol = QVBoxLayout(self.output_box)
+        self.store_part = StoreOutputPart("cleaned", frames=True)
+        self.store_part.setToolTip("Large stacks: the cleaned (network) or median-subtracted (routine) frames and "
+                                   "the spot masks go to an OME-Zarr store, frame block by frame block (resumable); "
+                                   "the layers show the store as it fills.")
+        ol.addWidget(self.store_part)
+        lay.addWidget(self.output_box)
         lay.addLayout(self._defaults_row("Set the method, model, threshold, device and routine parameters back to "
                                          "their defaults (they are remembered between sessions)."))
 
@@ -688,19 +713,16 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         job["store"] = None
         if method == "network":
             job.update(model=self.model_spec(), threshold=self.threshold_spin.value() / 255.0, device=self.device())
-            use, store, overwrite = self.store_part.values()
-            if use:
-                from ._store import check_not_input_store
-
-                if inp.ndim != 3:
-                    raise InputError(f"input '{inp.name}' is a single frame; a Zarr store output needs a stack.")
-                check_not_input_store(job["metadata"], store)
-                job.update(store=store, overwrite=overwrite)
         else:
-            if stack_store_reason(inp):
-                raise InputError(f"input '{inp.name}': {stack_store_reason(inp)}, too large for the standard routine "
-                                 "in memory; use the network (it writes to a Zarr store).")
             job.update(routine=self.routine_options())
+        use, store, overwrite = self.store_part.values()
+        if use:
+            from ._store import check_not_input_store
+
+            if inp.ndim != 3:
+                raise InputError(f"input '{inp.name}' is a single frame; a Zarr store output needs a stack.")
+            check_not_input_store(job["metadata"], store)
+            job.update(store=store, overwrite=overwrite)
         return job
 
     def run(self):
@@ -717,9 +739,10 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
             from ._store import StoreFeed
 
             self._store_feed = StoreFeed(lambda path, job=job: self._store_layers(job, path))
-            return self.runner.start(clean_store_job, job["input"].data, job["store"], model=job["model"],
-                                     cache=self.model_cache, threshold=job["threshold"], omegas=job["omegas"],
-                                     device=job["device"], overwrite=job["overwrite"], name=job["name"],
+            return self.runner.start(clean_store_job, job["input"].data, job["store"], method=job["method"],
+                                     model=job.get("model", DEFAULT), cache=self.model_cache,
+                                     threshold=job.get("threshold"), routine=job.get("routine"), omegas=job["omegas"],
+                                     device=job.get("device"), overwrite=job["overwrite"], name=job["name"],
                                      on_yielded=self._on_store_record, on_returned=self._show_store_result,
                                      message="starting…")
         return self.runner.start(clean_job, job["input"].data, method=job["method"], model=job.get("model", DEFAULT),
@@ -765,8 +788,12 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
     def _store_info(self, job, res=None) -> tuple:
         src = job["metadata"]
         md = {k: src[k] for k in ("unit", "pixel_size_nm", _omega_key(), "omega_source") if k in src}
-        info = {"made_by": MADE_BY, "source": job["name"], "method": "network", "store": str(job["store"]),
-                "parameters": {"threshold": job["threshold"], "model": str(job["model"])}}
+        if job["method"] == "network":
+            params = {"threshold": job["threshold"], "model": str(job["model"])}
+        else:
+            params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in job["routine"].kwargs().items()}
+        info = {"made_by": MADE_BY, "source": job["name"], "method": job["method"], "store": str(job["store"]),
+                "parameters": params}
         if res is not None:
             info.update(model_meta=res["model_meta"], device=res["device"], n_spots=len(res["rows"]),
                         elapsed_s=round(float(res["elapsed_s"]), 3))
@@ -777,12 +804,18 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         from ._store import show_store
 
         md, info = self._store_info(job, res)
-        cmd = {**md, "store": str(path), OUTPUT_KEY: {**info, "what": "network output in [0, 1] (background ≈ 0)"}}
+        if job["method"] == "network":
+            what, clim = "network output in [0, 1] (background ≈ 0)", (0.0, 1.0)
+        else:  # the routine's frames are in counts: the limits its job sent before the store existed
+            what, clim = "frames minus their rolling median (not clipped)", tuple(job.get("store_clim") or (0.0, 1.0))
+        cmd = {**md, "store": str(path), OUTPUT_KEY: {**info, "what": what}}
         return show_store(self.viewer, job["out"]["cleaned"], path, job["scale"], job["translate"], cmd,
-                          units=job["units"], contrast_limits=(0.0, 1.0))
+                          units=job["units"], contrast_limits=clim)
 
     def _on_store_record(self, rec) -> None:
         feed = getattr(self, "_store_feed", None)
+        if isinstance(rec, dict) and rec.get("contrast_limits") is not None and self._job is not None:
+            self._job["store_clim"] = tuple(rec["contrast_limits"])
         if feed is not None and self._job is not None:
             feed(rec)
 
@@ -809,7 +842,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
                              f"written to {Path(res['store']).name}.")
         self.results_box.setVisible(True)
         self.status.setStyleSheet("")
-        self.status.setText(f"Done: '{view.layer.name}' and '{self.spots_layer.name}' (network) written to "
+        self.status.setText(f"Done: '{view.layer.name}' and '{self.spots_layer.name}' ({job['method']}) written to "
                             f"{Path(res['store']).name} in {res['elapsed_s']:.1f} s on {res['device']}.")
 
     def fill_table(self, rows) -> None:
