@@ -223,3 +223,33 @@ def test_cli_clean_into_a_store_with_a_beamstop_box(tmp_path, tiny):
     np.testing.assert_array_equal(store_masks(store).compute().astype(bool), tiff_masks)
     assert not tiff_masks[:, :20, :25].any()
     assert main(["labdct", "clean", str(src), "--out", str(store), "--beamstop", "1,2,3"]) == 2
+
+
+class _CountedFrame:
+    """A lazy frame that counts how often it is read."""
+
+    def __init__(self, a, counts, k):
+        self.a, self.counts, self.k = a, counts, k
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, 2
+
+    def __array__(self, dtype=None, copy=None):
+        self.counts[self.k] += 1
+        return self.a if dtype is None else self.a.astype(dtype)
+
+    def __getitem__(self, key):
+        self.counts[self.k] += 1
+        return self.a[key]
+
+
+def test_a_store_reads_each_frame_once_plus_the_halo_frames(tmp_path, tiny):
+    from matrestore.labdct.lazy import open_frames
+
+    counts = np.zeros(32, int)
+    raw = _stack(n=32)
+    st = open_frames([_CountedFrame(raw[k], counts, k) for k in range(32)])
+    counts[:] = 0
+    path = clean_to_zarr(st, tmp_path / "c.zarr", tiny, chunk=8)
+    # 8 frames sampled for the stack scale, each frame once in its block, 6 halo frames (blocks 0-8 ... 24-32);
+    # a block of the rechunked graph computed alone read its neighbour blocks whole (87 reads)
+    assert counts.sum() <= 32 + 6 + 8 and counts.max() <= 3
+    np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), clean(raw, tiny))
