@@ -253,3 +253,39 @@ def test_a_store_reads_each_frame_once_plus_the_halo_frames(tmp_path, tiny):
     # a block of the rechunked graph computed alone read its neighbour blocks whole (87 reads)
     assert counts.sum() <= 32 + 6 + 8 and counts.max() <= 3
     np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), clean(raw, tiny))
+
+
+def test_a_two_process_cluster_cleans_a_stack_like_one_process(tmp_path, tiny):
+    distributed = pytest.importorskip("distributed")
+    from matrestore.labdct.lazy import routine_to_zarr
+    from matrestore.labdct.routine import standard_routine
+
+    stack = _stack(n=12)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(12):
+        tifffile.imwrite(folder / f"proj_{k:03d}.tif", stack[k].astype(np.uint16))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting (one thread each)
+    try:
+        ref = clean(str(folder), tiny)
+    finally:
+        torch.set_num_threads(threads)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        path = clean_to_zarr(str(folder), tmp_path / "c.zarr", tiny, chunk=3, scheduler=client)
+        rpath = routine_to_zarr(str(folder), tmp_path / "r.zarr", window=5, chunk=3, scheduler=client)
+        assert len(client.scheduler_info()["workers"]) == 2
+    np.testing.assert_array_equal(ngff.read_store(path)["levels"][0].compute(), ref)  # bit-identical
+    np.testing.assert_array_equal(store_masks(path).compute(), segment(ref))
+    np.testing.assert_array_equal(store_masks(rpath).compute(), standard_routine(str(folder), window=5))
+    # a multi-page TIFF (an open file in the graph) through the CLI's own cluster
+    from matrestore.cli import main
+    from matrestore.labdct import save_model
+
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, stack.astype(np.uint16))
+    model = save_model(tiny, tmp_path / "tiny.safetensors")
+    assert main(["labdct", "clean", str(src), "--out", str(tmp_path / "m.zarr"), "--model", str(model), "--chunk", "3",
+                 "--scheduler", "processes:2"]) == 0
+    np.testing.assert_array_equal(ngff.read_store(tmp_path / "m.zarr")["levels"][0].compute(), ref)

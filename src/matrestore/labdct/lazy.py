@@ -64,6 +64,13 @@ class _FrameArray:
         self.ndim = 3
         self._lock = threading.Lock()  # TIFF pages and the frame cache are not thread-safe
 
+    def __getstate__(self):  # for dask.distributed workers: the stack travels, each process gets its own lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         fk = key[0]

@@ -212,6 +212,7 @@ class FrameStack:
 
             try:
                 self._tiff = tifffile.TiffFile(str(p))
+                self._tiff_path = str(p)
                 npages = len(self._tiff.pages)
             except Exception as exc:  # noqa: BLE001
                 raise InputError(f"cannot read {p.name} as a TIFF stack: {exc}") from exc
@@ -224,6 +225,24 @@ class FrameStack:
                 self._tiff = None
                 self._arr = arr.reshape((-1,) + arr.shape[-2:])
             self.files = [p.name]
+
+    def __getstate__(self):
+        """Picklable (for dask.distributed workers): an open multi-page TIFF travels as its path and is
+        reopened where it lands; the frame cache stays behind."""
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        if state.get("_tiff") is not None:
+            state["_tiff"] = None
+            state["_reopen"] = True
+        return state
+
+    def __setstate__(self, state):
+        reopen = state.pop("_reopen", False)
+        self.__dict__.update(state)
+        if reopen:
+            import tifffile
+
+            self._tiff = tifffile.TiffFile(self._tiff_path)
 
     def __len__(self) -> int:
         if self._arr is not None:
