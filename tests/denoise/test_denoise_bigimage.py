@@ -179,3 +179,30 @@ def test_histogram_agreement_reports_the_figures(tiny_model, odd_image):
                                  force_samples=True)
     assert forced["samples"] == "4 × 32 px" and forced["sampled_fraction"] == pytest.approx(4 * 32 * 32 / odd_image.size, abs=1e-3)
     assert forced["mean_abs"] > whole["mean_abs"] and 0 <= forced["boundary_f1"] <= 1
+
+
+def test_a_two_process_cluster_denoises_like_one_process(tiny_model, odd_image, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting (one thread each)
+    try:
+        ref = denoise(odd_image, tiny_model, tile=100, histogram=True)
+    finally:
+        torch.set_num_threads(threads)
+    x = da.from_array(odd_image, chunks=(23, 37))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        one = denoise_to_zarr(x, tmp_path / "one.zarr", tiny_model, tile=100, chunk=40)
+        two = denoise_to_zarr(x, tmp_path / "two.zarr", tiny_model, tile=100, chunk=40, scheduler=client)
+        assert len(client.scheduler_info()["workers"]) == 2
+    b = ngff.read_store(two)["levels"][0].compute()
+    torch.set_num_threads(1)
+    try:
+        a = ngff.read_store(denoise_to_zarr(x, tmp_path / "one1.zarr", tiny_model, tile=100, chunk=40))["levels"][0].compute()
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(b, a)  # bit-identical at the same thread count
+    assert np.abs(b.astype(np.float64) - ref).mean() < 0.5  # and the sampled look-up near the in-memory matching
+    np.testing.assert_allclose(ngff.read_store(one)["levels"][0].compute(), b, atol=1.0)
