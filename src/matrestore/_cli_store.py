@@ -4,7 +4,6 @@ store, the store's default name, and running the store generator with a bar of b
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ._validate import InputError

@@ -371,6 +371,21 @@ class LayerDock(QWidget):
         self.settings.restore_defaults()
 
     # ------------------------------------------------------------------ running
+    def _new_job(self) -> dict | None:
+        """The Run button's job from :meth:`_collect` (kept as ``self._job``); ``None`` while a run is on, or
+        after showing the error of a wrong input (nothing is started then)."""
+        if self.runner.is_running:
+            return None
+        from .._validate import InputError
+
+        try:
+            job = self._collect()
+        except InputError as exc:
+            self.runner.fail(exc)
+            return None
+        self._job = job
+        return job
+
     def _add_run_controls(self, lay, run: tuple[str, str], cancel_tip: str, progress: tuple[str, str],
                           step_tip: str) -> None:
         """Run and Cancel buttons, progress bar, step label and status label (``run``: text, tooltip;

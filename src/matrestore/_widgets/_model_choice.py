@@ -160,12 +160,13 @@ class ModelDeviceMixin:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ device
-    def _device_row(self, tooltip: str, note_tip: str) -> QHBoxLayout:
-        """``self.device_combo`` (filled by :meth:`_sync_device`) and ``self.device_note``, in a row."""
+    def _device_row(self, does: str = "runs") -> QHBoxLayout:
+        """``self.device_combo`` (filled by :meth:`_sync_device`) and ``self.device_note``, in a row; the
+        tooltip says where the network ``does`` ("runs", "trains")."""
         self.device_combo = QComboBox()
-        self.device_combo.setToolTip(tooltip)
+        self.device_combo.setToolTip(f"Where the network {does}. auto: CUDA if present, else Apple MPS, else the CPU.")
         self.device_note = QLabel("")
-        self.device_note.setToolTip(note_tip)
+        self.device_note.setToolTip("The device 'auto' picks on this computer.")
         row = QHBoxLayout()
         row.addWidget(self.device_combo)
         row.addWidget(self.device_note, 1)

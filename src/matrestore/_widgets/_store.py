@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+from qtpy.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
                             QWidget)
 
 from .._validate import InputError
@@ -250,3 +250,33 @@ class StoreFeed:
             self.view = self.show(rec["store"])
         elif rec.get("phase") == "blocks" and self.view is not None:
             self.view.refresh()
+
+
+class StoreRunMixin:
+    """For a dock whose runs may write to a store (Enhance, Denoise: apply, LabDCT: clean spots): its
+    *Output* box, and the feed that shows the store's layer while a store run fills it."""
+
+    _store_feed: StoreFeed | None = None
+
+    def _output_box(self, suffix: str, *, frames: bool = False, tip: str = "", use_tip: str = "") -> QGroupBox:
+        """The "Output" group (``self.output_box``) holding ``self.store_part`` (a :class:`StoreOutputPart`
+        with store names ``<input>_<suffix>.zarr``; ``use_tip`` is added to its checkbox's tooltip)."""
+        self.output_box = QGroupBox("Output")
+        lay = QVBoxLayout(self.output_box)
+        self.store_part = StoreOutputPart(suffix, frames=frames)
+        if tip:
+            self.store_part.setToolTip(tip)
+        if use_tip:
+            self.store_part.use.setToolTip(self.store_part.use.toolTip() + " " + use_tip)
+        lay.addWidget(self.store_part)
+        return self.output_box
+
+    def _follow_store(self, show) -> None:
+        """The next run writes a store: ``show(path)`` (returning a :class:`StoreView`) once it exists,
+        refreshed as its blocks complete (see :meth:`_on_store_record`)."""
+        self._store_feed = StoreFeed(show)
+
+    def _on_store_record(self, rec) -> None:
+        """A store run's progress record (the runner's ``on_yielded``): show and refresh the store layer."""
+        if self._store_feed is not None and getattr(self, "_job", None) is not None:
+            self._store_feed(rec)

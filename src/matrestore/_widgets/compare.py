@@ -392,14 +392,9 @@ class CompareWidget(LayerDock):
 
     def run(self) -> None:
         """Start the comparison in a worker thread (results arrive in :meth:`_show_results`)."""
-        if self.runner.is_running:
+        job = self._new_job()
+        if job is None:
             return
-        try:
-            job = self._collect()
-        except InputError as exc:
-            self.runner.fail(exc)
-            return
-        self._job = job
         kwargs = dict(data_range=job["data_range"], map_metric=job["map_metric"], map_of=job["map_of"])
         if job["mode"] == "lr":
             kwargs.update(lr=job["lr"].data, scale=job["factor"])

@@ -35,7 +35,7 @@ from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, r
 from ._layers import LayerCombo, LayerDock, combo_box, put_image, radio_row, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
-from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
+from ._store import StoreRunMixin, check_not_input_store, level0, show_store, store_metadata
 from ._worker import relay
 
 __all__ = ["DenoiseWidget", "denoise_job", "denoise_store_job", "METHOD_NAMES", "denoise_layer_problem", "output_name"]
@@ -216,7 +216,7 @@ def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: Denois
 
 
 # ---------------------------------------------------------------------------------------- widget
-class DenoiseWidget(ModelDeviceMixin, LayerDock):
+class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     """Denoise an optical micrograph layer with the network or a classical method."""
 
     settings_group = SETTINGS_GROUP
@@ -280,23 +280,16 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(self.model_box)
 
-        obox = QGroupBox("Output")
-        ol = QVBoxLayout(obox)
-        self.store_part = StoreOutputPart("denoised")
-        self.store_part.use.setToolTip(self.store_part.use.toolTip() + " Network only: the classical methods run in "
-                                       "memory. Histogram matching is then a sampled look-up (an approximation of the "
-                                       "in-memory rank matching, see docs/denoise.md).")
-        ol.addWidget(self.store_part)
-        lay.addWidget(obox)
+        lay.addWidget(self._output_box("denoised", use_tip="Network only: the classical methods run in memory. "
+                                       "Histogram matching is then a sampled look-up (an approximation of the "
+                                       "in-memory rank matching, see docs/denoise.md)."))
 
         lay.addWidget(self._advanced_toggle("Show or hide the tiling, histogram, colour and device options."))
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
         self.options = ParamForm(DenoiseOptions, settings=self.settings)
-        self.options.add_row("device", self._device_row(
-            "Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
-            "The device 'auto' picks on this computer."), after="batch")
+        self.options.add_row("device", self._device_row(), after="batch")
         af.addRow(self.options)
         af.addRow(self._defaults_row("Set the method, model and advanced options back to their defaults (they are "
                                      "remembered between sessions)."))
@@ -412,16 +405,11 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
 
     def run(self):
         """Start denoising in a worker thread (the result arrives in :meth:`_show_result`)."""
-        if self.runner.is_running:
+        job = self._new_job()
+        if job is None:
             return None
-        try:
-            job = self._collect()
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self._job = job
         if job["store"] is not None:
-            self._store_feed = StoreFeed(lambda path, job=job: self._store_layer(job, path))
+            self._follow_store(lambda path, job=job: self._store_layer(job, path))
             return self.runner.start(
                 denoise_store_job, level0(job["input"]), job["store"], model=job["model"] or DEFAULT,
                 cache=self.model_cache, options=job["options"], device=job["device"], overwrite=job["overwrite"],
@@ -499,12 +487,6 @@ class DenoiseWidget(ModelDeviceMixin, LayerDock):
         md["store"] = str(path)
         return show_store(self.viewer, output_name(job["name"], NETWORK), path, job["scale"], job["translate"], md,
                           units=job["units"], contrast_limits=self._store_clim(job))
-
-    def _on_store_record(self, rec) -> None:
-        """The store exists: show its layer; as blocks complete, re-read what they wrote."""
-        feed = getattr(self, "_store_feed", None)
-        if feed is not None and self._job is not None:
-            feed(rec)
 
     def _show_store_result(self, res) -> None:
         job = self._job

@@ -237,9 +237,7 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         af.setContentsMargins(12, 0, 0, 0)
         self.train_advanced = ParamForm(TrainConfig, names=TRAIN_ADVANCED, settings=self.settings)
         af.addRow(self.train_advanced)
-        self.train_advanced.add_row("device", self._device_row(
-            "Where the network trains. auto: CUDA if present, else Apple MPS, else the CPU.",
-            "The device found on this computer ('auto' picks it)."))
+        self.train_advanced.add_row("device", self._device_row("trains"))
         orow, self.out_folder, self.out_browse = self._folder_row(
             "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
             "best/last.safetensors, log.jsonl, the cached structures).\nEmpty: a temporary folder, deleted when the "

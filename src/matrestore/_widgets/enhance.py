@@ -36,7 +36,7 @@ from ..sr.enhance import EnhanceOptions
 from ._layers import (LayerCombo, LayerDock, layer_problem, put_image, radio_row,
                       same_layer, spatial_units)
 from ._params import ParamForm
-from ._store import StoreFeed, StoreOutputPart, check_not_input_store, level0, show_store, store_metadata
+from ._store import StoreRunMixin, check_not_input_store, level0, show_store, store_metadata
 from ._model_choice import ModelDeviceMixin, load_cached
 from ._worker import relay
 from ._table import MetricsTable, copy_table
@@ -211,7 +211,7 @@ def enhance_store_job(lr, path, *, references, model="default", cache=None, tile
 
 
 # ---------------------------------------------------------------------------------------- widget
-class EnhanceWidget(ModelDeviceMixin, LayerDock):
+class EnhanceWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     """Super-resolve a 2-D micrograph layer with a TTSR model and HR reference images."""
 
     settings_group = "enhance"
@@ -269,20 +269,14 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(mbox)
 
-        obox = QGroupBox("Output")
-        ol = QVBoxLayout(obox)
-        self.store_part = StoreOutputPart("sr")
-        ol.addWidget(self.store_part)
-        lay.addWidget(obox)
+        lay.addWidget(self._output_box("sr"))
 
         lay.addWidget(self._advanced_toggle("Show or hide the tiling, device and reference-selection options."))
         self.adv_box = QWidget()
         af = QFormLayout(self.adv_box)
         af.setContentsMargins(12, 0, 0, 0)
         self.options = ParamForm(EnhanceOptions, settings=self.settings)
-        self.options.add_row("device", self._device_row(
-            "Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
-            "The device 'auto' picks on this computer."), after="batch")
+        self.options.add_row("device", self._device_row(), after="batch")
         af.addRow(self.options)
         self.tile_spin, self.batch_spin, self.topk_spin, self.mode_combo, self.unc_spin = (
             self.options.control(n) for n in ("tile", "batch", "top_k", "mode", "uncertainty"))
@@ -456,17 +450,12 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
 
     def run(self):
         """Start enhancing in a worker thread (the result arrives in :meth:`_show_result`)."""
-        if self.runner.is_running:
+        job = self._new_job()
+        if job is None:
             return None
-        try:
-            job = self._collect()
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self._job = job
         p = job["params"]
         if job["store"] is not None:
-            self._store_feed = StoreFeed(lambda path, job=job: self._store_layer(job, path))
+            self._follow_store(lambda path, job=job: self._store_layer(job, path))
             return self.runner.start(
                 enhance_store_job, level0(job["input"]), job["store"], references=job["sources"], model=job["model"],
                 cache=self.model_cache, tile=p["tile"], batch=p["batch"], device=p["device"], top_k=p["top_k"],
@@ -548,12 +537,6 @@ class EnhanceWidget(ModelDeviceMixin, LayerDock):
         md["store"] = str(path)
         return show_store(self.viewer, job["out_name"], path, scale, translate, md, units=job["units"],
                           contrast_limits=job["contrast_limits"])
-
-    def _on_store_record(self, rec) -> None:
-        """The store exists: show its layer; as blocks complete, re-read what they wrote."""
-        feed = getattr(self, "_store_feed", None)
-        if feed is not None and self._job is not None:
-            feed(rec)
 
     def _show_store_result(self, res) -> None:
         job = self._job

@@ -32,6 +32,7 @@ from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
 from ..progress import Kind, eta_text, is_cancelled
 from ._layers import LayerCombo, LayerDock, put_image, radio_row, same_layer, spatial_units
+from ._store import StoreRunMixin
 from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
 from ._worker import State, TaskRunner, relay
@@ -393,7 +394,7 @@ class SpotTableModel(QAbstractTableModel):
 
 
 # ---------------------------------------------------------------------------------------- widget
-class CleanWidget(ModelDeviceMixin, LayerDock):
+class CleanWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     """Clean the spots of a LabDCT projection stack: network or standard routine (live preview)."""
 
     settings_group = "labdct_clean"
@@ -459,8 +460,7 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.threshold_spin.setToolTip("Spots are the pixels of the cleaned output at or above this level "
                                        "(the paper's 5 of 255; the shipped model is calibrated for it).")
         mf.addRow("threshold", self.threshold_spin)
-        mf.addRow("device", self._device_row("Where the network runs. auto: CUDA if present, else Apple MPS, else the CPU.",
-                                             "The device 'auto' picks on this computer."))
+        mf.addRow("device", self._device_row())
         ml.addLayout(mf)
         lay.addWidget(self.model_box)
 
@@ -480,16 +480,10 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
         self.preview_note.setToolTip("What the live preview shows, or why it cannot run.")
         rl.addWidget(self.preview_note)
         lay.addWidget(self.routine_box)
-        from ._store import StoreOutputPart
-
-        self.output_box = QGroupBox("Output")
-        ol = QVBoxLayout(self.output_box)
-        self.store_part = StoreOutputPart("cleaned", frames=True)
-        self.store_part.setToolTip("Large stacks: the cleaned (network) or median-subtracted (routine) frames and "
-                                   "the spot masks go to an OME-Zarr store, frame block by frame block (resumable); "
-                                   "the layers show the store as it fills.")
-        ol.addWidget(self.store_part)
-        lay.addWidget(self.output_box)
+        lay.addWidget(self._output_box(
+            "cleaned", frames=True, tip="Large stacks: the cleaned (network) or median-subtracted (routine) frames and "
+            "the spot masks go to an OME-Zarr store, frame block by frame block (resumable); the layers show the store "
+            "as it fills."))
         lay.addLayout(self._defaults_row("Set the method, model, threshold, device and routine parameters back to "
                                          "their defaults (they are remembered between sessions)."))
 
@@ -727,18 +721,11 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
 
     def run(self):
         """Start cleaning in a worker (the result arrives in :meth:`_show_result`)."""
-        if self.runner.is_running:
+        job = self._new_job()
+        if job is None:
             return None
-        try:
-            job = self._collect()
-        except InputError as exc:
-            self.runner.fail(exc)
-            return None
-        self._job = job
         if job["store"] is not None:
-            from ._store import StoreFeed
-
-            self._store_feed = StoreFeed(lambda path, job=job: self._store_layers(job, path))
+            self._follow_store(lambda path, job=job: self._store_layers(job, path))
             return self.runner.start(clean_store_job, job["input"].data, job["store"], method=job["method"],
                                      model=job.get("model", DEFAULT), cache=self.model_cache,
                                      threshold=job.get("threshold"), routine=job.get("routine"), omegas=job["omegas"],
@@ -813,11 +800,9 @@ class CleanWidget(ModelDeviceMixin, LayerDock):
                           units=job["units"], contrast_limits=clim)
 
     def _on_store_record(self, rec) -> None:
-        feed = getattr(self, "_store_feed", None)
         if isinstance(rec, dict) and rec.get("contrast_limits") is not None and self._job is not None:
-            self._job["store_clim"] = tuple(rec["contrast_limits"])
-        if feed is not None and self._job is not None:
-            feed(rec)
+            self._job["store_clim"] = tuple(rec["contrast_limits"])  # the routine's frames are in counts
+        super()._on_store_record(rec)
 
     def _show_store_result(self, res) -> None:
         import zarr

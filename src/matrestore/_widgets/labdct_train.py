@@ -169,8 +169,7 @@ class LabdctTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         sbox = QGroupBox("Simulation and training")
         sl = QVBoxLayout(sbox)
         self.options = ParamForm(TrainConfig, names=FORM_FIELDS, settings=self.settings)
-        self.options.add_row("device", self._device_row("Where the network trains. auto: CUDA if present, else Apple "
-                                                        "MPS, else the CPU.", "What 'auto' picks on this computer."))
+        self.options.add_row("device", self._device_row("trains"))
         sl.addWidget(self.options)
         orow, self.out_folder, self.out_browse = self._folder_row(
             "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "

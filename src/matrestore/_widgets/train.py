@@ -199,9 +199,7 @@ class TrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         af.addRow(self.advanced)
         self.batch_spin, self.patch_spin, self.cell_spin, self.lr_spin, self.noise_spin, self.seed_spin = (
             self.advanced.control(n) for n in ("batch_size", "patch", "cell", "lr_max", "noise", "seed"))
-        self.advanced.add_row("device", self._device_row(
-            "Where the network trains. auto: CUDA if present, else Apple MPS, else the CPU.",
-            "The device found on this computer ('auto' picks it)."))
+        self.advanced.add_row("device", self._device_row("trains"))
         orow, self.out_folder, self.out_browse = self._folder_row(
             "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
             "best/last.safetensors, log.jsonl).\nEmpty: a temporary folder, deleted when the next run starts or the "

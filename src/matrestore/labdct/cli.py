@@ -293,12 +293,27 @@ def _cmd_clean(args) -> int:
     return 0
 
 
+def _store_table(table_path, store, st) -> None:
+    """The spot table (CSV at ``table_path``, if any) of a store's masks against the raw stack ``st``."""
+    if table_path is None:
+        return
+    import io
+
+    from .infer import write_spot_csv
+    from .lazy import store_spot_table
+
+    rows = store_spot_table(store, st)
+    buf = io.StringIO()
+    write_spot_csv(rows, buf)
+    atomic_write_text(table_path, buf.getvalue())
+    print(f"wrote {table_path} ({len(rows)} spots)")
+
+
 def _clean_to_store(args) -> int:
     """``labdct clean STACK --out cleaned.zarr [--chunk FRAMES] [--scheduler ADDR]``: frame blocks into a
     resumable OME-Zarr store (cleaned frames at ``0``, spot masks at ``labels/spots``)."""
     from .._cli_store import run_store, store_path
-    from .infer import write_spot_csv
-    from .lazy import clean_to_zarr_iter, store_spot_table
+    from .lazy import clean_to_zarr_iter
 
     if args.masks:
         raise InputError("--masks: with a Zarr output the spot masks are written into the store (labels/spots); "
@@ -311,14 +326,7 @@ def _clean_to_store(args) -> int:
                              workers=args.workers, overwrite=args.overwrite, tile=args.tile, margin=args.margin,
                              device=args.device, beamstop=_beamstop_arg(args.beamstop) if args.beamstop else None)
     result = run_store(gen, "blocks")
-    if table_path is not None:
-        import io
-
-        rows = store_spot_table(result, st)
-        buf = io.StringIO()
-        write_spot_csv(rows, buf)
-        atomic_write_text(table_path, buf.getvalue())
-        print(f"wrote {table_path} ({len(rows)} spots)")
+    _store_table(table_path, result, st)
     return 0
 
 
@@ -367,8 +375,7 @@ def _routine_to_store(args, opts) -> int:
     """``labdct routine STACK --out routine.zarr [--chunk FRAMES] [--scheduler ADDR]``: the median-subtracted
     frames block by block into a resumable OME-Zarr store, the LoG masks inside at ``labels/spots``."""
     from .._cli_store import run_store, store_path
-    from .infer import write_spot_csv
-    from .lazy import routine_to_zarr_iter, store_spot_table
+    from .lazy import routine_to_zarr_iter
 
     path = store_path(args.stack, args.output, "routine")
     outs = Outputs(inputs=[args.stack], overwrite=args.overwrite)
@@ -377,14 +384,7 @@ def _routine_to_store(args, opts) -> int:
     gen = routine_to_zarr_iter(st, path, **opts.kwargs(), chunk=args.chunk, scheduler=args.scheduler,
                                workers=args.workers, overwrite=args.overwrite)
     result = run_store(gen, "blocks")
-    if table_path is not None:
-        import io
-
-        rows = store_spot_table(result, st)
-        buf = io.StringIO()
-        write_spot_csv(rows, buf)
-        atomic_write_text(table_path, buf.getvalue())
-        print(f"wrote {table_path} ({len(rows)} spots)")
+    _store_table(table_path, result, st)
     return 0
 
 
