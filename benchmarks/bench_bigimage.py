@@ -6,10 +6,13 @@ Every configuration runs in a fresh subprocess so that its peak RSS (VmHWM) is i
     python benchmarks/bench_bigimage.py engine            # SmoothUpKernel ×4: 1024², 4096², 8192² LR → Zarr
     python benchmarks/bench_bigimage.py sr --sizes 256 512 # the shipped SR model (cpu preset): store vs in memory
     python benchmarks/bench_bigimage.py cluster --size 384 # SR into a store with 1 and 2 LocalCluster workers
+    python benchmarks/bench_bigimage.py labdct --frames 40 181 # LabDCT stacks: network clean and routine, store vs memory
     python benchmarks/bench_bigimage.py all --json out.json
 
 Inputs are synthetic micrograph-like textures made block by block (a lazy dask array: nothing of the
-input is ever whole in memory), seeded, so the runs are reproducible.
+input is ever whole in memory), seeded, so the runs are reproducible. ``labdct`` uses the 40 real 1024²
+pure-iron projections of ``../shared/data/xrd/labdct_pure_iron`` (repeated to the length asked for),
+written to one multi-page TIFF that every run reads lazily, as the CLI does (1 torch thread).
 """
 
 from __future__ import annotations
@@ -146,6 +149,46 @@ def child_cluster(size: int, out: str, workers: int) -> dict:
             "mp_per_s": (4 * size) ** 2 / 1e6 / el}
 
 
+IRON = ROOT.parent / "shared" / "data" / "xrd" / "labdct_pure_iron"
+
+
+def _iron_stack(path: Path, n: int) -> Path:
+    """The real iron frames, repeated to ``n``, as one multi-page TIFF (written frame by frame)."""
+    import tifffile
+
+    files = sorted(p for p in IRON.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if not files:
+        raise SystemExit(f"no LabDCT frames in {IRON}")
+    with tifffile.TiffWriter(str(path), bigtiff=True) as w:
+        for k in range(n):
+            w.write(tifffile.imread(str(files[k % len(files)])), contiguous=False)
+    return path
+
+
+def child_labdct(stack: str, out: str, method: str, path: str) -> dict:
+    """One LabDCT run: ``method`` network|routine, ``path`` memory|store (chunk 8 frames)."""
+    import torch
+
+    from matrestore import labdct
+    from matrestore.labdct import lazy
+
+    torch.set_num_threads(1)
+    n = len(labdct.stack.as_stack(stack))
+    t0 = time.perf_counter()
+    if method == "network":
+        if path == "memory":
+            labdct.clean(stack)
+        else:
+            lazy.clean_to_zarr(stack, out, chunk=8)
+    elif path == "memory":
+        labdct.standard_routine(stack)
+    else:
+        lazy.routine_to_zarr(stack, out, chunk=8)
+    el = time.perf_counter() - t0
+    return {"frames": n, "method": method, "path": path, "seconds": el, "frames_per_s": n / el,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
 def _run_child(args: list[str]) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True, env=env)
@@ -156,7 +199,7 @@ def _run_child(args: list[str]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="engine", choices=["engine", "sr", "cluster", "all"])
+    ap.add_argument("what", nargs="?", default="engine", choices=["engine", "sr", "cluster", "labdct", "all"])
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--json", default=None)
@@ -164,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="sr: write the stores here and keep them (a rerun resumes)")
     ap.add_argument("--budget", type=float, default=0.0, help="sr store: stop after this many seconds (resumable)")
     ap.add_argument("--paths", nargs="+", default=["memory", "store"], help="sr: which paths to run")
+    ap.add_argument("--frames", type=int, nargs="+", default=[40, 181], help="labdct: stack lengths")
+    ap.add_argument("--methods", nargs="+", default=["network", "routine"], help="labdct: which methods to run")
     ap.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -172,6 +217,8 @@ def main(argv=None) -> int:
             res = child_engine(int(rest[0]), rest[1])
         elif kind == "sr":
             res = child_sr(int(rest[0]), rest[1], rest[2], *(int(rest[3]), float(rest[4])) if len(rest) > 3 else ())
+        elif kind == "labdct":
+            res = child_labdct(*rest)
         else:
             res = child_cluster(int(rest[0]), rest[1], int(rest[2]))
         print(json.dumps(res))
@@ -205,6 +252,19 @@ def main(argv=None) -> int:
                 print(f"cluster {w} worker(s) {a.size}² LR: {r['seconds']:7.1f} s, {r['mp_per_s']:.3f} output MP/s",
                       flush=True)
             results["cluster"] = rows
+        if a.what in ("labdct", "all"):
+            rows = []
+            for n in a.frames:
+                stack = _iron_stack(Path(tmp) / f"iron{n}.tif", n)
+                for method in a.methods:
+                    for path in a.paths:
+                        out = Path(tmp) / f"l{n}_{method}.zarr"
+                        r = _run_child(["labdct", str(stack), str(out), method, path])
+                        rows.append(r)
+                        print(f"labdct {method:>8} {path:>6} {n:>4} frames: {r['seconds']:7.1f} s, "
+                              f"{r['frames_per_s']:.2f} frames/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                stack.unlink()
+            results["labdct"] = rows
     results["load_avg_end"] = os.getloadavg()
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
