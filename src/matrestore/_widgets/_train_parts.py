@@ -147,6 +147,53 @@ class TrainControls:
     ``_start(resume)`` and ``_new_run(job)`` (resets its parts for a new run); ``_can_resume()`` and
     ``_before_resume()`` refine resuming."""
 
+    OUTPUT_TIP = ("Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, best/last.safetensors, "
+                  "log.jsonl{extra}).\nEmpty: a temporary folder, deleted when the next run starts or the widget "
+                  "closes (save the model first).")
+
+    def _output_folder_row(self, extra: str = ""):
+        """The output-folder row (``self.out_folder``, ``self.out_browse``; remembered as "output_folder");
+        ``extra``: what else a run folder holds (", the cached structures")."""
+        row, self.out_folder, self.out_browse = self._folder_row(
+            "a temporary folder", self.OUTPUT_TIP.format(extra=extra), "Choose the output folder.",
+            "Output folder for training runs", "output_folder")
+        return row
+
+    def _advanced_part(self, lay, form, toggle_tip: str, defaults_tip: str, extra: str = "") -> None:
+        """An "Advanced" toggle with "Restore defaults" beside it, then ``self.adv_box`` (hidden) holding
+        ``form`` (a ParamForm) with the device row and the output folder, added to ``lay``."""
+        from qtpy.QtWidgets import QFormLayout, QWidget
+
+        trow = QHBoxLayout()
+        trow.addWidget(self._advanced_toggle(toggle_tip))
+        trow.addStretch(1)
+        trow.addWidget(self._defaults_button(defaults_tip))
+        lay.addLayout(trow)
+        self.adv_box = QWidget()
+        af = QFormLayout(self.adv_box)
+        af.setContentsMargins(12, 0, 0, 0)
+        af.addRow(form)
+        form.add_row("device", self._device_row("trains"))
+        form.add_row("output folder", self._output_folder_row(extra))
+        self.adv_box.setVisible(False)
+        lay.addWidget(self.adv_box)
+
+    def _add_training_progress(self, lay, part, progress: tuple[str, str], step_tip: str) -> None:
+        """The progress of a run, added to ``lay``: ``part``'s epoch bar, the progress bar and step label,
+        ``part``'s loss plot and validation table, the status, and ``self.saved_label`` (where the model and
+        the run were written)."""
+        self.progress_part = part
+        self.epoch_bar, self.loss_plot, self.val_table = part.epoch_bar, part.loss_plot, part.val_table
+        lay.addWidget(self.epoch_bar)
+        self._add_progress(lay, progress, step_tip)
+        self.progress_label.setWordWrap(True)
+        lay.addWidget(self.loss_plot)
+        lay.addWidget(self.val_table)
+        lay.addWidget(self._status_label())
+        self.saved_label = selectable_label("Where the model and the run were written.")
+        lay.addWidget(self.saved_label)
+        lay.addStretch(1)
+
     def run(self):
         """Start a new training run in a worker thread."""
         if self.runner.is_running:

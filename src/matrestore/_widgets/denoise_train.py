@@ -39,7 +39,7 @@ from ..denoise.synth import SynthOptions
 from ..denoise.train import TrainConfig
 from ..params import describe
 from ..progress import format_duration
-from ._layers import LayerCheckList, LayerDock, combo_box, put_image, selectable_label, spatial_units
+from ._layers import LayerCheckList, LayerDock, combo_box, put_image, spatial_units
 from ._model_choice import ModelDeviceMixin, model_file_state
 from ._params import ParamForm
 from ._settings import set_remembered
@@ -225,27 +225,11 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         tf.addRow(self.train_form)
         lay.addWidget(tbox)
 
-        trow = QHBoxLayout()
-        trow.addWidget(self._advanced_toggle("Show or hide the learning-rate, structure, seed, device and output "
-                                             "folder options."))
-        trow.addStretch(1)
-        trow.addWidget(self._defaults_button("Set every setting of this widget back to its default (the layer "
-                                             "choices stay)."))
-        lay.addLayout(trow)
-        self.adv_box = QWidget()
-        af = QFormLayout(self.adv_box)
-        af.setContentsMargins(12, 0, 0, 0)
         self.train_advanced = ParamForm(TrainConfig, names=TRAIN_ADVANCED, settings=self.settings)
-        af.addRow(self.train_advanced)
-        self.train_advanced.add_row("device", self._device_row("trains"))
-        orow, self.out_folder, self.out_browse = self._folder_row(
-            "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
-            "best/last.safetensors, log.jsonl, the cached structures).\nEmpty: a temporary folder, deleted when the "
-            "next run starts or the widget closes (save the model first).", "Choose the output folder.",
-            "Output folder for training runs", "output_folder")
-        self.train_advanced.add_row("output folder", orow)
-        self.adv_box.setVisible(False)
-        lay.addWidget(self.adv_box)
+        self._advanced_part(lay, self.train_advanced,
+                            "Show or hide the learning-rate, structure, seed, device and output folder options.",
+                            "Set every setting of this widget back to its default (the layer choices stay).",
+                            extra=", the cached structures")
 
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("Continue the stopped run from its checkpoint (same data; the epochs may be raised).")
@@ -262,25 +246,16 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         brow.addWidget(self.save_btn)
         brow.addWidget(self.use_btn)
         lay.addLayout(brow)
-        self.progress_part = ProgressPart(
+        part = ProgressPart(
             loss_keys=("loss", "mse"), loss_tip="Training loss against the step: loss (MSE + λ‖w‖², eq. 11) and "
-            "the MSE to the ground truth (intensities in [0, 1]).", val_headers=["epoch", "boundary F1",
-                                                                                "PSNR (affine, dB)", "MSE"],
+            "the MSE to the ground truth (intensities in [0, 1]).",
+            val_headers=["epoch", "boundary F1", "PSNR (affine, dB)", "MSE"],
             val_tip="Validation after every epoch, on fixed pairs made from held-out structures: boundary F1 "
                     "(2-px tolerance) of a segmentation of the output, PSNR after an affine fit to the ground truth, "
                     "MSE. The best epoch (kept as best.safetensors) is bold.", val_row=_val_row)
-        self.epoch_bar, self.loss_plot, self.val_table = (self.progress_part.epoch_bar, self.progress_part.loss_plot,
-                                                          self.progress_part.val_table)
-        lay.addWidget(self.epoch_bar)
-        self._add_progress(lay, ("%v / %m", "Work done of all work (phase-field steps, structures, training steps)."),
-                           "Epoch, step, current loss and the estimated time left.")
-        self.progress_label.setWordWrap(True)
-        lay.addWidget(self.loss_plot)
-        lay.addWidget(self.val_table)
-        lay.addWidget(self._status_label())
-        self.saved_label = selectable_label("Where the model and the run were written.")
-        lay.addWidget(self.saved_label)
-        lay.addStretch(1)
+        self._add_training_progress(
+            lay, part, ("%v / %m", "Work done of all work (phase-field steps, structures, training steps)."),
+            "Epoch, step, current loss and the estimated time left.")
         self.epoch_bar.setVisible(False)
 
         self.constants_toggle.toggled.connect(self._toggle_constants)

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QFrame, QGroupB
 from .._layerdata import made_by
 from .._validate import InputError
 from ..progress import Kind, format_duration
-from ._layers import LayerCombo, LayerDock, same_layer, selectable_label, spatial_units
+from ._layers import LayerCombo, LayerDock, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin
 from ._params import ParamForm
 from ._settings import set_remembered
@@ -171,11 +171,7 @@ class LabdctTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         self.options = ParamForm(TrainConfig, names=FORM_FIELDS, settings=self.settings)
         self.options.add_row("device", self._device_row("trains"))
         sl.addWidget(self.options)
-        orow, self.out_folder, self.out_browse = self._folder_row(
-            "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
-            "best/last.safetensors). Empty: a temporary folder (save the model before the next run).",
-            "Choose the output folder.", "Output folder for training runs", "output_folder")
-        self.options.add_row("run folder", orow)
+        self.options.add_row("run folder", self._output_folder_row())
         sl.addLayout(self._defaults_row("Set the training settings back to their defaults (remembered between sessions)."))
         lay.addWidget(sbox)
 
@@ -192,25 +188,16 @@ class LabdctTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         self.use_in_clean.setToolTip("After Save model…, choose the saved file as the model of the Clean widget "
                                      "(open ones and the next one opened).")
         lay.addWidget(self.use_in_clean)
-        self.progress_part = ProgressPart(
+        part = ProgressPart(
             loss_keys=("loss", "bce", "dice"),
             loss_tip="Training loss against the step: total (BCE + Dice for the shipped loss) and its parts.",
             val_headers=["step", "val loss", "spot F1", "threshold"],
             val_tip="Validation on held-out simulated scenes: loss, spot-level F1 at the best threshold (that "
                     "threshold is calibrated onto 5/255 in the saved model). The best row is bold.",
             val_row=_val_row)
-        self.epoch_bar, self.loss_plot, self.val_table = (self.progress_part.epoch_bar, self.progress_part.loss_plot,
-                                                          self.progress_part.val_table)
+        self._add_training_progress(lay, part, ("%v / %m", "Steps (or background frames) done."),
+                                    "Step, loss and time left.")
         self.epoch_bar.setFormat("validation %v / %m")
-        lay.addWidget(self.epoch_bar)
-        self._add_progress(lay, ("%v / %m", "Steps (or background frames) done."), "Step, loss and time left.")
-        self.progress_label.setWordWrap(True)
-        lay.addWidget(self.loss_plot)
-        lay.addWidget(self.val_table)
-        lay.addWidget(self._status_label())
-        self.saved_label = selectable_label("Where the run and the saved model are.")
-        lay.addWidget(self.saved_label)
-        lay.addStretch(1)
         self.resume_btn.clicked.connect(self.resume)
         self.save_btn.clicked.connect(lambda *_: self.save_model())
 

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QFrame,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -41,7 +40,7 @@ from .._layerdata import ROLE_KEY, made_by
 from .._validate import InputError
 from ..progress import format_duration
 from ..sr.train import TrainConfig
-from ._layers import LayerDock, combo_box, layer_key, selectable_label, spatial_units
+from ._layers import LayerDock, combo_box, layer_key, spatial_units
 from ._model_choice import ModelDeviceMixin, default_model_installed, model_file_state
 from ._params import ParamForm
 from ._train_parts import (PREVIEW_KIND, PREVIEW_NAMES, DataPart, SchedulePart, LossPlot, PreviewLayers, ProgressPart,
@@ -184,30 +183,13 @@ class TrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         self.epochs_spin, self.steps_spin = self.schedule.control("epochs"), self.schedule.control("steps_per_epoch")
         lay.addWidget(mbox)
 
-        trow = QHBoxLayout()
-        trow.addWidget(self._advanced_toggle("Show or hide the batch, patch, learning-rate, device and "
-                                             "output-folder options."))
-        trow.addStretch(1)
-        trow.addWidget(self._defaults_button("Set every training setting of this widget back to its default (the "
-                                             "layer choices stay)."))
-        lay.addLayout(trow)
-        self.adv_box = QWidget()
-        af = QFormLayout(self.adv_box)
-        af.setContentsMargins(12, 0, 0, 0)
         self.advanced = ParamForm(TrainConfig, names=["batch_size", "patch", "cell", "lr_max", "noise", "seed"],
                                   settings=self.settings)
-        af.addRow(self.advanced)
         self.batch_spin, self.patch_spin, self.cell_spin, self.lr_spin, self.noise_spin, self.seed_spin = (
             self.advanced.control(n) for n in ("batch_size", "patch", "cell", "lr_max", "noise", "seed"))
-        self.advanced.add_row("device", self._device_row("trains"))
-        orow, self.out_folder, self.out_browse = self._folder_row(
-            "a temporary folder", "Where runs are written (a 'train-<date>-<time>' folder per run: checkpoint.pt, "
-            "best/last.safetensors, log.jsonl).\nEmpty: a temporary folder, deleted when the next run starts or the "
-            "widget closes (save the model first).", "Choose the output folder.", "Output folder for training runs",
-            "output_folder")
-        self.advanced.add_row("output folder", orow)
-        self.adv_box.setVisible(False)
-        lay.addWidget(self.adv_box)
+        self._advanced_part(lay, self.advanced,
+                            "Show or hide the batch, patch, learning-rate, device and output-folder options.",
+                            "Set every training setting of this widget back to its default (the layer choices stay).")
 
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("Continue the stopped run from its checkpoint, with the same data.")
@@ -218,19 +200,8 @@ class TrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
             ("Train", "Start training in the background (the viewer stays usable)."),
             "Stop after the current step; a checkpoint and the last model are kept (Resume continues, Save model… "
             "saves).", extra=(self.resume_btn, self.save_btn)))
-        self.progress_part = ProgressPart()
-        self.epoch_bar, self.loss_plot, self.val_table = (self.progress_part.epoch_bar, self.progress_part.loss_plot,
-                                                          self.progress_part.val_table)
-        lay.addWidget(self.epoch_bar)
-        self._add_progress(lay, ("step %v / %m", "Training steps done of all steps."),
-                           "Epoch, step, phase, current loss and the estimated time left.")
-        self.progress_label.setWordWrap(True)
-        lay.addWidget(self.loss_plot)
-        lay.addWidget(self.val_table)
-        lay.addWidget(self._status_label())
-        self.saved_label = selectable_label("Where the model and the run were written.")
-        lay.addWidget(self.saved_label)
-        lay.addStretch(1)
+        self._add_training_progress(lay, ProgressPart(), ("step %v / %m", "Training steps done of all steps."),
+                                    "Epoch, step, phase, current loss and the estimated time left.")
 
         self.resume_btn.clicked.connect(self.resume)
         self.save_btn.clicked.connect(lambda *_: self.save_model())
