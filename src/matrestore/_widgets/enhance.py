@@ -251,7 +251,7 @@ class EnhanceWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         lay.addLayout(form)
 
         lay.addWidget(self._references_box(
-            "References (high-resolution images of similar material)", "a reference",
+            "References (sharp images of similar material)", "a reference",
             "Check the image layers to use as references. Layers marked as references "
             f"(metadata['{ROLE_KEY}'] == 'reference', e.g. HR rescans) are checked for you.", 100,
             "A folder of HR reference images (tif, png, jpg, bmp); used together with the checked layers. Leave "
