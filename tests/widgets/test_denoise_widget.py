@@ -192,3 +192,14 @@ def test_opened_from_the_plugins_menu(qtbot, make_napari_viewer, micrograph, tin
     w.set_model(tiny_path)
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
     assert viewer.layers["b_denoised"].data.shape == (40, 40)
+
+
+def test_model_note_gives_the_held_out_figure_when_the_file_has_one(tmp_path):
+    from matrestore._widgets.denoise import describe_model_file
+    from matrestore.denoise import build_model, save_model
+    from matrestore.denoise.modelio import DEFAULT_MODEL
+
+    text = describe_model_file(DEFAULT_MODEL)
+    assert "held-out boundary F1 0." in text and "grain-count error" in text and "cpu preset" in text
+    p = save_model(build_model("tiny", seed=0), tmp_path / "t.safetensors", metrics={"validation": {"f1": 0.5}})
+    assert describe_model_file(p).endswith("validation boundary F1 0.500")

@@ -90,8 +90,15 @@ def describe_model_file(path) -> str:
     parts = [f"{cfg['preset']} preset"] if cfg.get("preset") else []
     if isinstance(meta.get("parameters"), int):
         parts.append(f"{meta['parameters'] / 1e3:.0f} k parameters")
-    val = ((meta.get("metrics") or {}).get("validation") or {})
-    if isinstance(val.get("f1"), (int, float)):
+    metrics = meta.get("metrics") or {}
+    held = (metrics.get("held_out") or {}).get("network") or {}
+    val = metrics.get("validation") or {}
+    if isinstance(held.get("f1"), (int, float)):  # the figure of the model card (synthetic micrographs, unseen spectra)
+        text = f"held-out boundary F1 {held['f1']:.3f}"
+        if isinstance(held.get("count_err"), (int, float)):
+            text += f", grain-count error {100 * held['count_err']:.0f} %"
+        parts.append(text)
+    elif isinstance(val.get("f1"), (int, float)):
         parts.append(f"validation boundary F1 {val['f1']:.3f}")
     return ", ".join(parts)
 
