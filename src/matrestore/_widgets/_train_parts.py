@@ -24,7 +24,7 @@ import numpy as np
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QFont, QPen, QPolygonF
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                            QPushButton, QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QFrame, QPushButton, QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError, as_2d_image
@@ -375,7 +375,20 @@ class VScroll(QScrollArea):
             hint.setHeight(min(inner.height() + 2 * self.frameWidth(), MAX_HEIGHT))
         return hint
 
-
+    @classmethod
+    def body_of(cls, owner: QWidget) -> QVBoxLayout:
+        """Make ``owner``'s whole content one :class:`VScroll` (a tall training widget scrolls in a small
+        window) and return the layout to fill."""
+        outer = QVBoxLayout(owner)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = cls()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        return QVBoxLayout(inner)
 
 
 # ---------------------------------------------------------------------------------------- schedule

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QPushButton, QToolButton,
+from qtpy.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QToolButton,
                             QVBoxLayout, QWidget)
 
 from .._layerdata import OUTPUT_KEY, made_by
@@ -167,16 +167,7 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = VScroll()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        inner = QWidget()
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(inner)
+        lay = VScroll.body_of(self)  # the widget is tall: it scrolls in a small window
 
         rbox = QGroupBox("Real micrographs (texture sources)")
         rl = QVBoxLayout(rbox)

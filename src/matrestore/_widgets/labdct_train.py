@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QFrame, QGroupBox, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QFormLayout, QGroupBox, QPushButton, QSpinBox, QVBoxLayout
 
 from .._layerdata import made_by
 from .._validate import InputError
@@ -137,16 +135,7 @@ class LabdctTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = VScroll()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        inner = QWidget()
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(inner)
+        lay = VScroll.body_of(self)  # the widget is tall: it scrolls in a small window
 
         dbox = QGroupBox("Backgrounds")
         df = QFormLayout(dbox)

@@ -24,17 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFrame,
-    QFormLayout,
-    QGroupBox,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QPushButton, QWidget
 
 from .._layerdata import ROLE_KEY, made_by
 from .._validate import InputError
@@ -131,16 +121,7 @@ class TrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = VScroll()  # the widget is tall: it scrolls in a small window
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        inner = QWidget()
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(inner)
+        lay = VScroll.body_of(self)  # the widget is tall: it scrolls in a small window
 
         self.data = DataPart()
         self.mode_hr, self.mode_pairs, self.hr_list = self.data.mode_hr, self.data.mode_pairs, self.data.hr_list
