@@ -181,15 +181,48 @@ def _window_origin(grid: BlockGrid, i: int, j: int, halo: int) -> tuple[int, int
     return (int(grid.rows[i]) - (halo if i > 0 else 0), int(grid.cols[j]) - (halo if j > 0 else 0))
 
 
-def _run_block(block, block_info=None, kernel=None, grid: BlockGrid | None = None):
-    i, j = block_info[0]["chunk-location"][-2:]
-    region = grid.region(i, j)
-    origin = _window_origin(grid, i, j, kernel.halo)
-    out = np.asarray(kernel.run(np.asarray(block), origin, region), dtype=kernel.dtype)
+def _run_window(window, kernel, origin, region):
+    """``kernel.run`` on one block's input window, then the freed heap handed back to the system (one
+    block's working set at a time, whatever the image size)."""
+    out = np.asarray(kernel.run(np.asarray(window), origin, region), dtype=kernel.dtype)
     from .device import trim_host_memory
 
-    trim_host_memory()  # one block's working set at a time, whatever the image size
+    trim_host_memory()
     return out
+
+
+def _kernel_delayed(kernel):
+    """The kernel as one ``dask.delayed`` value of the graph (a worker receives it once for all its blocks)."""
+    import dask
+
+    return dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
+
+
+def _run_block(block, block_info=None, kernel=None, grid: BlockGrid | None = None):
+    i, j = block_info[0]["chunk-location"][-2:]
+    return _run_window(block, kernel, _window_origin(grid, i, j, kernel.halo), grid.region(i, j))
+
+
+def plan_grid(x, kernel: BlockKernel, chunk=None) -> BlockGrid:
+    """The blocks of ``kernel`` over the input ``x`` (2-D: :func:`block_grid`, with a note when the input's
+    chunks are thinner than the halo; a stack: :func:`stack_grid`, ``chunk`` frames per block or ``(frames,
+    side)``); InputError for an input the engine cannot take."""
+    if x.ndim == 3:
+        halo, g, bnd = kernel_axes(kernel, 3)
+        frames, side = (chunk if isinstance(chunk, (tuple, list)) else (chunk, None))
+        if int(x.shape[0]) <= halo[0] and bnd[0] == "periodic":
+            raise InputError(f"{x.shape[0]} frame(s) are too few for a {halo[0]}-frame halo that wraps around.")
+        return stack_grid(x.shape, frames, g, halo, side)
+    if x.ndim != 2:
+        raise InputError(f"the block engine needs a 2-D image or a stack (frames × rows × cols), got shape "
+                         f"{tuple(x.shape)}.")
+    grid = block_grid(x.shape, chunk, kernel.grid, kernel.halo)
+    small = min(min(c) for c in x.chunks)
+    if small < kernel.halo:
+        grid = BlockGrid(grid.rows, grid.cols, grid.notes + (
+            f"the input's chunks ({small} px at the smallest) are smaller than the {kernel.halo} px halo: "
+            f"rechunked to blocks of {grid.side} px",), grid.side)
+    return grid
 
 
 def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid | None = None):
@@ -197,27 +230,18 @@ def lazy_map(x, kernel: BlockKernel, chunk: int | None = None, grid: BlockGrid |
 
     ``x`` is rechunked to the blocks of :func:`block_grid` (the dask chunks of the input are only where
     it is read from); the result has chunks ``scale ×`` those blocks. Returns ``(array, grid)``."""
-    import dask
     import dask.array as da
 
-    if x.ndim == 3:
-        return _lazy_map_stack(x, kernel, chunk, grid)
-    if x.ndim != 2:
-        raise InputError(f"the block engine needs a 2-D image or a stack (frames × rows × cols), got shape "
-                         f"{tuple(x.shape)}.")
     if grid is None:
-        grid = block_grid(x.shape, chunk, kernel.grid, kernel.halo)
-        small = min(min(c) for c in x.chunks)
-        if small < kernel.halo:
-            grid = BlockGrid(grid.rows, grid.cols, grid.notes + (
-                f"the input's chunks ({small} px at the smallest) are smaller than the {kernel.halo} px halo: "
-                f"rechunked to blocks of {grid.side} px",), grid.side)
+        grid = plan_grid(x, kernel, chunk)
+    if x.ndim == 3:
+        return _lazy_map_stack(x, kernel, grid)
     xr = x.rechunk(grid.chunks)
     s = int(kernel.scale)
     out_chunks = tuple(tuple(c * s for c in cs) for cs in grid.chunks)
-    kd = dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
     y = da.map_overlap(_run_block, xr, depth=int(kernel.halo), boundary="none", trim=False, chunks=out_chunks,
-                       dtype=np.dtype(kernel.dtype), kernel=kd, grid=grid, meta=np.empty((0, 0), kernel.dtype))
+                       dtype=np.dtype(kernel.dtype), kernel=_kernel_delayed(kernel), grid=grid,
+                       meta=np.empty((0, 0), kernel.dtype))
     return y, grid
 
 
@@ -226,35 +250,25 @@ def _run_block_nd(block, block_info=None, kernel=None, grid: BlockGrid | None = 
     region = grid.region(*idx)
     origin = tuple(int(e[i]) - (h if (i > 0 or b == "periodic") else 0)
                    for e, i, h, b in zip(grid.edges, idx, halo, boundary_axes))
-    out = np.asarray(kernel.run(np.asarray(block), origin, region), dtype=kernel.dtype)
-    from .device import trim_host_memory
-
-    trim_host_memory()
-    return out
+    return _run_window(block, kernel, origin, region)
 
 
-def _lazy_map_stack(x, kernel, chunk, grid):
+def _lazy_map_stack(x, kernel, grid):
     """:func:`lazy_map` of a stack (N, H, W): blocks of whole frames (or tiles of frames), a per-axis halo
     and boundary (:func:`kernel_axes`); ``run`` gets ``origin = (f, y, x)`` of the window's first pixel
     (negative, or past the end, on a periodic axis: frame ``f`` is ``f mod N``) and ``region = (f0, f1,
     y0, y1, x0, x1)``; the output has the input's frames and ``scale ×`` its rows and columns."""
-    import dask
     import dask.array as da
 
-    halo, g, bnd = kernel_axes(kernel, 3)
-    if grid is None:
-        frames, side = (chunk if isinstance(chunk, (tuple, list)) else (chunk, None))
-        grid = stack_grid(x.shape, frames, g, halo, side)
-    if int(x.shape[0]) <= halo[0] and bnd[0] == "periodic":
-        raise InputError(f"{x.shape[0]} frame(s) are too few for a {halo[0]}-frame halo that wraps around.")
+    halo, _g, bnd = kernel_axes(kernel, 3)
     xr = x.rechunk(grid.chunks)
     s = int(kernel.scale)
     out_chunks = grid.chunks[:1] + tuple(tuple(c * s for c in cs) for cs in grid.chunks[1:])
-    kd = dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
     depth = {a: int(h) for a, h in enumerate(halo)}
     boundary = {a: ("periodic" if b == "periodic" else "none") for a, b in enumerate(bnd)}
     y = da.map_overlap(_run_block_nd, xr, depth=depth, boundary=boundary, trim=False, chunks=out_chunks,
-                       dtype=np.dtype(kernel.dtype), kernel=kd, grid=grid, halo=halo, boundary_axes=bnd,
+                       dtype=np.dtype(kernel.dtype), kernel=_kernel_delayed(kernel), grid=grid, halo=halo,
+                       boundary_axes=bnd,
                        meta=np.empty((0, 0, 0), kernel.dtype))
     return y, grid
 
@@ -280,14 +294,6 @@ def block_window(x, grid: BlockGrid, index: tuple, halo: tuple, boundary: tuple)
     return win, tuple(origin)
 
 
-def _run_window(window, kernel, origin, region):
-    out = np.asarray(kernel.run(np.asarray(window), origin, region), dtype=kernel.dtype)
-    from .device import trim_host_memory
-
-    trim_host_memory()
-    return out
-
-
 def block_task(x, kernel, grid: BlockGrid, index: tuple):
     """A delayed computation of block ``index`` of ``kernel`` over ``x`` that reads only the block's window
     (:func:`block_window`); equal to that block of :func:`lazy_map`."""
@@ -295,8 +301,7 @@ def block_task(x, kernel, grid: BlockGrid, index: tuple):
 
     halo, _g, bnd = kernel_axes(kernel, x.ndim)
     win, origin = block_window(x, grid, tuple(index), halo, bnd)
-    kd = dask.delayed(kernel, pure=True, name=f"matrestore-kernel-{kernel.token}")
-    return dask.delayed(_run_window, pure=True)(win, kd, origin, grid.region(*index))
+    return dask.delayed(_run_window, pure=True)(win, _kernel_delayed(kernel), origin, grid.region(*index))
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -397,7 +402,7 @@ def store_iter(x, kernel: BlockKernel, path, *, chunk: int | None = None, schedu
     from . import ngff
 
     path = Path(path)
-    _lazy, grid = lazy_map(x, kernel, chunk)  # the grid (and its checks); blocks run through block_task
+    grid = plan_grid(x, kernel, chunk)  # blocks run through block_task, each reading its own window
     for note in grid.notes:
         yield record(Kind.WARNING, message=f"note: {note}")
     s = int(kernel.scale)

@@ -97,15 +97,10 @@ def clean_store_job(data, path, *, method="network", model=DEFAULT, cache=None, 
         dev = _device.pick_device(device)
         gen = clean_to_zarr_iter(st, path, net, chunk=chunk, threshold=thr, overwrite=overwrite, cancel=cancel,
                                  device=dev, name=f"{name}_cleaned")
-        meta = dict(getattr(net, "meta", {}) or {})
-        model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
-        model_meta.update(preset=net.cfg.preset, neighbours=int(net.cfg.neighbours))
+        model_meta = _model_meta(net)
         params, dev_text = {"threshold": thr, "model": str(model)}, _device.describe(dev)
     else:
-        opts = (routine or RoutineOptions()).check()
-        if len(st) < int(opts.window):
-            raise InputError(f"input '{name}': {len(st)} frame(s), fewer than the rolling-median window of "
-                             f"{int(opts.window)}; use a smaller window or more frames.")
+        opts = (routine or RoutineOptions()).check()  # too few frames for the window: refused by the engine
         # display limits for frames in counts: frame 0 minus the median of its window (before the store exists)
         idx = window_indices(0, len(st), int(opts.window), bool(st.full_turn))
         corr0 = st[0] - np.median(np.stack([st[j] for j in idx]), axis=0)
@@ -114,7 +109,7 @@ def clean_store_job(data, path, *, method="network", model=DEFAULT, cache=None, 
         gen = routine_to_zarr_iter(st, path, **opts.kwargs(), chunk=chunk, overwrite=overwrite, cancel=cancel,
                                    name=f"{name}_cleaned")
         model_meta, dev_text = None, "CPU"
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.kwargs().items()}
+        params = _routine_params(opts)
     out = yield from relay(gen, with_eta)
     if out is None or is_cancelled(cancel):
         return None
@@ -124,6 +119,19 @@ def clean_store_job(data, path, *, method="network", model=DEFAULT, cache=None, 
         return None
     return {"store": str(out), "rows": rows, "method": method, "model_meta": model_meta, "device": dev_text,
             "params": {**params, "store": str(out)}, "n_frames": shape[0], "elapsed_s": time.perf_counter() - t0}
+
+
+def _model_meta(net) -> dict:
+    """What a result records of the network that made it (from its file's metadata and config)."""
+    meta = dict(getattr(net, "meta", {}) or {})
+    out = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
+    out.update(preset=net.cfg.preset, neighbours=int(net.cfg.neighbours))
+    return out
+
+
+def _routine_params(opts) -> dict:
+    """The routine's options as a result records them (JSON-able: a beam-stop box as a list)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.kwargs().items()}
 
 
 def _omega_key():
@@ -246,10 +254,7 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
             if dev.type in ("cuda", "mps"):
                 net.to("cpu")
                 _device.free_memory(dev)
-        meta = dict(getattr(net, "meta", {}) or {})
-        model_meta = {k: meta[k] for k in ("architecture", "parameters", "calibration", "created", "task") if k in meta}
-        model_meta["preset"] = net.cfg.preset
-        model_meta["neighbours"] = nb
+        model_meta = _model_meta(net)
         params = {"threshold": thr, "model": str(model)}
     elif method == "routine":
         opts = (routine or RoutineOptions()).check()
@@ -265,7 +270,7 @@ def clean_job(data, *, method="network", model=DEFAULT, cache=None, threshold=No
             masks[k] = mask
 
         yield from relay(standard_routine_iter(st, **opts.kwargs(), cancel=cancel, out=masks, sink=sink), with_eta)
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.kwargs().items()}
+        params = _routine_params(opts)
     else:
         raise InputError(f"method must be 'network' or 'routine', got {method!r}.")
     if is_cancelled(cancel):
@@ -778,7 +783,7 @@ class CleanWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         if job["method"] == "network":
             params = {"threshold": job["threshold"], "model": str(job["model"])}
         else:
-            params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in job["routine"].kwargs().items()}
+            params = _routine_params(job["routine"])
         info = {"made_by": MADE_BY, "source": job["name"], "method": job["method"], "store": str(job["store"]),
                 "parameters": params}
         if res is not None:

@@ -102,6 +102,15 @@ def open_frames(stack, name: str = "stack", omegas=None) -> FrameStack:
 
 
 # --------------------------------------------------------------------------------------------- kernel
+def _frame_pos(j: int, f0: int, n: int, circular: bool, length: int) -> int:
+    """Where frame ``j`` of a stack of ``n`` lies in a block's window whose first frame is ``f0`` (negative
+    or past the end on a circular stack: frame ``f0 mod n``) of ``length`` frames."""
+    w = (j - f0) % n if circular else j - f0
+    if not 0 <= w < length:  # pragma: no cover - the halo covers every frame a block needs
+        raise RuntimeError(f"frame {j} is not in the block's window")
+    return w
+
+
 class CleanKernel:
     """The model and the stack-wide normalisation of one stack; ``run`` cleans a block of frames
     (see :class:`matrestore.bigimage.BlockKernel`: ``halo = (neighbours, 0, 0)``, whole frames)."""
@@ -128,14 +137,8 @@ class CleanKernel:
 
     def frame_inputs(self, window: np.ndarray, f0: int, k: int) -> np.ndarray:
         """The raw (C, H, W) neighbourhood of frame ``k`` from a window whose first frame is ``f0``."""
-        L = len(window)
-        out = []
-        for j in neighbour_indices(k, self.n, self.nb, self.circular):
-            w = (j - f0) % self.n if self.circular else j - f0
-            if not 0 <= w < L:  # pragma: no cover - the halo covers every neighbour
-                raise RuntimeError(f"frame {j} (a neighbour of {k}) is not in the block's window")
-            out.append(window[w])
-        return np.stack(out)
+        return np.stack([window[_frame_pos(j, f0, self.n, self.circular, len(window))]
+                         for j in neighbour_indices(k, self.n, self.nb, self.circular)])
 
     def run(self, window, origin, region):
         f0, f1 = int(region[0]), int(region[1])
@@ -220,12 +223,6 @@ class RoutineKernel:
     def describe(self) -> dict:
         return dict(self.info, task="labdct routine", window=self.window, circular=self.circular)
 
-    def _pos(self, j: int, f0: int, length: int) -> int:
-        w = (j - f0) % self.n if self.circular else j - f0
-        if not 0 <= w < length:  # pragma: no cover - the halo covers every window
-            raise RuntimeError(f"frame {j} is not in the block's window")
-        return w
-
     def run(self, window, origin, region):
         from .routine import window_indices
 
@@ -233,8 +230,9 @@ class RoutineKernel:
         out = np.zeros((f1 - f0,) + self.frame_shape, np.float32)
         for k in range(f0, f1):
             idx = window_indices(k, self.n, self.window, self.circular)
-            med = np.median(np.stack([window[self._pos(j, o, len(window))] for j in idx]), axis=0).astype(np.float32)
-            out[k - f0] = np.asarray(window[self._pos(k, o, len(window))], np.float32) - med
+            pos = [_frame_pos(j, o, self.n, self.circular, len(window)) for j in idx]
+            med = np.median(np.stack([window[p] for p in pos]), axis=0).astype(np.float32)
+            out[k - f0] = window[_frame_pos(k, o, self.n, self.circular, len(window))] - med
         return out
 
 
@@ -275,22 +273,17 @@ def routine_to_zarr_iter(stack, path, *, window: int = 11, background: float = 0
     (float32, blocks of ``chunk`` frames with a halo of ``window // 2``), ``labels/spots`` the LoG masks
     made from the stored frames — bit-identical to the in-memory masks. Resumable; a rerun with other LoG
     options or another beam stop redoes only the masks. Returns the store path (``None`` when cancelled)."""
-    from .. import bigimage
     from .routine import RoutineOptions, log_segment, noise_sigma
 
     opts = RoutineOptions(window=window, beamstop=beamstop, background=background,
                           background_in_sigma=background_in_sigma, sigma=sigma, percent=percent,
                           min_size=min_size).check()
-    src = Path(stack).expanduser() if isinstance(stack, (str, Path)) else None
-    if src is not None and src.resolve() == Path(path).expanduser().resolve():
-        raise InputError("the output store is the input; choose another output path.")
+    src = _source_path(stack, path)
     kernel, st = yield from prepare_routine(stack, window=opts.window, circular=circular, omegas=omegas)
     bs, bs_rec = yield from resolve_beamstop(st, opts.beamstop)
-    result = yield from bigimage.store_iter(
-        frames_dask(st), kernel, path, chunk=chunk or DEFAULT_FRAMES, scheduler=scheduler, workers=workers,
-        overwrite=overwrite, cancel=cancel, pixel_size_nm=pixel_size_nm,
-        name=name or f"{st.name}_median_subtracted", lead_axes=[_lead_axis(st.omegas)],
-        meta={"source": str(src) if src else None})
+    result = yield from _store_stack_iter(st, kernel, path, src, name or f"{st.name}_median_subtracted", chunk=chunk,
+                                          scheduler=scheduler, workers=workers, overwrite=overwrite, cancel=cancel,
+                                          pixel_size_nm=pixel_size_nm)
     if result is None:
         return None
     key = {"method": "routine", "background": float(opts.background), "background_in_sigma": bool(opts.background_in_sigma),
@@ -310,6 +303,25 @@ def routine_to_zarr_iter(stack, path, *, window: int = 11, background: float = 0
 def routine_to_zarr(stack, path, progress=None, **kw):
     """:func:`routine_to_zarr_iter` run to the end."""
     return drive(routine_to_zarr_iter(stack, path, **kw), progress)
+
+
+def _source_path(stack, path) -> Path | None:
+    """The input's path (``None`` for an array); InputError when the output store would be the input."""
+    src = Path(stack).expanduser() if isinstance(stack, (str, Path)) else None
+    if src is not None and src.resolve() == Path(path).expanduser().resolve():
+        raise InputError("the output store is the input; choose another output path.")
+    return src
+
+
+def _store_stack_iter(st: FrameStack, kernel, path, src, name: str, *, chunk, **kw):
+    """Generator: ``kernel`` over the frames of ``st`` into the store ``path`` (blocks of ``chunk`` frames,
+    NGFF angle axis from ω; ``kw``: scheduler, workers, overwrite, cancel, pixel_size_nm). Returns the path
+    (``None`` when cancelled)."""
+    from .. import bigimage
+
+    return (yield from bigimage.store_iter(frames_dask(st), kernel, path, chunk=chunk or DEFAULT_FRAMES, name=name,
+                                           lead_axes=[_lead_axis(st.omegas)],
+                                           meta={"source": str(src) if src else None}, **kw))
 
 
 def _lead_axis(omegas) -> dict:
@@ -333,21 +345,15 @@ def clean_to_zarr_iter(stack, path, model="default", *, chunk: int | None = None
     as the standard routine finds it; see the module doc). Resumable (a rerun skips the blocks
     written), cancel between blocks; a store of another stack, model or options is refused unless
     ``overwrite``. Returns the store path (``None`` when cancelled)."""
-    from .. import bigimage
-
-    src = Path(stack).expanduser() if isinstance(stack, (str, Path)) else None
-    if src is not None and src.resolve() == Path(path).expanduser().resolve():
-        raise InputError("the output store is the input; choose another output path.")
+    src = _source_path(stack, path)
     if not 0 < float(threshold) < 1:
         raise InputError(f"threshold must be between 0 and 1 (of the cleaned output), got {threshold}.")
-    prep = yield from prepare_clean(stack, model, tile=tile, margin=margin, batch=batch, device=device, scale=scale,
-                                    circular=circular, omegas=omegas)
-    kernel, st = prep
+    kernel, st = yield from prepare_clean(stack, model, tile=tile, margin=margin, batch=batch, device=device,
+                                          scale=scale, circular=circular, omegas=omegas)
     bs, bs_rec = yield from resolve_beamstop(st, beamstop)
-    result = yield from bigimage.store_iter(
-        frames_dask(st), kernel, path, chunk=chunk or DEFAULT_FRAMES, scheduler=scheduler, workers=workers,
-        overwrite=overwrite, cancel=cancel, pixel_size_nm=pixel_size_nm, name=name or f"{st.name}_cleaned",
-        lead_axes=[_lead_axis(st.omegas)], meta={"source": str(src) if src else None})
+    result = yield from _store_stack_iter(st, kernel, path, src, name or f"{st.name}_cleaned", chunk=chunk,
+                                          scheduler=scheduler, workers=workers, overwrite=overwrite, cancel=cancel,
+                                          pixel_size_nm=pixel_size_nm)
     if result is None:
         return None
     done = yield from write_masks_iter(result, threshold, cancel=cancel, beamstop=bs, beamstop_record=bs_rec)
