@@ -62,3 +62,24 @@ def test_bad_training_input(tmp_path, real_texture):
         drive(train([real_texture], tmp_path, epoks=3))
     with pytest.raises(InputError, match="checkpoint not found"):
         drive(train([real_texture], tmp_path, resume=str(tmp_path / "nope.pt"), **OPTS))
+
+
+def test_edge_magnitude_loss_is_blind_to_the_sign_of_a_step():
+    from matrestore.denoise.train import edge_magnitude_l1
+
+    truth = torch.zeros(1, 1, 16, 16)
+    truth[..., 8:] = 0.6  # two grains, the right one brighter
+    flipped = 0.6 - truth  # the same boundary, the left one brighter
+    flat = torch.full_like(truth, 0.3)  # the two merged (what MSE prefers when the order is unknown)
+    assert float(edge_magnitude_l1(flipped, truth)) < 1e-3
+    assert float(edge_magnitude_l1(flat, truth)) > 0.02
+    # MSE ranks them the other way round: the flipped step costs more than merging
+    assert float(((flipped - truth) ** 2).mean()) > float(((flat - truth) ** 2).mean())
+    # and it charges for an edge the truth does not have
+    assert float(edge_magnitude_l1(truth, flat)) > 0.02
+
+
+def test_training_with_the_edge_loss_runs_and_records_it(tmp_path, real_texture):
+    res, recs = _run(tmp_path, real_texture, epochs=1, steps_per_epoch=3, edge_weight=1.0)
+    assert res["status"] == "done"
+    assert load_model(res["last"]).meta["training"]["config"]["edge_weight"] == 1.0
