@@ -25,6 +25,9 @@ are kept for the held-out test (scripts/eval_denoise_default.py). One CPU thread
     OMP_NUM_THREADS=2 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v7 --keep-epochs --threads 2 \
         --init default --out training/denoise_default/run7 \
         > training/denoise_default/run7/train.out 2>&1 &
+    # run 8 (RECIPE_V8, run 6's recipe + a quarter of uniform bright-grain pairs, from the shipped default):
+    OMP_NUM_THREADS=2 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v8 --keep-epochs --threads 2 \
+        --init default --out training/denoise_default/run8 > training/denoise_default/run8/train.out 2>&1 &
 """
 
 from __future__ import annotations
@@ -87,8 +90,19 @@ RECIPE_V6 = dict(RECIPE_V5, mix=(1.0, 1.0), seed=6)
 # held out, grain-count error <= 0.172 (run 6's 0.220 less one standard error, 0.048), boundary F1 >= 0.884
 # (run 6's 0.895 less one standard error, 0.011) and scratch residual <= 0.134.
 RECIPE_V7 = dict(RECIPE_V6, edge_weight=1.0, lr=1e-4, lr_min=5e-6, seed=7)
+# run 8: run 7 did not help (validation epochs 1–4: fine recall 0.81–0.82, no fewer merges, and coarse
+# structures gained invented grains, count +0.6…+0.7; stopped after epoch 5). Back to run 6's recipe, against
+# the other failure: the grey blotches on the real NIST micrograph (bright-field etched steel), where the
+# network gives each uniform bright grain a grey of its own because every training ground truth has one.
+# A quarter of the pairs get ground truths of nearly one bright grey with dark etched boundaries (uniform
+# 0.25); from the shipped default (run 6 epoch 9), Adam 5e-5 cosine to 5e-6, new pool (seed 8), 12 × 100.
+# Rule set before training: among the epochs whose NIST bright-interior deviation (--real-check) is <= 0.025
+# (run 6: 0.0363), the one with the best all-pair validation F1 (none: not shipped); shipped if, held out,
+# boundary F1 >= 0.884, grain-count error <= 0.268 (run 6's 0.220 + one standard error) and scratch
+# residual <= 0.134.
+RECIPE_V8 = dict(RECIPE_V6, uniform=0.25, seed=8)
 RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3, "v4": RECIPE_V4, "v5": RECIPE_V5, "v6": RECIPE_V6,
-           "v7": RECIPE_V7}
+           "v7": RECIPE_V7, "v8": RECIPE_V8}
 
 
 def main(argv=None) -> int:

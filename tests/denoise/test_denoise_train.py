@@ -83,3 +83,27 @@ def test_training_with_the_edge_loss_runs_and_records_it(tmp_path, real_texture)
     res, recs = _run(tmp_path, real_texture, epochs=1, steps_per_epoch=3, edge_weight=1.0)
     assert res["status"] == "done"
     assert load_model(res["last"]).meta["training"]["config"]["edge_weight"] == 1.0
+
+
+def test_uniform_grain_pairs_have_one_bright_grey_and_dark_boundaries(real_texture):
+    from matrestore.denoise.phasefield import phase_field
+    from matrestore.denoise.synth import texture_source
+    from matrestore.denoise.train import TrainConfig, make_pair
+
+    lab = phase_field((96, 96), 20, 20, seed=3).labels
+    real, _ = texture_source(real_texture, "real")
+    cfg = TrainConfig(preset="tiny", patch=64, uniform=1.0)
+    for k in range(3):
+        x, clean, near, labels = make_pair(lab, real, cfg, np.random.default_rng(k))
+        from scipy import ndimage as ndi
+
+        bright, dark = clean > 0.5, clean < 0.2
+        assert bright.mean() + dark.mean() == 1.0  # nothing in between
+        assert 0.7 < clean[bright].max() <= 0.95 and np.ptp(clean[bright]) <= 0.1  # one bright band
+        assert 0.02 < dark.mean() < 0.5 and near.any()
+        inner = np.zeros_like(dark)
+        inner[1:-1, 1:-1] = True  # (even widths thicken by a wrapped shift, which may reach row/column 0)
+        assert ndi.distance_transform_edt(~near)[dark & inner].max() <= 2  # the dark pixels are etched boundaries
+    # off (the default) keeps the paper's distinct grey levels
+    x, clean, near, labels = make_pair(lab, real, TrainConfig(preset="tiny", patch=64), np.random.default_rng(0))
+    assert np.ptp(clean[clean > 0.2]) > 0.3

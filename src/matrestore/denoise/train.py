@@ -110,6 +110,11 @@ class TrainConfig:
                                    "the ground truth's. It does not care which side of a boundary is brighter, so a "
                                    "step between grains whose grey levels the input no longer shows still pays, where "
                                    "MSE prefers to merge them (0: off, as in the paper).")
+    uniform: float = param(0.0, label="uniform-grain pairs", min=0.0, max=1.0, step=0.05, decimals=2,
+                           tip="Share of the pairs whose ground truth has grains of nearly one bright grey with dark "
+                               "etched boundaries, as bright-field etched steels look: teaches the network to keep "
+                               "such grains uniform instead of giving each a grey level of its own (0: off, as in "
+                               "the paper).")
     min_contrast: tuple = (0.12, 0.12)  # range of the least grey difference between neighbouring grains
     seed: int = param(0, label="seed", min=0, max=2**31 - 1,
                       tip="Random seed (structures, pairs, initial weights): the same seed and data give the same "
@@ -179,8 +184,13 @@ def make_pair(labels: np.ndarray, real: np.ndarray, cfg: TrainConfig, rng: np.ra
         real, real_name, gamma = procedural_texture((P, P), rng), "procedural texture", 1.0
     c0, c1 = cfg.min_contrast
     contrast = float(c0 + (c1 - c0) * rng.random()) if c1 != c0 else float(c0)  # no draw: old recipes replay
+    grey_range = (0.1, 0.9)
+    if cfg.uniform > 0 and rng.random() < cfg.uniform:  # no draw when off: old recipes replay
+        top = float(0.8 + 0.15 * rng.random())
+        grey_range, contrast = (top - float(0.02 + 0.08 * rng.random()), top), 0.0
+        bw = int(rng.integers(1, 4))
     pair = synthesize(np.ascontiguousarray(lab), real, seed=int(rng.integers(2**31)), boundary_width=bw, mix=mix,
-                      real_name=real_name, real_gamma=gamma, min_contrast=contrast)
+                      real_name=real_name, real_gamma=gamma, min_contrast=contrast, grey_range=grey_range)
     x = normalise(pair.noisy)
     near = boundary_map(pair.labels)
     near[1:, :] |= near[:-1, :]
