@@ -12,6 +12,7 @@ structures come from seeds far from the training pool's. The table is what
     .venv/bin/python scripts/eval_denoise_default.py --val M1 M2 ...     # model choice: the fixed VALIDATION set only
                                                                          # (NIST + procedural textures, no MLography)
     .venv/bin/python scripts/eval_denoise_default.py --real-check M1 ... # grey blotches on the real NIST micrograph
+    .venv/bin/python scripts/eval_denoise_default.py --real-reference M1 ...  # grains vs NIST's highlighted boundaries
 
 The validation set (``--val``, run 3 on) is the same for every recipe, so that runs trained on different
 structure pools can be compared: 16 pairs, NIST texture or a procedural texture as source (never the
@@ -131,6 +132,63 @@ def real_check(models, json_path: Path | None = None) -> dict:
     return doc
 
 
+NIST_REFERENCE = ROOT / "training" / "denoise_default" / "reference" / "nist_steel_boundaries.png"
+NIST_UM_PER_PX = 0.2252  # NIST repo readme: 222 px = 50 um
+
+
+def nist_reference():
+    """``(reference grain labels, skeleton of the reference boundaries)`` of the NIST micrograph."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+    from skimage.segmentation import expand_labels, relabel_sequential
+
+    with Image.open(NIST_REFERENCE) as im:
+        b = np.ascontiguousarray(np.array(im.convert("L")) > 127)  # (a 1-bit image as a plain bool array)
+    cells, _ = ndi.label(~b)
+    sizes = np.bincount(cells.ravel())
+    cells[np.isin(cells, np.flatnonzero(sizes < 30))] = 0
+    return relabel_sequential(expand_labels(cells, 10))[0], skeletonize(b)
+
+
+def real_reference(models, json_path: Path | None = None, methods=("input", "bilateral")) -> dict:
+    """The real-micrograph check against NIST's highlighted boundaries (training/denoise_default/reference):
+    for the raw input, the named classical methods and each model, the grains of
+    ``measure_grains(method="etched")`` — boundary F1 (2 px) against the reference, grain count and ASTM E112
+    numbers (planimetric, intercept) against the reference grains'."""
+    import numpy as np
+
+    from matrestore.denoise import denoise, measure_grains, run_baseline
+    from matrestore.denoise.modelio import resolve_model
+    from matrestore.denoise.scoring import boundary_f1
+    from matrestore.denoise.synth import boundary_map
+    from matrestore.io import read_image
+
+    ref, skel = nist_reference()
+    R = measure_grains(None, NIST_UM_PER_PX, "um", labels=ref)["summary"]
+    doc = json.loads(json_path.read_text()) if json_path is not None and json_path.is_file() else {}
+    doc["reference"] = {k: R[k] for k in ("count", "inside", "astm_g", "astm_g_intercept", "mean_intercept")}
+    doc.setdefault("outputs", {})
+    print(f"reference: {R['count']} grains, ASTM G {R['astm_g']:.2f} (planimetric), {R['astm_g_intercept']:.2f} (intercept)")
+    img, _ = read_image(SEEN[0])
+    todo = [(m, (lambda m=m: np.asarray(img, float) if m == "input" else run_baseline(img, m))) for m in methods]
+    todo += [(str(m), (lambda m=m: denoise(img, resolve_model(m)))) for m in models]
+    for name, make in todo:
+        r = measure_grains(make(), NIST_UM_PER_PX, "um", method="etched")
+        s = r["summary"]
+        f = boundary_f1(boundary_map(r["labels"]), skel, 2.0)
+        row = {"f1": f["f1"], "precision": f["precision"], "recall": f["recall"], "count": s["count"],
+               "count_err": (s["count"] - R["count"]) / R["count"], "astm_g": s["astm_g"],
+               "astm_g_intercept": s["astm_g_intercept"]}
+        doc["outputs"][name] = row
+        print(f"{name}: boundary F1 {row['f1']:.3f} (P {row['precision']:.3f} R {row['recall']:.3f}), {s['count']} grains "
+              f"({row['count_err']:+.2f}), G {s['astm_g']:.2f} / {s['astm_g_intercept']:.2f}", flush=True)
+    if json_path is not None:
+        json_path.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
 def command(model, reals, json_path, n):
     return ["denoise", "evaluate", "--real", *map(str, reals), "--model", str(model), "--n", str(n), "--threads", "1",
             "--json", str(json_path)]
@@ -179,6 +237,8 @@ def main(argv=None) -> int:
                     help="only the fixed validation set (model choice), for these models")
     ap.add_argument("--real-check", nargs="+", default=None, metavar="MODEL",
                     help="only the grey-blotch figure on the real NIST micrograph (real_check), for these models")
+    ap.add_argument("--real-reference", nargs="+", default=None, metavar="MODEL",
+                    help="only the real-micrograph check against NIST's highlighted boundaries (real_reference)")
     ap.add_argument("--real-json", default=None, help="--real-check: write the figures here too")
     ap.add_argument("--val-json", default=str(RUN / "run3" / "val.json"),
                     help="validation figures (--val writes them; --ship records the model's entry, if any)")
@@ -189,6 +249,12 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", action="store_true",
                     help="training/denoise_default/real_nist.png: the real NIST micrograph, the network, the best baseline")
     args = ap.parse_args(argv)
+    if args.real_reference:
+        import torch
+
+        torch.set_num_threads(1)
+        real_reference([m for m in args.real_reference if m != "none"], Path(args.real_json) if args.real_json else None)
+        return 0
     if args.real_check:
         import torch
 

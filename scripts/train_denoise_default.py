@@ -28,6 +28,9 @@ are kept for the held-out test (scripts/eval_denoise_default.py). One CPU thread
     # run 8 (RECIPE_V8, run 6's recipe + a quarter of uniform bright-grain pairs, from the shipped default):
     OMP_NUM_THREADS=2 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v8 --keep-epochs --threads 2 \
         --init default --out training/denoise_default/run8 > training/denoise_default/run8/train.out 2>&1 &
+    # run 9 (RECIPE_V9 = run 8's recipe, seed 9, 8 epochs; chosen on the NIST highlighted-boundary check):
+    OMP_NUM_THREADS=2 nohup .venv/bin/python scripts/train_denoise_default.py --recipe v9 --keep-epochs --threads 2 \
+        --init default --out training/denoise_default/run9 > training/denoise_default/run9/train.out 2>&1 &
 """
 
 from __future__ import annotations
@@ -101,8 +104,18 @@ RECIPE_V7 = dict(RECIPE_V6, edge_weight=1.0, lr=1e-4, lr_min=5e-6, seed=7)
 # boundary F1 >= 0.884, grain-count error <= 0.268 (run 6's 0.220 + one standard error) and scratch
 # residual <= 0.134.
 RECIPE_V8 = dict(RECIPE_V6, uniform=0.25, seed=8)
+# run 9: run 8's epochs, scored afterwards against NIST's hand-highlighted boundaries of the real micrograph
+# (--real-reference; training/denoise_default/reference), found real etched-rule grain boundaries far better
+# than the shipped model's (F1 0.85-0.92 vs 0.71; the raw input: 0.84), which run 8's own proxy rule (the
+# bright-interior deviation) did not see. Choosing among run 8's epochs on that now would be choosing after
+# the fact, so: run 8's recipe again on a new structure pool (seed 9), 8 epochs × 100 steps. Rule set before
+# training: the epoch with the best --real-reference boundary F1 among those with fixed-validation fine F1 >=
+# 0.860; shipped if that F1 >= 0.838 (the raw input's: the network must not make a clean etched micrograph
+# harder to measure) and, held out (once), boundary F1 >= 0.884, grain-count error <= 0.268 and scratch
+# residual <= 0.134. (Its NIST F1 is then a selection figure, not an unbiased one.)
+RECIPE_V9 = dict(RECIPE_V8, epochs=8, seed=9)
 RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3, "v4": RECIPE_V4, "v5": RECIPE_V5, "v6": RECIPE_V6,
-           "v7": RECIPE_V7, "v8": RECIPE_V8}
+           "v7": RECIPE_V7, "v8": RECIPE_V8, "v9": RECIPE_V9}
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""``matrestore denoise synth | train | apply | evaluate``: thin argument parsing over the engine.
+"""``matrestore denoise synth | train | apply | evaluate | grains``: thin argument parsing over the engine.
 
 ``matrestore.cli`` calls :func:`add_subparser`. Bad input raises :class:`~matrestore._validate.InputError`
 (exit code 2, one line). Outputs never replace an input, nor an existing file matrestore did not write
@@ -189,6 +189,68 @@ def _cmd_apply(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- grains
+def _cmd_grains(args) -> int:
+    import csv
+    import io as _io
+
+    from .._paths import atomic_write_text
+    from ..io import read_image, write_tiff
+    from .apply import denoise_iter, prepare_input
+    from .grains import GRAIN_COLUMNS, UNIT_TO_MM, measure_grains
+    from .modelio import resolve_model
+
+    _threads(args)
+    if (args.pixel_size is None) != (args.unit is None):
+        raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
+    out = _outputs(args, [args.images, args.model if args.denoise and args.model != "default" else None])
+    net = resolve_model(args.model) if args.denoise else None
+    for im in args.images:
+        src = Path(im)
+        if not src.is_file():
+            raise InputError(f"file not found: {src}" if not src.exists() else f"{src} is not a file.")
+        arr, meta = read_image(src)
+        grey, _note = prepare_input(arr, "luminance", f"image '{src.name}'")
+        if args.pixel_size is not None:
+            px, unit, px_from = args.pixel_size, args.unit, "--pixel-size"
+        elif meta.get("pixel_size"):
+            px, unit, px_from = float(meta["pixel_size"]) / 1e3, "um", "the file"
+        else:
+            px, unit, px_from = None, None, None
+        stages = [("input", grey)]
+        if net is not None:
+            stages.append(("denoised", _drive(denoise_iter(arr, net, device=args.device), src.name, "tile")))
+        doc = {"source": str(src), "pixel_size": px, "unit": unit or "px", "pixel_size_from": px_from, "results": {}}
+        for stage, img in stages:
+            res = measure_grains(img, px, unit)
+            s = res["summary"]
+            doc["results"][stage] = {"summary": s, "rule": res["rule"]}
+            g = f", ASTM E112 G {s['astm_g']:.2f}" if s["astm_g"] is not None else ", ASTM G: no pixel size"
+            area = (f"{s['mean_area']:.4g} {unit}²" if s["mean_area"] is not None else f"{s['mean_area_px']:.1f} px")
+            print(f"{src.name} ({stage}): {s['count']} grains ({s['inside']} inside, {s['border']} cut by the border), "
+                  f"mean area {area}, mean diameter {s['mean_diameter']:.4g} {s['unit']}{g}")
+        final_stage, final = stages[-1][0], measure_grains(stages[-1][1], px, unit)
+        stem = src.stem + ("_denoised" if net is not None else "")
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(GRAIN_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for row in final["grains"]:
+            w.writerow({k: ("" if row[k] is None else row[k]) for k in GRAIN_COLUMNS})
+        dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_grains.csv"))
+        atomic_write_text(dest, buf.getvalue())
+        print(f"{src} -> {dest} (per grain of the {final_stage} image)")
+        if args.labels:
+            lab_dest = out.file(Path(args.labels) if len(args.images) == 1 else src.with_name(stem + "_grains.tif"))
+            write_tiff(lab_dest, final["labels"], pixel_size_nm=None if px is None else px * UNIT_TO_MM[unit] * 1e6,
+                       metadata={"source": str(src), "grains": final["summary"]}, overwrite=True)
+            print(f"{src} -> {lab_dest} (grain labels)")
+        if args.json:
+            jdest = out.file(Path(args.json) if len(args.images) == 1 else src.with_name(stem + "_grains.json"))
+            _write_json(jdest, doc)
+            print(f"{src} -> {jdest}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- evaluate
 def _cmd_evaluate(args) -> int:
     from .testset import evaluate_iter, make_test_set
@@ -275,6 +337,22 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     add_store_options(a, unit="px")
     add_overwrite_option(a)
     a.set_defaults(func=_cmd_apply)
+
+    g = sub.add_parser("grains", help="segment grains and measure them (counts, sizes, ASTM E112 grain size number)")
+    g.add_argument("images", nargs="+", help="micrograph file(s), already denoised or with --denoise")
+    g.add_argument("--denoise", action="store_true", help="denoise with the network first (the input is measured too)")
+    g.add_argument("--model", default="default", help="--denoise: model file (default: the bundled model)")
+    g.add_argument("--pixel-size", type=float, default=None, help="pixel size (default: from the file, else none: "
+                                                                    "sizes in px and no ASTM number)")
+    g.add_argument("--unit", choices=["nm", "um", "mm"], default=None, help="unit of --pixel-size (required with it)")
+    g.add_argument("--csv", default=None, help="per-grain table (default <image>[_denoised]_grains.csv)")
+    g.add_argument("--labels", default=None, help="also write the grain labels as a TIFF here (several images: "
+                                                  "<image>_grains.tif beside each, give any name)")
+    g.add_argument("--json", default=None, help="also write the summaries as JSON")
+    g.add_argument("--device", default=None)
+    g.add_argument("--threads", type=int, default=None)
+    add_overwrite_option(g)
+    g.set_defaults(func=_cmd_grains)
 
     e = sub.add_parser("evaluate", help="network vs every classical baseline on a synthetic test set")
     e.add_argument("--real", nargs="+", required=True, help="real micrograph(s) for the test spectra (use ones the model never saw)")
