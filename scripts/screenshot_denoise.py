@@ -10,7 +10,10 @@ Run under a (virtual) X server::
    it ("compare with"), with bilateral filtering — the best classical baseline of the default model's
    evaluation (docs/model_denoise_default.md) — calibrated on the image itself. Grid mode shows the
    input, the network's result and the baseline side by side.
-2. ``docs/images/denoise_train_widget.png``: "Denoise: synthetic data and training" with a sample pair
+2. ``docs/images/denoise_grains.png``: the same run's grain measurement — the network's result with the
+   outlines of its grains (``steel_grains``) and the widget's grain table (input, network, bilateral; ASTM
+   E112 numbers from the layer's 0.2252 µm pixels).
+3. ``docs/images/denoise_train_widget.png``: "Denoise: synthetic data and training" with a sample pair
    made from the same micrograph (its magnitude spectrum and histogram): the ground truth with its grain
    labels, and the noisy input with its artefact masks.
 
@@ -75,12 +78,23 @@ def apply_shot(image: Path, out: Path) -> Path:
     w.set_method("network", beside="bilateral")
     took = run_to_end(w, "denoising", 900)
     print(f"denoised in {took:.1f} s: {w.status.text()}")
+    grains = viewer.layers["steel_grains"]
+    grains.visible = False  # the grid shows the three images; the grains get their own shot
     viewer.grid.enabled = True  # left to right in layer-list order: steel, steel_denoised, steel_bilateral
     viewer.grid.shape = (2, 2)  # input and network on top, the baseline below: larger than one row of three
     viewer.layers.selection.active = viewer.layers["steel_denoised"]
     viewer.reset_view()
     settle()
     _save_small(viewer, out)
+    # the grain measurement: the network's result under the outlines of its grains, the table in the dock
+    viewer.grid.enabled = False
+    for name in ("steel", "steel_bilateral"):
+        viewer.layers[name].visible = False
+    grains.visible = True
+    viewer.layers.selection.active = grains
+    viewer.reset_view()
+    settle()
+    _save_small(viewer, out.with_name("denoise_grains.png"))
     viewer.close()
     return out
 

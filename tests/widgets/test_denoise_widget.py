@@ -203,3 +203,42 @@ def test_model_note_gives_the_held_out_figure_when_the_file_has_one(tmp_path):
     assert "held-out boundary F1 0." in text and "grain-count error" in text and "cpu preset" in text
     p = save_model(build_model("tiny", seed=0), tmp_path / "t.safetensors", metrics={"validation": {"f1": 0.5}})
     assert describe_model_file(p).endswith("validation boundary F1 0.500")
+
+
+def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph):
+    from napari.layers import Labels
+
+    viewer, w = setup
+    assert w.grains_box.isChecked()  # on by default
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    g = viewer.layers["steel_grains"]
+    assert isinstance(g, Labels) and g.contour == 1 and g.data.shape == micrograph.shape
+    assert tuple(g.scale) == tuple(viewer.layers["steel"].scale) and tuple(g.translate) == (3.0, 4.0)
+    assert w.grain_table.rowCount() == 2 and w.grain_table.item(0, 0).text() == "steel (input)"
+    assert w.grain_table.item(1, 1).text() == str(int(g.data.max()))  # the table counts the layer's grains
+    assert w.grain_table.item(1, 5).text() == "–" and "No pixel size" in w.grain_note.text()  # units are pixels
+    assert "Grains:" in w.status.text()
+    # a layer in micrometres: sizes in µm² and the ASTM numbers
+    viewer.add_image(micrograph, name="steel_um", scale=(0.5, 0.5), units=("um", "um"))
+    w.input_combo.setCurrentText("steel_um")
+    w.grain_rule_combo.setCurrentIndex(2)  # grey levels
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert "µm²" in w.grain_table.item(1, 3).text() and float(w.grain_table.item(1, 5).text()) > 0
+    assert "0.5 µm" in w.grain_note.text() and "grey levels" in w.grain_note.text()
+    assert viewer.layers["steel_um_grains"].metadata[OUTPUT_KEY]["rule"] == "levels"
+    # off: no grain layer for a new input
+    w.grains_box.setChecked(False)
+    viewer.add_image(micrograph, name="plain")
+    w.input_combo.setCurrentText("plain")
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert "plain_grains" not in viewer.layers and "Grains:" not in w.status.text()
+
+
+def test_the_job_measures_grains_of_input_and_every_result(micrograph, tiny_path):
+    res = drive(denoise_job(micrograph, model=str(tiny_path), beside="median",
+                            grains={"pixel_size": 0.25, "unit": "um", "method": "auto"}))
+    g = res["grains"]
+    assert set(g["rows"]) == {"input", "network", "median"} and g["method"] in ("etched", "levels")
+    assert all(r["method"] == g["method"] for r in g["rows"].values())  # one rule for all rows
+    assert g["labels"].shape == micrograph.shape and g["labels"].max() == g["rows"]["network"]["count"]
+    assert drive(denoise_job(micrograph, model=str(tiny_path)))["grains"] is None  # off unless asked

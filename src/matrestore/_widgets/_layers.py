@@ -227,13 +227,14 @@ def spatial_units(layer):
     return units or None
 
 
-def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):
-    """Update the image layer called ``name`` in place (data, scale, translate, metadata; a second run)
-    or add it with ``add_kwargs`` (contrast limits, colormap, …). ``units`` (napari's spatial units)
-    are a convenience for the scale bar: a unit napari does not understand is left out."""
-    from napari.layers import Image
+def _put_layer(viewer, kind: str, name, data, scale, translate, metadata, units=None, **add_kwargs):
+    """Update the layer of ``kind`` ("image" / "labels") called ``name`` in place (data, scale, translate,
+    metadata, units) or add it with ``add_kwargs``. ``units`` (napari's spatial units) are a convenience for
+    the scale bar: a unit napari does not understand is left out."""
+    from napari.layers import Image, Labels
 
-    if name in viewer.layers and isinstance(viewer.layers[name], Image):
+    cls = {"image": Image, "labels": Labels}[kind]
+    if name in viewer.layers and isinstance(viewer.layers[name], cls):
         layer = viewer.layers[name]
         layer.data = data
         layer.scale = scale
@@ -245,13 +246,29 @@ def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_
             except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
                 pass
         return layer
+    add = getattr(viewer, f"add_{kind}")
     kwargs = dict(name=name, scale=scale, translate=translate, metadata=metadata, **add_kwargs)
     if units is not None:
         try:
-            return viewer.add_image(data, units=units, **kwargs)
+            return add(data, units=units, **kwargs)
         except Exception:  # noqa: BLE001 - a unit napari does not understand: add without it
             pass
-    return viewer.add_image(data, **kwargs)
+    return add(data, **kwargs)
+
+
+def put_image(viewer, name, data, scale, translate, metadata, units=None, **add_kwargs):
+    """Update the image layer called ``name`` in place (data, scale, translate, metadata; a second run)
+    or add it with ``add_kwargs`` (contrast limits, colormap, …)."""
+    return _put_layer(viewer, "image", name, data, scale, translate, metadata, units, **add_kwargs)
+
+
+def put_labels(viewer, name, data, scale, translate, metadata, units=None, contour: int | None = None, **add_kwargs):
+    """Update the Labels layer called ``name`` in place or add it (as :func:`put_image` does for images);
+    ``contour`` px draws outlines only."""
+    layer = _put_layer(viewer, "labels", name, data, scale, translate, metadata, units, **add_kwargs)
+    if contour is not None:
+        layer.contour = int(contour)
+    return layer
 
 
 class LayerDock(QWidget):

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
 from ..denoise.apply import DenoiseOptions
 from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
-from ._layers import LayerCombo, LayerDock, combo_box, put_image, radio_row, same_layer, spatial_units
+from ._layers import LayerCombo, LayerDock, combo_box, put_image, put_labels, radio_row, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
 from ._store import StoreRunMixin, check_not_input_store, level0, show_store, store_metadata
@@ -46,6 +46,9 @@ MADE_BY = "denoise"
 METHOD_NAMES = {"network": "attention residual network", "gaussian": "Gaussian", "median": "median",
                 "bilateral": "bilateral", "nl_means": "non-local means", "tv": "total variation",
                 "wavelet": "wavelet (BayesShrink)", "bm3d": "BM3D"}
+GRAIN_RULES = {"auto (etched boundaries or grey levels)": "auto", "etched boundaries (dark lines)": "etched",
+               "grey levels (as the evaluation)": "levels"}
+GRAIN_COLUMNS = ("image", "grains", "inside", "mean area", "mean diameter", "ASTM G", "G (intercept)")
 SETTINGS_GROUP = "denoise"  # the Denoise train widget sets "model_path" / "model_file" here (_settings.set_remembered)
 
 
@@ -125,23 +128,50 @@ def _baseline(grey, method: str, calibrate: bool, colour: str, cancel):
         return None
 
 
+def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
+    """Generator: :func:`matrestore.denoise.measure_grains` of the input (grey) and of every output, all with
+    the rule chosen on the first output (``grains``: ``pixel_size``, ``unit``, ``method`` auto/etched/levels).
+    Returns ``{"rows": {name: summary}, "labels": the first output's grain labels, "method": the rule}`` or
+    None when cancelled."""
+    from ..denoise.grains import choose_rule, measure_grains
+
+    method = grains.get("method", "auto")
+    if method == "auto" and outputs:
+        method, _ = choose_rule(outputs[0]["image"])
+    rows, labels = {}, None
+    todo = [("input", grey)] + [(out["method"], out["image"]) for out in outputs]
+    for k, (name, img) in enumerate(todo):
+        if is_cancelled(cancel):
+            return None
+        yield {"message": f"measuring grains ({k + 1}/{len(todo)}: {METHOD_NAMES.get(name, name)})…"}
+        res = measure_grains(img, grains.get("pixel_size"), grains.get("unit"), method=method)
+        rows[name] = res["summary"]
+        if k == 1:
+            labels = res["labels"]
+    return {"rows": rows, "labels": labels, "method": method}
+
+
 def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, options: DenoiseOptions | None = None,
-                device=None, beside: str | None = None, calibrate: bool = True, name: str = "input", cancel=None):
+                device=None, beside: str | None = None, calibrate: bool = True, name: str = "input", cancel=None,
+                grains: dict | None = None):
     """The engine calls behind the widget (a generator; no Qt, no layers).
 
     Checks the image (:func:`matrestore.denoise.apply.prepare_input`: dims, dtype, NaN, constant, size,
     colour), then runs ``method``: the network (model ``"default"`` or a path, reused from ``cache`` while
     the file is unchanged; :func:`~matrestore.denoise.denoise_iter` with ``options``) or a classical method
     (:func:`~matrestore.denoise.run_baseline`); ``beside`` adds one classical method after the network.
-    Returns ``None`` when cancelled, else ``{"outputs": [{"method", "image", "parameters", "elapsed_s"}, ...],
-    "model_key", "model_meta", "device", "colour_note", "tiles", "elapsed_s"}``.
+    ``grains`` (``{"pixel_size", "unit", "method"}``) also measures the grains of the input and of every
+    output (:func:`measure_job_grains`). Returns ``None`` when cancelled, else ``{"outputs": [{"method",
+    "image", "parameters", "elapsed_s"}, ...], "model_key", "model_meta", "device", "colour_note", "tiles",
+    "grains", "elapsed_s"}``.
     """
     from .. import device as _device
     from ..denoise.apply import denoise_iter, prepare_input
 
     opts = (options or DenoiseOptions()).check()
     grey, note = prepare_input(image, opts.colour, f"input '{name}'")
-    del grey  # checked; the engine makes its own copy
+    if not grains:
+        del grey  # checked; the engine makes its own copy
     t_all = time.perf_counter()
     outputs, key, meta, dev_text, tiles = [], None, None, None, None
     if method == NETWORK:
@@ -179,9 +209,14 @@ def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, opti
             return None
         img, params = res
         outputs.append({"method": m, "image": img, "elapsed_s": params.get("time_s"), "parameters": params})
+    measured = None
+    if grains:
+        measured = yield from measure_job_grains(grey, outputs, grains, cancel)
+        if measured is None:
+            return None
     yield {"message": "done."}
     return {"outputs": outputs, "model_key": key, "model_meta": meta, "device": dev_text, "colour_note": note,
-            "tiles": tiles, "elapsed_s": time.perf_counter() - t_all}
+            "tiles": tiles, "grains": measured, "elapsed_s": time.perf_counter() - t_all}
 
 
 def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: DenoiseOptions | None = None, device=None,
@@ -236,6 +271,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self._build()
         self._sync_device()  # the device list must exist before its remembered choice is applied
         self._remember({"method": self.method_combo, "beside": self.beside_combo, "calibrate": self.calibrate_box,
+                        "grains": self.grains_box, "grain_rule": self.grain_rule_combo,
                         "model_default": self.model_default, "model_file": self.model_file_radio,
                         "model_path": self.model_path, "device": self.device_combo})
         self._start_runner(self.progress_bar, self.progress_label, self.status)
@@ -287,6 +323,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(self.model_box)
 
+        lay.addWidget(self._grains_part())
         lay.addWidget(self._output_box("denoised", use_tip="Network only: the classical methods run in memory. "
                                        "Histogram matching is then a sampled look-up (an approximation of the "
                                        "in-memory rank matching, see docs/denoise.md)."))
@@ -316,6 +353,91 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.method_combo.currentIndexChanged.connect(self._sync_method)
         self.model_default.toggled.connect(self._sync_model)
         self.input_combo.currentIndexChanged.connect(self._on_input)
+
+    def _grains_part(self) -> QGroupBox:
+        from ._train_parts import read_only_table
+
+        box = QGroupBox("Grains")
+        gl = QFormLayout(box)
+        self.grains_box = QCheckBox("measure grains after denoising")
+        self.grains_box.setChecked(True)
+        self.grains_box.setToolTip("Segment the grains of the input and of every result and measure them: counts, mean "
+                                   "area and diameter, ASTM E112 grain size number (planimetric and intercept) when "
+                                   "the layer has a pixel size; the result's grains go into '<input>_grains' "
+                                   "(outlines). In-memory runs only (not into a Zarr store).")
+        gl.addRow(self.grains_box)
+        self.grain_rule_combo = combo_box(GRAIN_RULES, "How grains are found (docs/denoise.md, 'Grains'): dark etched "
+                                          "boundary lines (bright-field etched steels), or steps between grain grey "
+                                          "levels (tint etching, polarised light; the evaluation's rule); auto picks "
+                                          "by whether the result has a thin dark boundary network.")
+        gl.addRow("rule", self.grain_rule_combo)
+        self.grain_table = read_only_table(list(GRAIN_COLUMNS), "Grains of the input and of each result (the same rule "
+                                           "for all). 'inside': grains not cut by the image border; mean area and "
+                                           "diameter (equivalent circle) of those. ASTM E112: planimetric (Jeffries) "
+                                           "and mean lineal intercept grain size numbers.")
+        hh = self.grain_table.horizontalHeader()
+        from qtpy.QtWidgets import QHeaderView
+
+        hh.setSectionResizeMode(0, QHeaderView.Stretch)
+        hh.setSectionResizeMode(len(GRAIN_COLUMNS) - 1, QHeaderView.ResizeToContents)
+        self.grain_table.setMinimumHeight(90)
+        self.grain_table.setMaximumHeight(130)
+        gl.addRow(self.grain_table)
+        self.grain_note = QLabel("")
+        self.grain_note.setWordWrap(True)
+        self.grain_note.setToolTip("The rule used and where the pixel size came from.")
+        gl.addRow(self.grain_note)
+        self.grains_box.toggled.connect(lambda on: self.grain_rule_combo.setEnabled(bool(on)))
+        return box
+
+    def grain_request(self, layer) -> dict | None:
+        """What 'measure grains' asks of the engine for ``layer``: ``{"pixel_size", "unit", "method"}`` (pixel
+        size and unit from the layer's scale and units; none when its units are pixels), or None when off."""
+        from ..denoise.grains import UNIT_TO_MM
+
+        if not self.grains_box.isChecked():
+            return None
+        units = spatial_units(layer) or ()
+        unit = str(units[-1]) if units else None
+        px = float(layer.scale[-1])
+        if unit is None or unit.lower() not in UNIT_TO_MM:
+            px, unit = None, None
+        return {"pixel_size": px, "unit": unit, "method": GRAIN_RULES[self.grain_rule_combo.currentText()]}
+
+    def _show_grains(self, job: dict, res: dict, main_method: str) -> str:
+        """Fill the grain table, put '<input>_grains' (outlines of the result's grains); a status phrase."""
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        g = res.get("grains")
+        if not g:
+            return ""
+        req = job["grains"]
+        unit = req.get("unit")
+        u = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "um": "µm"}.get(str(unit), unit) if unit else "px"
+        self.grain_table.setRowCount(len(g["rows"]))
+        for r, (name, s) in enumerate(g["rows"].items()):
+            area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
+            cells = [f"{job['name']} (input)" if name == "input" else METHOD_NAMES.get(name, name), str(s["count"]),
+                     str(s["inside"]), f"{area:.4g} {u}²", f"{s['mean_diameter']:.4g} {u}",
+                     "–" if s["astm_g"] is None else f"{s['astm_g']:.2f}",
+                     "–" if s["astm_g_intercept"] is None else f"{s['astm_g_intercept']:.2f}"]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"{GRAIN_COLUMNS[c]}: {text}")
+                self.grain_table.setItem(r, c, item)
+        rule = {"etched": "etched boundaries", "levels": "grey levels"}.get(g["method"], g["method"])
+        note = f"Rule: {rule}. "
+        note += (f"Pixel size {req['pixel_size']:.4g} {u} from the layer." if req.get("pixel_size") is not None else
+                 "No pixel size (the layer's units are pixels): sizes in px, no ASTM number; open the file with "
+                 "matrestore's reader or set the layer's scale and units.")
+        self.grain_note.setText(note)
+        if g.get("labels") is not None:
+            md = {OUTPUT_KEY: {"made_by": MADE_BY, "source": job["name"], "what": f"grains of the {main_method} result",
+                               "rule": g["method"], "summary": g["rows"].get(main_method)}}
+            put_labels(self.viewer, f"{job['name']}_grains", g["labels"], job["scale"], job["translate"], md,
+                       units=job["units"], contour=1, opacity=0.8)
+        s = g["rows"].get(main_method) or {}
+        return f" Grains: {s.get('count')} ({rule})" + (f", ASTM G {s['astm_g']:.2f}." if s.get("astm_g") is not None else ".")
 
     def restore_defaults(self) -> None:
         super().restore_defaults()
@@ -408,6 +530,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                 "model": self.model_spec() if method == NETWORK else None, "device": self.device(),
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "units": spatial_units(inp), "rgb": bool(getattr(inp, "rgb", False)),
+                "grains": None if use_store else self.grain_request(inp),
                 "contrast_limits": tuple(inp.contrast_limits), "metadata": dict(inp.metadata or {})}
 
     def run(self):
@@ -425,7 +548,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         return self.runner.start(
             denoise_job, job["input"].data, method=job["method"], model=job["model"] or DEFAULT,
             cache=self.model_cache, options=job["options"], device=job["device"], beside=job["beside"],
-            calibrate=job["calibrate"], name=job["name"], on_returned=self._show_result, message="starting…")
+            calibrate=job["calibrate"], name=job["name"], grains=job["grains"], on_returned=self._show_result,
+            message="starting…")
 
     # ------------------------------------------------------------------ results (GUI thread)
     def _metadata(self, job: dict, res: dict, out: dict) -> dict:
@@ -465,8 +589,9 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         text = "Done: " + ", ".join(parts) + (f" on {res['device']}" if res.get("device") else "") + "."
         if res.get("colour_note"):
             text += f" Colour: {res['colour_note']}."
+        text += self._show_grains(job, res, res["outputs"][0]["method"])
         self.last_results = {"layers": names, "elapsed_s": res["elapsed_s"], "device": res["device"],
-                             "colour_note": res.get("colour_note")}
+                             "colour_note": res.get("colour_note"), "grains": res.get("grains")}
         self.status.setStyleSheet("")
         self.status.setText(text)
 

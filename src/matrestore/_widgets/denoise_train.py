@@ -39,7 +39,7 @@ from ..denoise.synth import SynthOptions
 from ..denoise.train import TrainConfig
 from ..params import describe
 from ..progress import format_duration
-from ._layers import LayerCheckList, LayerDock, combo_box, put_image, spatial_units
+from ._layers import LayerCheckList, LayerDock, combo_box, put_image, put_labels, spatial_units
 from ._model_choice import ModelDeviceMixin, model_file_state
 from ._params import ParamForm
 from ._settings import set_remembered
@@ -364,20 +364,7 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
 
     def _put_labels(self, name, data, scale, translate, md, units, opacity, contour=0):
         """Update the Labels layer ``name`` in place or add it (``contour`` px: outlines only)."""
-        from napari.layers import Labels
-
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale, layer.translate, layer.metadata = scale, translate, md
-            return layer
-        kw = dict(name=name, scale=scale, translate=translate, metadata=md, opacity=opacity)
-        try:
-            layer = self.viewer.add_labels(data, units=units, **kw)
-        except Exception:  # noqa: BLE001 - units napari does not understand: without them
-            layer = self.viewer.add_labels(data, **kw)
-        layer.contour = int(contour)
-        return layer
+        return put_labels(self.viewer, name, data, scale, translate, md, units, contour=contour, opacity=opacity)
 
     def pair_extent(self):
         """``((y0, x0), (y1, x1))`` world corners of the sample-pair layers (None before a pair)."""

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFileD
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
 from ..progress import Kind, eta_text, is_cancelled
-from ._layers import LayerCombo, LayerDock, put_image, radio_row, same_layer, spatial_units
+from ._layers import LayerCombo, LayerDock, put_image, put_labels, radio_row, same_layer, spatial_units
 from ._store import StoreRunMixin
 from ._model_choice import ModelDeviceMixin, load_cached
 from ._params import ParamForm
@@ -308,26 +308,6 @@ def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def _put_labels(viewer, name, data, scale, translate, metadata, units=None, **kwargs):
-    """Update the Labels layer ``name`` in place or add it (as :func:`put_image` does for images)."""
-    from napari.layers import Labels
-
-    if name in viewer.layers and isinstance(viewer.layers[name], Labels):
-        layer = viewer.layers[name]
-        layer.data = data
-        layer.scale = scale
-        layer.translate = translate
-        layer.metadata = metadata
-        return layer
-    kw = dict(name=name, scale=scale, translate=translate, metadata=metadata, **kwargs)
-    if units is not None:
-        try:
-            return viewer.add_labels(data, units=units, **kw)
-        except Exception:  # noqa: BLE001 - units are a convenience for the scale bar only
-            pass
-    return viewer.add_labels(data, **kw)
 
 
 # ---------------------------------------------------------------------------------------- spot table
@@ -679,7 +659,7 @@ class CleanWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         n = int(_label_frames(mask).max())
         md = {OUTPUT_KEY: {"made_by": MADE_BY + " (preview)", "source": src["name"], "frame": k,
                            "parameters": {a: (list(b) if isinstance(b, tuple) else b) for a, b in src["params"].items()}}}
-        _put_labels(self.viewer, f"{src['name']}_preview", mask.astype(np.uint8), src["scale"], src["translate"], md,
+        put_labels(self.viewer, f"{src['name']}_preview", mask.astype(np.uint8), src["scale"], src["translate"], md,
                     units=src["units"], opacity=0.8)
         self.preview_frame = k
         self.preview_note.setStyleSheet("")
@@ -763,7 +743,7 @@ class CleanWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                        contrast_limits=clim, colormap="gray")
         cl.contrast_limits = clim
         lmd = {**md, OUTPUT_KEY: {**info, "what": "spots numbered per frame (8-connected), as in the spot table"}}
-        self.spots_layer = _put_labels(self.viewer, job["out"]["spots"], res["labels"], scale, translate, lmd,
+        self.spots_layer = put_labels(self.viewer, job["out"]["spots"], res["labels"], scale, translate, lmd,
                                        units=units, opacity=0.7)
         self.last = {"job": job, "result": res, "cleaned_layer": cl.name, "spots_layer": self.spots_layer.name}
         self.fill_table(res["rows"])
@@ -823,7 +803,7 @@ class CleanWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         masks = zarr.open_array(str(Path(res["store"]) / MASKS_PATH / "0"), mode="r")
         lmd = {**md, "store": res["store"],
                OUTPUT_KEY: {**info, "what": "spot masks from the store (1 = spot; spots numbered per frame in the table)"}}
-        self.spots_layer = _put_labels(self.viewer, job["out"]["spots"], masks, job["scale"], job["translate"], lmd,
+        self.spots_layer = put_labels(self.viewer, job["out"]["spots"], masks, job["scale"], job["translate"], lmd,
                                        units=job["units"], opacity=0.7)
         self.last = {"job": job, "result": res, "cleaned_layer": view.layer.name, "spots_layer": self.spots_layer.name}
         self.fill_table(res["rows"])
