@@ -214,7 +214,7 @@ def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph
     g = viewer.layers["steel_grains"]
     assert isinstance(g, Labels) and g.contour == 1 and g.data.shape == micrograph.shape
     assert tuple(g.scale) == tuple(viewer.layers["steel"].scale) and tuple(g.translate) == (3.0, 4.0)
-    assert w.grain_table.rowCount() == 2 and w.grain_table.item(0, 0).text() == "steel (input)"
+    assert w.grain_table.rowCount() == 2 and w.grain_table.item(0, 0).text() == "input"
     assert w.grain_table.item(1, 1).text() == str(int(g.data.max()))  # the table counts the layer's grains
     assert w.grain_table.item(1, 5).text() == "–" and "No pixel size" in w.grain_note.text()  # units are pixels
     assert "Grains:" in w.status.text()
@@ -223,7 +223,7 @@ def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph
     w.input_combo.setCurrentText("steel_um")
     w.grain_rule_combo.setCurrentIndex(2)  # grey levels
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
-    assert "µm²" in w.grain_table.item(1, 3).text() and float(w.grain_table.item(1, 5).text()) > 0
+    assert w.grain_table.horizontalHeaderItem(3).text() == "area µm²" and float(w.grain_table.item(1, 3).text()) > 0 and float(w.grain_table.item(1, 5).text()) > 0
     assert "0.5 µm" in w.grain_note.text() and "grey levels" in w.grain_note.text()
     assert viewer.layers["steel_um_grains"].metadata[OUTPUT_KEY]["rule"] == "levels"
     # off: no grain layer for a new input
@@ -242,3 +242,16 @@ def test_the_job_measures_grains_of_input_and_every_result(micrograph, tiny_path
     assert all(r["method"] == g["method"] for r in g["rows"].values())  # one rule for all rows
     assert g["labels"].shape == micrograph.shape and g["labels"].max() == g["rows"]["network"]["count"]
     assert drive(denoise_job(micrograph, model=str(tiny_path)))["grains"] is None  # off unless asked
+
+
+def test_the_bundled_etched_model_is_one_click_away(qtbot, setup):
+    from matrestore.denoise import load_model
+    from matrestore.denoise.modelio import ETCHED_MODEL
+
+    viewer, w = setup
+    w.etched_button.click()
+    assert w.model_spec() == str(ETCHED_MODEL) and w.model_file_radio.isChecked()
+    assert "NIST reference" in w.model_note.text() and "held-out boundary F1 0.880" in w.model_note.text()
+    m = load_model("etched")  # also by name, as the CLI's --model etched
+    assert m.meta["metrics"]["nist_reference"]["f1"] == pytest.approx(0.874, abs=0.001)
+    assert m.meta["metrics"]["held_out"]["network"]["f1"] == pytest.approx(0.880, abs=0.001)

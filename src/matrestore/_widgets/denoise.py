@@ -48,7 +48,8 @@ METHOD_NAMES = {"network": "attention residual network", "gaussian": "Gaussian",
                 "wavelet": "wavelet (BayesShrink)", "bm3d": "BM3D"}
 GRAIN_RULES = {"auto (etched boundaries or grey levels)": "auto", "etched boundaries (dark lines)": "etched",
                "grey levels (as the evaluation)": "levels"}
-GRAIN_COLUMNS = ("image", "grains", "inside", "mean area", "mean diameter", "ASTM G", "G (intercept)")
+GRAIN_COLUMNS = ("image", "grains", "inside", "mean area", "mean Ø", "G", "G (int.)")
+SHORT_NAMES = {"network": "network", "nl_means": "NL-means", "tv": "TV", "wavelet": "wavelet", "bm3d": "BM3D"}
 SETTINGS_GROUP = "denoise"  # the Denoise train widget sets "model_path" / "model_file" here (_settings.set_remembered)
 
 
@@ -101,6 +102,9 @@ def describe_model_file(path) -> str:
         if isinstance(held.get("count_err"), (int, float)):
             text += f", grain-count error {100 * held['count_err']:.0f} %"
         parts.append(text)
+        real = metrics.get("nist_reference") or {}
+        if isinstance(real.get("f1"), (int, float)):
+            parts.append(f"real etched steel (NIST reference) boundary F1 {real['f1']:.3f}")
     elif isinstance(val.get("f1"), (int, float)):
         parts.append(f"validation boundary F1 {val['f1']:.3f}")
     return ", ".join(parts)
@@ -130,14 +134,15 @@ def _baseline(grey, method: str, calibrate: bool, colour: str, cancel):
 
 def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
     """Generator: :func:`matrestore.denoise.measure_grains` of the input (grey) and of every output, all with
-    the rule chosen on the first output (``grains``: ``pixel_size``, ``unit``, ``method`` auto/etched/levels).
+    one rule — "auto" chooses it on the input, the micrograph the user has (``grains``: ``pixel_size``,
+    ``unit``, ``method`` auto/etched/levels).
     Returns ``{"rows": {name: summary}, "labels": the first output's grain labels, "method": the rule}`` or
     None when cancelled."""
     from ..denoise.grains import choose_rule, measure_grains
 
     method = grains.get("method", "auto")
-    if method == "auto" and outputs:
-        method, _ = choose_rule(outputs[0]["image"])
+    if method == "auto":
+        method, _ = choose_rule(grey)
     rows, labels = {}, None
     todo = [("input", grey)] + [(out["method"], out["image"]) for out in outputs]
     for k, (name, img) in enumerate(todo):
@@ -320,6 +325,16 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                            "`matrestore denoise train` (a .safetensors file)."))
         ml.addLayout(mrow)
         ml.addLayout(self._model_file_row("The model file to use when 'model file' is selected.", "Choose a model file."))
+        from qtpy.QtWidgets import QPushButton
+
+        self.etched_button = QPushButton("use the bundled etched-steel model")
+        self.etched_button.setToolTip("A second bundled model (matrestore/denoise/models/etched.safetensors), trained with "
+                                      "a quarter of bright uniform-grain pairs: on a real bright-field etched steel it "
+                                      "keeps the boundaries that grain sizing needs better than the default (see "
+                                      "docs/model_denoise_default.md); on synthetic test images its boundary F1 is a "
+                                      "little lower. Chosen as a model file.")
+        self.etched_button.clicked.connect(self._use_etched)
+        ml.addWidget(self.etched_button)
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(self.model_box)
 
@@ -373,13 +388,17 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         gl.addRow("rule", self.grain_rule_combo)
         self.grain_table = read_only_table(list(GRAIN_COLUMNS), "Grains of the input and of each result (the same rule "
                                            "for all). 'inside': grains not cut by the image border; mean area and "
-                                           "diameter (equivalent circle) of those. ASTM E112: planimetric (Jeffries) "
-                                           "and mean lineal intercept grain size numbers.")
+                                           "diameter Ø (equivalent circle) of those. G: ASTM E112 planimetric "
+                                           "(Jeffries) grain size number; G (int.): the mean lineal intercept one.")
         hh = self.grain_table.horizontalHeader()
         from qtpy.QtWidgets import QHeaderView
 
-        hh.setSectionResizeMode(0, QHeaderView.Stretch)
-        hh.setSectionResizeMode(len(GRAIN_COLUMNS) - 1, QHeaderView.ResizeToContents)
+        for c in range(len(GRAIN_COLUMNS) - 1):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(len(GRAIN_COLUMNS) - 1, QHeaderView.Stretch)
+        from qtpy.QtCore import Qt
+
+        self.grain_table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # it fits the dock: no scrolling
         self.grain_table.setMinimumHeight(90)
         self.grain_table.setMaximumHeight(130)
         gl.addRow(self.grain_table)
@@ -415,10 +434,13 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         unit = req.get("unit")
         u = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "um": "µm"}.get(str(unit), unit) if unit else "px"
         self.grain_table.setRowCount(len(g["rows"]))
+        heads = list(GRAIN_COLUMNS)
+        heads[3], heads[4] = f"area {u}²", f"Ø {u}"
+        self.grain_table.setHorizontalHeaderLabels(heads)
         for r, (name, s) in enumerate(g["rows"].items()):
             area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
-            cells = [f"{job['name']} (input)" if name == "input" else METHOD_NAMES.get(name, name), str(s["count"]),
-                     str(s["inside"]), f"{area:.4g} {u}²", f"{s['mean_diameter']:.4g} {u}",
+            cells = ["input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name)), str(s["count"]),
+                     str(s["inside"]), f"{area:.4g}", f"{s['mean_diameter']:.4g}",
                      "–" if s["astm_g"] is None else f"{s['astm_g']:.2f}",
                      "–" if s["astm_g_intercept"] is None else f"{s['astm_g_intercept']:.2f}"]
             for c, text in enumerate(cells):
@@ -470,6 +492,11 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
 
         self._show_model_choice(DEFAULT_MODEL, "default model installed",
                                 "No default denoising model is installed: choose a model file.", describe_model_file)
+
+    def _use_etched(self) -> None:
+        from ..denoise.modelio import ETCHED_MODEL
+
+        self.set_model(str(ETCHED_MODEL))
 
     def _browse_model(self) -> None:
         path = self._ask_model_file("Denoising model")

@@ -154,7 +154,7 @@ def _cmd_apply(args) -> int:
         apply_store(args)
         return 0
     _threads(args)
-    out = _outputs(args, [args.images, args.model if args.model != "default" else None])
+    out = _outputs(args, [args.images, args.model if args.model not in ("default", "etched") else None])
     targets = []
     if len(args.images) > 1 and args.out and not Path(args.out).suffix == "":
         raise InputError("--out must be a folder when several images are given.")
@@ -203,7 +203,7 @@ def _cmd_grains(args) -> int:
     _threads(args)
     if (args.pixel_size is None) != (args.unit is None):
         raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
-    out = _outputs(args, [args.images, args.model if args.denoise and args.model != "default" else None])
+    out = _outputs(args, [args.images, args.model if args.denoise and args.model not in ("default", "etched") else None])
     net = resolve_model(args.model) if args.denoise else None
     for im in args.images:
         src = Path(im)
@@ -325,7 +325,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--out", default=None, help="output file (one image) or folder; default <image>_denoised.tif; or an "
                                                "OME-Zarr store (a name ending in .zarr: one image, computed block by "
                                                "block, out of core, resumable)")
-    a.add_argument("--model", default="default", help="model file (default: the bundled model)")
+    a.add_argument("--model", default="default", help="model file, 'default' (the bundled model) or 'etched' (the "
+                                                      "bundled model for bright-field etched steels)")
     a.add_argument("--baseline", choices=list(BASELINES), default=None, help="run a classical method instead of the network")
     a.add_argument("--no-calibrate", action="store_true", help="baselines: rule-of-thumb parameters, no calibration")
     a.add_argument("--no-histogram", action="store_true", help="skip matching the result's histogram to the input's")
@@ -341,7 +342,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     g = sub.add_parser("grains", help="segment grains and measure them (counts, sizes, ASTM E112 grain size number)")
     g.add_argument("images", nargs="+", help="micrograph file(s), already denoised or with --denoise")
     g.add_argument("--denoise", action="store_true", help="denoise with the network first (the input is measured too)")
-    g.add_argument("--model", default="default", help="--denoise: model file (default: the bundled model)")
+    g.add_argument("--model", default="default", help="--denoise: model file, 'default' or 'etched' (bundled)")
     g.add_argument("--pixel-size", type=float, default=None, help="pixel size (default: from the file, else none: "
                                                                     "sizes in px and no ASTM number)")
     g.add_argument("--unit", choices=["nm", "um", "mm"], default=None, help="unit of --pixel-size (required with it)")
