@@ -10,7 +10,9 @@ Each measurement runs in a fresh subprocess so that its peak resident memory (ru
 * the ``cpu`` preset (the shipped default model if installed, else random weights of the same
   architecture: same speed) on a 1024² micrograph, whole image (target ≤ 2 s) and in 512² tiles;
   a 2048² image in 512² tiles shows the peak memory bounded by the tile, not the image;
-* NL-means and TV (scikit-image, rule-of-thumb parameters: no calibration) on the same 1024² image.
+* NL-means and TV (scikit-image, rule-of-thumb parameters: no calibration) on the same 1024² image;
+* the grain measurement (``measure_grains``, auto → etched rule, with the ASTM numbers) of the 1024² and
+  2048² images: it runs on the whole image in memory (no tiling), so its time and memory grow with it.
 
 The 1024² image is the NIST etched-steel micrograph (600×800) mirrored to 1024² (a real micrograph;
 the speed does not depend on the content). Times: best of ``--repeat`` runs after one warm-up.
@@ -79,6 +81,18 @@ print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
 from matrestore.denoise import run_baseline
 x = image(1024)
 t = best(lambda: run_baseline(x, "nl_means", calibrate=False), {repeat})
+print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
+''',
+    "grains 1024² (auto rule, ASTM numbers)": '''
+from matrestore.denoise import measure_grains
+x = image(1024)
+t = best(lambda: measure_grains(x, 0.2252, "um"), {repeat})
+print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
+''',
+    "grains 2048² (auto rule, ASTM numbers)": '''
+from matrestore.denoise import measure_grains
+x = image(2048)
+t = best(lambda: measure_grains(x, 0.2252, "um"), 1)
 print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
 ''',
     "TV 1024² (rule of thumb)": '''
