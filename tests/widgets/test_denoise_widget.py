@@ -255,3 +255,18 @@ def test_the_bundled_etched_model_is_one_click_away(qtbot, setup):
     m = load_model("etched")  # also by name, as the CLI's --model etched
     assert m.meta["metrics"]["nist_reference"]["f1"] == pytest.approx(0.874, abs=0.001)
     assert m.meta["metrics"]["held_out"]["network"]["f1"] == pytest.approx(0.880, abs=0.001)
+
+
+def test_an_etched_looking_input_suggests_the_etched_model(qtbot, setup):
+    from matrestore.denoise import phase_field, synthesize
+
+    viewer, w = setup
+    w.set_model("default")
+    assert not w.etched_hint  # the grey-level micrograph of the fixture
+    p = synthesize(phase_field((128, 128), 30, 60, seed=3), None, seed=4, boundary_width=2, grey_range=(0.82, 0.92),
+                   min_contrast=0.0, artefacts={"scratches": (0, 0), "stains": (0, 0)})
+    viewer.add_image((p.noisy * 255).astype(np.uint8), name="etched")
+    w.input_combo.setCurrentText("etched")
+    assert w.etched_hint and "etched-steel model" in w.hint_label.text() and w.hint_label.isVisibleTo(w)
+    w.etched_button.click()  # taken: the hint goes
+    assert not w.etched_hint and not w.hint_label.isVisibleTo(w)

@@ -335,6 +335,12 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                                       "little lower. Chosen as a model file.")
         self.etched_button.clicked.connect(self._use_etched)
         ml.addWidget(self.etched_button)
+        self.hint_label = QLabel("")
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setStyleSheet("color: #e0b050;")
+        self.hint_label.setToolTip("A suggestion from the input's look (docs/denoise.md, 'Grains': the etched rule's test).")
+        self.hint_label.setVisible(False)
+        ml.addWidget(self.hint_label)
         ml.addWidget(self._model_note_label("Whether the chosen model is available."))
         lay.addWidget(self.model_box)
 
@@ -490,6 +496,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     def _sync_model(self, *_) -> None:
         from ..denoise.modelio import DEFAULT_MODEL
 
+        if hasattr(self, "hint_label"):
+            self._etched_hint()
         self._show_model_choice(DEFAULT_MODEL, "default model installed",
                                 "No default denoising model is installed: choose a model file.", describe_model_file)
 
@@ -521,9 +529,47 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.invalid_note.setText("Not offered: " + "; ".join(f"'{n}' ({why})" for n, why in bad) if bad else "")
         self.invalid_note.setVisible(bool(bad))
         self.store_part.sync(self.input_layer(), 1)
+        self._etched_hint()
 
     def _on_input(self, *_) -> None:
         self.store_part.sync(self.input_layer(), 1)
+        self._etched_hint()
+
+    HINT_MAX_PX = 4_000_000  # the look of larger (or lazy) layers is not checked on the GUI thread
+
+    def _etched_hint(self) -> None:
+        """Under the grain table: suggest the bundled etched-steel model when the input looks like a bright-field
+        etched steel (a thin dark boundary network: :func:`matrestore.denoise.grains.choose_rule`) and the
+        default model is chosen. Small in-memory layers only; any failure just gives no hint."""
+        from ..denoise.grains import choose_rule
+
+        self.etched_hint = False
+        layer = self.input_layer()
+        if layer is None or getattr(layer, "multiscale", False) or not self.model_default.isChecked():
+            self._show_hint("")
+            return
+        data = layer.data
+        if not isinstance(data, np.ndarray) or data.size > self.HINT_MAX_PX * (data.shape[-1] if data.ndim == 3 else 1):
+            self._show_hint("")
+            return
+        key = (id(data), data.shape)
+        if getattr(self, "_hint_key", None) != key:
+            try:
+                from ..denoise.apply import prepare_input
+
+                grey, _ = prepare_input(data, "luminance", "input")
+                self._hint_rule = choose_rule(grey)[0]
+            except Exception:  # noqa: BLE001 - no hint for an image the engine will refuse anyway
+                self._hint_rule = None
+            self._hint_key = key
+        self.etched_hint = self._hint_rule == "etched"
+        self._show_hint("This micrograph looks like a bright-field etched steel (thin dark boundaries): the bundled "
+                        "etched-steel model keeps such boundaries better for grain sizing." if self.etched_hint else "")
+
+    def _show_hint(self, text: str) -> None:
+        if hasattr(self, "hint_label"):
+            self.hint_label.setText(text)
+            self.hint_label.setVisible(bool(text))
 
     def input_layer(self):
         return self.input_combo.layer()
