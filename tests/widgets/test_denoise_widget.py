@@ -270,3 +270,13 @@ def test_an_etched_looking_input_suggests_the_etched_model(qtbot, setup):
     assert w.etched_hint and "etched-steel model" in w.hint_label.text() and w.hint_label.isVisibleTo(w)
     w.etched_button.click()  # taken: the hint goes
     assert not w.etched_hint and not w.hint_label.isVisibleTo(w)
+
+
+def test_a_result_whose_grains_cannot_be_measured_keeps_the_result():
+    from matrestore._widgets.denoise import measure_job_grains
+
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    outs = [{"method": "network", "image": np.zeros((64, 64), np.float32)}]  # constant: no boundaries
+    res = drive(measure_job_grains(img, outs, {"pixel_size": None, "unit": None, "method": "levels"}))
+    assert "constant" in res["rows"]["network"]["error"] and res["rows"]["input"]["count"] >= 1
+    assert res["labels"] is None

@@ -142,14 +142,21 @@ def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
 
     method = grains.get("method", "auto")
     if method == "auto":
-        method, _ = choose_rule(grey)
+        try:
+            method, _ = choose_rule(grey)
+        except Exception:  # noqa: BLE001 - a look that cannot be judged: the evaluation's rule
+            method = "levels"
     rows, labels = {}, None
     todo = [("input", grey)] + [(out["method"], out["image"]) for out in outputs]
     for k, (name, img) in enumerate(todo):
         if is_cancelled(cancel):
             return None
         yield {"message": f"measuring grains ({k + 1}/{len(todo)}: {METHOD_NAMES.get(name, name)})…"}
-        res = measure_grains(img, grains.get("pixel_size"), grains.get("unit"), method=method)
+        try:
+            res = measure_grains(img, grains.get("pixel_size"), grains.get("unit"), method=method)
+        except InputError as exc:  # e.g. a constant result: say so in its row, keep the denoised images
+            rows[name] = {"error": str(exc)}
+            continue
         rows[name] = res["summary"]
         if k == 1:
             labels = res["labels"]
@@ -444,6 +451,14 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         heads[3], heads[4] = f"area {u}²", f"Ø {u}"
         self.grain_table.setHorizontalHeaderLabels(heads)
         for r, (name, s) in enumerate(g["rows"].items()):
+            label = "input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name))
+            if "error" in s:
+                cells = [label, "–", "–", "–", "–", "–", "–"]
+                for c, text in enumerate(cells):
+                    item = QTableWidgetItem(text)
+                    item.setToolTip(f"grains not measured: {s['error']}")
+                    self.grain_table.setItem(r, c, item)
+                continue
             area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
             cells = ["input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name)), str(s["count"]),
                      str(s["inside"]), f"{area:.4g}", f"{s['mean_diameter']:.4g}",
@@ -459,12 +474,18 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                  "No pixel size (the layer's units are pixels): sizes in px, no ASTM number; open the file with "
                  "matrestore's reader or set the layer's scale and units.")
         self.grain_note.setText(note)
+        stale = f"{job['name']}_grains"
+        if g.get("labels") is None and stale in self.viewer.layers and \
+                made_by(self.viewer.layers[stale].metadata) == MADE_BY:
+            self.viewer.layers.remove(stale)  # an outline of an earlier result would not match this one
         if g.get("labels") is not None:
             md = {OUTPUT_KEY: {"made_by": MADE_BY, "source": job["name"], "what": f"grains of the {main_method} result",
                                "rule": g["method"], "summary": g["rows"].get(main_method)}}
             put_labels(self.viewer, f"{job['name']}_grains", g["labels"], job["scale"], job["translate"], md,
                        units=job["units"], contour=1, opacity=0.8)
         s = g["rows"].get(main_method) or {}
+        if "error" in s or not s:
+            return f" Grains not measured: {s.get('error', 'no result')}"
         return f" Grains: {s.get('count')} ({rule})" + (f", ASTM G {s['astm_g']:.2f}." if s.get("astm_g") is not None else ".")
 
     def restore_defaults(self) -> None:
