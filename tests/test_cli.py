@@ -98,6 +98,13 @@ def test_demo_writes_outputs(tmp_path, capsys):
     sr, meta = io.read_image(tmp_path / "demo" / "ttsr.tif")
     hr, hmeta = io.read_image(tmp_path / "demo" / "hr.tif")
     assert sr.shape == hr.shape and meta["pixel_size"] == pytest.approx(hmeta["pixel_size"])
+    # the optical part: both bundled denoisers on the NIST micrograph, its grains measured with ASTM numbers
+    opt = doc["optical"]
+    assert opt["rule"] == "etched" and set(opt["grains"]) == {"input", "default model", "etched-steel model"}
+    assert all(8 < g["astm_g"] < 12 for g in opt["grains"].values())  # fine-grained steel, near NIST's 9.87
+    den, dmeta = io.read_image(tmp_path / "demo" / "optical_denoised.tif")
+    assert den.shape == (600, 800) and dmeta["pixel_size"] == pytest.approx(225.2)
+    assert "ASTM G" in out and "etched-steel model" in out
 
 
 def test_demo_without_model_and_scale_mismatch(tmp_path, capsys):
