@@ -205,11 +205,19 @@ def test_model_note_gives_the_held_out_figure_when_the_file_has_one(tmp_path):
     assert describe_model_file(p).endswith("validation boundary F1 0.500")
 
 
-def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph):
+def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph, tmp_path):
+    import csv
+    import json
+
     from napari.layers import Labels
+
+    from matrestore import InputError
 
     viewer, w = setup
     assert w.grains_box.isChecked()  # on by default
+    assert not w.grain_save.isEnabled()
+    with pytest.raises(InputError):
+        w.save_grain_table(tmp_path / "none.csv")
     assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
     g = viewer.layers["steel_grains"]
     assert isinstance(g, Labels) and g.contour == 1 and g.data.shape == micrograph.shape
@@ -226,6 +234,12 @@ def test_grains_are_measured_with_the_layers_pixel_size(qtbot, setup, micrograph
     assert w.grain_table.horizontalHeaderItem(3).text() == "area µm²" and float(w.grain_table.item(1, 3).text()) > 0 and float(w.grain_table.item(1, 5).text()) > 0
     assert "0.5 µm" in w.grain_note.text() and "grey levels" in w.grain_note.text()
     assert viewer.layers["steel_um_grains"].metadata[OUTPUT_KEY]["rule"] == "levels"
+    assert w.grain_save.isEnabled()
+    w.save_grain_table(tmp_path / "g.csv")
+    rows = list(csv.DictReader(open(tmp_path / "g.csv")))
+    assert len(rows) == int(viewer.layers["steel_um_grains"].data.max()) and float(rows[0]["area"]) > 0
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["unit"] == "micrometer" and doc["rule"] == "levels" and set(doc["summaries"]) == {"input", "network"}
     # off: no grain layer for a new input
     w.grains_box.setChecked(False)
     viewer.add_image(micrograph, name="plain")

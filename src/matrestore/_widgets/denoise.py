@@ -279,6 +279,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         super().__init__(napari_viewer)
         self.model_cache: dict = {}
         self.last_results: dict | None = None
+        self._last_grains: dict | None = None
         self._job: dict | None = None
         self._build()
         self._sync_device()  # the device list must exist before its remembered choice is applied
@@ -415,12 +416,54 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.grain_table.setMinimumHeight(90)
         self.grain_table.setMaximumHeight(130)
         gl.addRow(self.grain_table)
+        from qtpy.QtWidgets import QPushButton
+
+        self.grain_save = QPushButton("Save per-grain table…")
+        self.grain_save.setToolTip("Write every grain of the result (label, area in px and in the layer's units², "
+                                   "equivalent diameter, centroid, border contact) as CSV, with the summary as JSON "
+                                   "beside it.")
+        self.grain_save.setEnabled(False)
+        self.grain_save.clicked.connect(self._ask_save_grains)
+        gl.addRow(self.grain_save)
         self.grain_note = QLabel("")
         self.grain_note.setWordWrap(True)
         self.grain_note.setToolTip("The rule used and where the pixel size came from.")
         gl.addRow(self.grain_note)
         self.grains_box.toggled.connect(lambda on: self.grain_rule_combo.setEnabled(bool(on)))
         return box
+
+    def _ask_save_grains(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save the per-grain table", "grains.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.save_grain_table(path)
+            except (InputError, OSError) as exc:
+                self.runner.fail(InputError(str(exc)))
+
+    def save_grain_table(self, path) -> Path:
+        """Write the last result's grains (:func:`matrestore.denoise.grains.grains_csv`) to ``path`` and the
+        summaries of the grain table to ``<path>.json``; InputError before any grains were measured. Never
+        replaces a file matrestore did not write (the dialog asks first; a script passes a new name)."""
+        import json
+
+        from .._paths import atomic_write_text
+        from ..denoise.grains import grain_properties, grains_csv
+
+        g = self._last_grains
+        if not g or g.get("labels") is None:
+            raise InputError("no grains measured yet: denoise with 'measure grains after denoising' ticked.")
+        req = g["request"]
+        rows = grain_properties(g["labels"], req.get("pixel_size"), req.get("unit"))
+        path = Path(path)
+        atomic_write_text(path, grains_csv(rows))
+        doc = {"source": g["source"], "rule": g["method"], "pixel_size": req.get("pixel_size"),
+               "unit": req.get("unit") or "px", "summaries": g["rows"], "written_by": "matrestore"}
+        atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=1, default=str))
+        self.status.setStyleSheet("")
+        self.status.setText(f"Saved {len(rows)} grains to {path.name} (summary: {path.with_suffix('.json').name}).")
+        return path
 
     def grain_request(self, layer) -> dict | None:
         """What 'measure grains' asks of the engine for ``layer``: ``{"pixel_size", "unit", "method"}`` (pixel
@@ -441,6 +484,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         from qtpy.QtWidgets import QTableWidgetItem
 
         g = res.get("grains")
+        self._last_grains = None if not g else dict(g, request=job["grains"], source=job["name"])
+        self.grain_save.setEnabled(bool(g and g.get("labels") is not None))
         if not g:
             return ""
         req = job["grains"]

@@ -191,13 +191,10 @@ def _cmd_apply(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- grains
 def _cmd_grains(args) -> int:
-    import csv
-    import io as _io
-
     from .._paths import atomic_write_text
     from ..io import read_image, write_tiff
     from .apply import denoise_iter, prepare_input
-    from .grains import GRAIN_COLUMNS, UNIT_TO_MM, measure_grains
+    from .grains import UNIT_TO_MM, grains_csv, measure_grains
     from .modelio import resolve_model
 
     _threads(args)
@@ -231,13 +228,8 @@ def _cmd_grains(args) -> int:
                   f"mean area {area}, mean diameter {s['mean_diameter']:.4g} {s['unit']}{g}")
         final_stage, final = stages[-1][0], measure_grains(stages[-1][1], px, unit)
         stem = src.stem + ("_denoised" if net is not None else "")
-        buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(GRAIN_COLUMNS), lineterminator="\n")
-        w.writeheader()
-        for row in final["grains"]:
-            w.writerow({k: ("" if row[k] is None else row[k]) for k in GRAIN_COLUMNS})
         dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_grains.csv"))
-        atomic_write_text(dest, buf.getvalue())
+        atomic_write_text(dest, grains_csv(final["grains"]))
         print(f"{src} -> {dest} (per grain of the {final_stage} image)")
         if args.labels:
             lab_dest = out.file(Path(args.labels) if len(args.images) == 1 else src.with_name(stem + "_grains.tif"))
