@@ -134,7 +134,6 @@ def real_check(models, json_path: Path | None = None) -> dict:
 
 
 NIST_REFERENCE = ROOT / "training" / "denoise_default" / "reference" / "nist_steel_boundaries.png"
-NIST_UM_PER_PX = 0.2252  # NIST repo readme: 222 px = 50 um
 
 
 def nist_reference():
@@ -166,8 +165,11 @@ def real_reference(models, json_path: Path | None = None, methods=("input", "bil
     from matrestore.denoise.synth import boundary_map
     from matrestore.io import read_image
 
+    from matrestore._samples import OPTICAL_PIXEL_SIZE_NM
+
+    um = OPTICAL_PIXEL_SIZE_NM / 1e3  # the NIST micrograph: 222 px = 50 µm
     ref, skel = nist_reference()
-    R = measure_grains(None, NIST_UM_PER_PX, "um", labels=ref)["summary"]
+    R = measure_grains(None, um, "um", labels=ref)["summary"]
     doc = json.loads(json_path.read_text()) if json_path is not None and json_path.is_file() else {}
     doc["reference"] = {k: R[k] for k in ("count", "inside", "astm_g", "astm_g_intercept", "mean_intercept")}
     doc.setdefault("outputs", {})
@@ -176,7 +178,7 @@ def real_reference(models, json_path: Path | None = None, methods=("input", "bil
     todo = [(m, (lambda m=m: np.asarray(img, float) if m == "input" else run_baseline(img, m))) for m in methods]
     todo += [(str(m), (lambda m=m: denoise(img, resolve_model(m)))) for m in models]
     for name, make in todo:
-        r = measure_grains(make(), NIST_UM_PER_PX, "um", method="etched")
+        r = measure_grains(make(), um, "um", method="etched")
         s = r["summary"]
         f = boundary_f1(boundary_map(r["labels"]), skel, 2.0)
         row = {"f1": f["f1"], "precision": f["precision"], "recall": f["recall"], "count": s["count"],

@@ -139,16 +139,16 @@ def run_demo(out_dir="demo_output", scale: int = 4, model="default", progress: b
     return doc
 
 
-NIST_UM_PER_PX = 0.2252  # the bundled NIST micrograph (its repository's readme: 222 px = 50 µm)
-
-
 def denoise_demo(outputs, out) -> dict:
     """The bundled optical micrograph (NIST etched steel) denoised with both bundled denoising models, and
     the grains of the input and of each result measured (one rule, chosen on the input; ASTM E112 numbers
     at its 0.2252 µm pixels). Writes ``optical_denoised.tif`` and ``optical_etched_model.tif``."""
     from . import io
+    from ._samples import OPTICAL_PIXEL_SIZE_NM
     from .denoise import denoise, measure_grains
     from .denoise.grains import choose_rule
+
+    um_per_px = OPTICAL_PIXEL_SIZE_NM / 1e3
 
     path = io.sample_path("optical")
     image, _ = io.read_image(path)
@@ -156,20 +156,19 @@ def denoise_demo(outputs, out) -> dict:
     outs = {"input": image}
     for name, spec in (("default model", "default"), ("etched-steel model", "etched")):
         outs[name] = denoise(image, spec)
-    print(f"\noptical: {Path(path).name} ({image.shape[0]}×{image.shape[1]} px, {NIST_UM_PER_PX} µm/px) denoised with "
+    print(f"\noptical: {Path(path).name} ({image.shape[0]}×{image.shape[1]} px, {um_per_px} µm/px) denoised with "
           f"the bundled models; grains ({rule} rule):")
     print("| image | grains | mean area µm² | ASTM G (planimetric) | G (intercept) |\n|---|---:|---:|---:|---:|")
     rows = {}
     for name, img in outs.items():
-        s = measure_grains(img, NIST_UM_PER_PX, "um", method=rule)["summary"]
+        s = measure_grains(img, um_per_px, "um", method=rule)["summary"]
         rows[name] = {k: s[k] for k in ("count", "inside", "mean_area", "mean_diameter", "astm_g", "astm_g_intercept")}
         print(f"| {name} | {s['count']} | {s['mean_area']:.1f} | {s['astm_g']:.2f} | {s['astm_g_intercept']:.2f} |")
     print("(NIST's hand-highlighted boundaries of this micrograph enclose 207 grains, G 9.87 / 10.17: "
           "docs/model_denoise_default.md)")
-    px_nm = NIST_UM_PER_PX * 1e3
-    io.write_tiff(outputs.in_folder(out, "optical_denoised.tif"), outs["default model"], pixel_size_nm=px_nm)
-    io.write_tiff(outputs.in_folder(out, "optical_etched_model.tif"), outs["etched-steel model"], pixel_size_nm=px_nm)
-    return {"image": Path(path).name, "um_per_px": NIST_UM_PER_PX, "rule": rule, "grains": rows}
+    for name, file in (("default model", "optical_denoised.tif"), ("etched-steel model", "optical_etched_model.tif")):
+        io.write_tiff(outputs.in_folder(out, file), outs[name], pixel_size_nm=OPTICAL_PIXEL_SIZE_NM)
+    return {"image": Path(path).name, "um_per_px": um_per_px, "rule": rule, "grains": rows}
 
 
 def _device_name() -> str:

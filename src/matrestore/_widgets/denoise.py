@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHeaderView, QLabel, QPushButton, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
 
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
@@ -142,10 +144,7 @@ def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
 
     method = grains.get("method", "auto")
     if method == "auto":
-        try:
-            method, _ = choose_rule(grey)
-        except Exception:  # noqa: BLE001 - a look that cannot be judged: the evaluation's rule
-            method = "levels"
+        method, _ = choose_rule(grey)  # the input passed prepare_input: 2-D, finite, not constant
     rows, labels = {}, None
     todo = [("input", grey)] + [(out["method"], out["image"]) for out in outputs]
     for k, (name, img) in enumerate(todo):
@@ -281,6 +280,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.last_results: dict | None = None
         self._last_grains: dict | None = None
         self._job: dict | None = None
+        self.etched_hint = False  # the input looks like a bright-field etched steel (see _etched_hint)
+        self._hint_key, self._hint_rule = None, None
         self._build()
         self._sync_device()  # the device list must exist before its remembered choice is applied
         self._remember({"method": self.method_combo, "beside": self.beside_combo, "calibrate": self.calibrate_box,
@@ -333,8 +334,6 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                            "`matrestore denoise train` (a .safetensors file)."))
         ml.addLayout(mrow)
         ml.addLayout(self._model_file_row("The model file to use when 'model file' is selected.", "Choose a model file."))
-        from qtpy.QtWidgets import QPushButton
-
         self.etched_button = QPushButton("use the bundled etched-steel model")
         self.etched_button.setToolTip("A second bundled model (matrestore/denoise/models/etched.safetensors), trained with "
                                       "a quarter of bright uniform-grain pairs: on a real bright-field etched steel it "
@@ -405,19 +404,13 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                                            "diameter Ø (equivalent circle) of those. G: ASTM E112 planimetric "
                                            "(Jeffries) grain size number; G (int.): the mean lineal intercept one.")
         hh = self.grain_table.horizontalHeader()
-        from qtpy.QtWidgets import QHeaderView
-
         for c in range(len(GRAIN_COLUMNS) - 1):
             hh.setSectionResizeMode(c, QHeaderView.ResizeToContents)
         hh.setSectionResizeMode(len(GRAIN_COLUMNS) - 1, QHeaderView.Stretch)
-        from qtpy.QtCore import Qt
-
         self.grain_table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # it fits the dock: no scrolling
         self.grain_table.setMinimumHeight(90)
         self.grain_table.setMaximumHeight(130)
         gl.addRow(self.grain_table)
-        from qtpy.QtWidgets import QPushButton
-
         self.grain_save = QPushButton("Save per-grain table…")
         self.grain_save.setToolTip("Write every grain of the result (label, area in px and in the layer's units², "
                                    "equivalent diameter, centroid, border contact) as CSV, with the summary as JSON "
@@ -481,8 +474,6 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
 
     def _show_grains(self, job: dict, res: dict, main_method: str) -> str:
         """Fill the grain table, put '<input>_grains' (outlines of the result's grains); a status phrase."""
-        from qtpy.QtWidgets import QTableWidgetItem
-
         g = res.get("grains")
         self._last_grains = None if not g else dict(g, request=job["grains"], source=job["name"])
         self.grain_save.setEnabled(bool(g and g.get("labels") is not None))
@@ -498,20 +489,15 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         for r, (name, s) in enumerate(g["rows"].items()):
             label = "input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name))
             if "error" in s:
-                cells = [label, "–", "–", "–", "–", "–", "–"]
-                for c, text in enumerate(cells):
-                    item = QTableWidgetItem(text)
-                    item.setToolTip(f"grains not measured: {s['error']}")
-                    self.grain_table.setItem(r, c, item)
-                continue
-            area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
-            cells = ["input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name)), str(s["count"]),
-                     str(s["inside"]), f"{area:.4g}", f"{s['mean_diameter']:.4g}",
-                     "–" if s["astm_g"] is None else f"{s['astm_g']:.2f}",
-                     "–" if s["astm_g_intercept"] is None else f"{s['astm_g_intercept']:.2f}"]
+                cells = [label] + ["–"] * (len(GRAIN_COLUMNS) - 1)
+            else:
+                area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
+                cells = [label, str(s["count"]), str(s["inside"]), f"{area:.4g}", f"{s['mean_diameter']:.4g}",
+                         "–" if s["astm_g"] is None else f"{s['astm_g']:.2f}",
+                         "–" if s["astm_g_intercept"] is None else f"{s['astm_g_intercept']:.2f}"]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(f"{GRAIN_COLUMNS[c]}: {text}")
+                item.setToolTip(f"grains not measured: {s['error']}" if "error" in s else f"{heads[c]}: {text}")
                 self.grain_table.setItem(r, c, item)
         rule = {"etched": "etched boundaries", "levels": "grey levels"}.get(g["method"], g["method"])
         note = f"Rule: {rule}. "
@@ -562,8 +548,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     def _sync_model(self, *_) -> None:
         from ..denoise.modelio import DEFAULT_MODEL
 
-        if hasattr(self, "hint_label"):
-            self._etched_hint()
+        self._etched_hint()
         self._show_model_choice(DEFAULT_MODEL, "default model installed",
                                 "No default denoising model is installed: choose a model file.", describe_model_file)
 
@@ -601,10 +586,10 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.store_part.sync(self.input_layer(), 1)
         self._etched_hint()
 
-    HINT_MAX_PX = 4_000_000  # the look of larger (or lazy) layers is not checked on the GUI thread
+    HINT_MAX_PX = 1_000_000  # the look (~0.25 s at 1 MP) of larger or lazy layers is not judged on the GUI thread
 
     def _etched_hint(self) -> None:
-        """Under the grain table: suggest the bundled etched-steel model when the input looks like a bright-field
+        """Under the model choice: suggest the bundled etched-steel model when the input looks like a bright-field
         etched steel (a thin dark boundary network: :func:`matrestore.denoise.grains.choose_rule`) and the
         default model is chosen. Small in-memory layers only; any failure just gives no hint."""
         from ..denoise.grains import choose_rule
@@ -619,7 +604,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
             self._show_hint("")
             return
         key = (id(data), data.shape)
-        if getattr(self, "_hint_key", None) != key:
+        if self._hint_key != key:
             try:
                 from ..denoise.apply import prepare_input
 
@@ -633,9 +618,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                         "etched-steel model keeps such boundaries better for grain sizing." if self.etched_hint else "")
 
     def _show_hint(self, text: str) -> None:
-        if hasattr(self, "hint_label"):
-            self.hint_label.setText(text)
-            self.hint_label.setVisible(bool(text))
+        self.hint_label.setText(text)
+        self.hint_label.setVisible(bool(text))
 
     def input_layer(self):
         return self.input_combo.layer()

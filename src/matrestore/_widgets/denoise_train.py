@@ -362,10 +362,6 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
               if made_by(lyr.metadata) != SYNTH_KIND]
         return max(xs, default=0.0)
 
-    def _put_labels(self, name, data, scale, translate, md, units, opacity, contour=0):
-        """Update the Labels layer ``name`` in place or add it (``contour`` px: outlines only)."""
-        return put_labels(self.viewer, name, data, scale, translate, md, units, contour=contour, opacity=opacity)
-
     def pair_extent(self):
         """``((y0, x0), (y1, x1))`` world corners of the sample-pair layers (None before a pair)."""
         ext = [lyr.extent.world for lyr in self.viewer.layers if made_by(lyr.metadata) == SYNTH_KIND]
@@ -389,8 +385,8 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         clean = put_image(self.viewer, "synth_clean", pairs[0].clean, (sy, sx), col(0),
                           {OUTPUT_KEY: {**base, "what": "ground truth: one grey level per grain"}}, units=units,
                           contrast_limits=(0.0, 1.0), colormap="gray")
-        self._put_labels("synth_labels", pairs[0].labels, (sy, sx), col(0),
-                         {OUTPUT_KEY: {**base, "what": f"grain labels ({pf.n_grains} grains)"}}, units, 0.8, contour=1)
+        put_labels(self.viewer, "synth_labels", pairs[0].labels, (sy, sx), col(0),
+                   {OUTPUT_KEY: {**base, "what": f"grain labels ({pf.n_grains} grains)"}}, units, contour=1, opacity=0.8)
         names = {"clean": clean.name, "labels": "synth_labels", "noisy": [], "artefacts": "synth_artefacts"}
         for j, (pair, real) in enumerate(zip(pairs, res["names"])):
             name = "synth_noisy" if j == 0 else f"synth_noisy_{j + 1}"
@@ -404,9 +400,9 @@ class DenoiseTrainWidget(TrainControls, ModelDeviceMixin, LayerDock):
         art = np.zeros(pairs[0].labels.shape, np.uint8)
         for key in ("stain", "pit", "scratch"):  # scratches drawn last: on top
             art[pairs[0].masks[key]] = MASK_CODES[key]
-        self._put_labels("synth_artefacts", art, (sy, sx), col(1),
-                         {OUTPUT_KEY: {**base, "what": "artefact masks: 1 scratch, 2 etch pit, 3 stain",
-                                       "codes": MASK_CODES}}, units, 0.3)
+        put_labels(self.viewer, "synth_artefacts", art, (sy, sx), col(1),
+                   {OUTPUT_KEY: {**base, "what": "artefact masks: 1 scratch, 2 etch pit, 3 stain", "codes": MASK_CODES}},
+                   units, contour=0, opacity=0.3)
         self.last_pair = {"layers": names, "grains": pf.n_grains, "elapsed_s": res["elapsed_s"]}
         self.status.setStyleSheet("")
         self.status.setText(f"Sample pair: {pf.n_grains} grains, {n}×{n} px, {len(pairs)} noisy image(s) in "

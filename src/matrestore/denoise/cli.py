@@ -148,13 +148,13 @@ def _cmd_apply(args) -> int:
     from ..io import read_image, write_tiff
     from .apply import denoise_iter
     from .baselines import run_baseline
-    from .modelio import resolve_model
+    from .modelio import BUNDLED, resolve_model
 
     if any(wants_store(args.out, im, args.chunk, args.scheduler) for im in args.images):
         apply_store(args)
         return 0
     _threads(args)
-    out = _outputs(args, [args.images, args.model if args.model not in ("default", "etched") else None])
+    out = _outputs(args, [args.images, args.model if args.model not in BUNDLED else None])
     targets = []
     if len(args.images) > 1 and args.out and not Path(args.out).suffix == "":
         raise InputError("--out must be a folder when several images are given.")
@@ -195,12 +195,12 @@ def _cmd_grains(args) -> int:
     from ..io import read_image, write_tiff
     from .apply import denoise_iter, prepare_input
     from .grains import UNIT_TO_MM, grains_csv, measure_grains
-    from .modelio import resolve_model
+    from .modelio import BUNDLED, resolve_model
 
     _threads(args)
     if (args.pixel_size is None) != (args.unit is None):
         raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
-    out = _outputs(args, [args.images, args.model if args.denoise and args.model not in ("default", "etched") else None])
+    out = _outputs(args, [args.images, args.model if args.denoise and args.model not in BUNDLED else None])
     net = resolve_model(args.model) if args.denoise else None
     for im in args.images:
         src = Path(im)
@@ -219,14 +219,13 @@ def _cmd_grains(args) -> int:
             stages.append(("denoised", _drive(denoise_iter(arr, net, device=args.device), src.name, "tile")))
         doc = {"source": str(src), "pixel_size": px, "unit": unit or "px", "pixel_size_from": px_from, "results": {}}
         for stage, img in stages:
-            res = measure_grains(img, px, unit)
-            s = res["summary"]
-            doc["results"][stage] = {"summary": s, "rule": res["rule"]}
+            final_stage, final = stage, measure_grains(img, px, unit)
+            s = final["summary"]
+            doc["results"][stage] = {"summary": s, "rule": final["rule"]}
             g = f", ASTM E112 G {s['astm_g']:.2f}" if s["astm_g"] is not None else ", ASTM G: no pixel size"
             area = (f"{s['mean_area']:.4g} {unit}²" if s["mean_area"] is not None else f"{s['mean_area_px']:.1f} px")
             print(f"{src.name} ({stage}): {s['count']} grains ({s['inside']} inside, {s['border']} cut by the border), "
                   f"mean area {area}, mean diameter {s['mean_diameter']:.4g} {s['unit']}{g}")
-        final_stage, final = stages[-1][0], measure_grains(stages[-1][1], px, unit)
         stem = src.stem + ("_denoised" if net is not None else "")
         dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_grains.csv"))
         atomic_write_text(dest, grains_csv(final["grains"]))

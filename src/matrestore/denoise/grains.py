@@ -95,7 +95,7 @@ def segment_etched(image, **rule) -> np.ndarray:
     """Grain labels (int32, 1…n) as the bright cells of the dark etched network (module docstring)."""
     from scipy import ndimage as ndi
     from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
+    from skimage.segmentation import relabel_sequential, watershed
 
     r = dict(ETCHED, **rule)
     dark, _ = etched_network(image, **r)
@@ -115,8 +115,6 @@ def segment_etched(image, **rule) -> np.ndarray:
         lab = watershed(-dist, lab, mask=bright)
         lab[~bright] = 0
     lab = watershed(1.0 - _normalise(image, r["sigma"]), lab)  # boundary pixels: split along the darkest line
-    from skimage.segmentation import relabel_sequential
-
     return relabel_sequential(lab.astype(np.int32))[0]
 
 

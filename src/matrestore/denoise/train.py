@@ -184,13 +184,13 @@ def make_pair(labels: np.ndarray, real: np.ndarray, cfg: TrainConfig, rng: np.ra
         real, real_name, gamma = procedural_texture((P, P), rng), "procedural texture", 1.0
     c0, c1 = cfg.min_contrast
     contrast = float(c0 + (c1 - c0) * rng.random()) if c1 != c0 else float(c0)  # no draw: old recipes replay
-    grey_range = (0.1, 0.9)
+    uniform = {}
     if cfg.uniform > 0 and rng.random() < cfg.uniform:  # no draw when off: old recipes replay
         top = float(0.8 + 0.15 * rng.random())
-        grey_range, contrast = (top - float(0.02 + 0.08 * rng.random()), top), 0.0
-        bw = int(rng.integers(1, 4))
+        uniform = {"grey_range": (top - float(0.02 + 0.08 * rng.random()), top)}
+        contrast, bw = 0.0, int(rng.integers(1, 4))
     pair = synthesize(np.ascontiguousarray(lab), real, seed=int(rng.integers(2**31)), boundary_width=bw, mix=mix,
-                      real_name=real_name, real_gamma=gamma, min_contrast=contrast, grey_range=grey_range)
+                      real_name=real_name, real_gamma=gamma, min_contrast=contrast, **uniform)
     x = normalise(pair.noisy)
     near = boundary_map(pair.labels)
     near[1:, :] |= near[:-1, :]
