@@ -119,3 +119,41 @@ def test_fused_batch_norm_is_the_same_function():
     x = torch.rand(1, 1, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(f(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_deepen_keeps_the_function_and_the_old_blocks():
+    from matrestore.denoise.model import deepen
+
+    m = build_model("tiny", seed=4, n_blocks=3)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(2, 1, 32, 32) * 2)
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    d = deepen(m, 7)
+    assert d.cfg.n_blocks == 7 and len(d.blocks) == 7 and m.cfg.n_blocks == 3
+    assert d.training  # ready to train
+    d.eval()
+    x = torch.rand(1, 1, 48, 48)
+    with torch.no_grad():
+        diff = float((d(x) - m(x)).abs().max())
+    assert 0 < diff < 0.01  # near-identity new blocks: their gates are sigmoid(6), not exactly 1
+    # the last old block stays last, the old blocks keep their order and weights
+    olds = [j for j, b in enumerate(d.blocks) if float(b.body[1][1].weight.detach().abs().sum()) > 0]
+    assert len(olds) == 3 and olds[-1] == 6 and olds == sorted(olds)
+    for i, j in enumerate(olds):
+        for k, v in m.blocks[i].state_dict().items():
+            torch.testing.assert_close(d.blocks[j].state_dict()[k], v)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # the original is untouched
+    # the deepened model trains: a new block's zero-gamma batch norm moves after one Adam step
+    d.train()
+    opt = torch.optim.Adam(d.parameters(), lr=1e-2)
+    new = next(j for j in range(7) if j not in olds)
+    loss = ((d(torch.rand(2, 1, 32, 32)) - 0.5) ** 2).mean()
+    loss.backward()
+    opt.step()
+    assert float(d.blocks[new].body[1][1].weight.detach().abs().sum()) > 0
+    with pytest.raises(InputError, match="fewer"):
+        deepen(m, 2)
+    assert PRESETS["cpu-deep"].n_blocks == 12 and receptive_radius(PRESETS["cpu-deep"]) > receptive_radius(PRESETS["cpu"])

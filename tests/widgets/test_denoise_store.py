@@ -111,3 +111,43 @@ def test_store_job_reports_the_store_and_the_histogram_lookup(image, tiny_path, 
     assert any(r.get("phase") == "store" for r in recs)
     lvl = ngff.read_store(tmp_path / "j.zarr")["levels"][0].compute()
     assert lvl.min() >= image.min() and lvl.max() <= image.max()  # matched to the input's grey levels
+
+
+def test_a_store_run_measures_grains_field_by_field(make_napari_viewer, qtbot, tiny_path, tmp_path, monkeypatch):
+    import csv
+    import json
+
+    from matrestore._widgets import denoise as dw
+    from matrestore.denoise import phase_field, synthesize
+    from matrestore.denoise.fields import measure_fields
+
+    none = {"scratches": (0, 0), "stains": (0, 0), "pits_per_mpx": (0, 0)}
+    s = phase_field((256, 384), 150, 120, seed=11)
+    img = (synthesize(s, None, seed=12, boundary_width=2, grey_range=(0.82, 0.92), min_contrast=0.0,
+                      artefacts=none).noisy * 255).astype(np.uint8)
+    monkeypatch.setattr(dw, "STORE_FIELD_PX", 128)  # six fields of this small image
+    viewer = make_napari_viewer()
+    inp = viewer.add_image(zarr.array(img), name="steel", scale=(0.5, 0.5), units=("um", "um"))
+    snap = snapshot(inp)
+    w = DenoiseWidget(viewer)
+    w.set_model(tiny_path)
+    w.input_combo.setCurrentText("steel")
+    w.store_part.path.setText(str(tmp_path / "steel_denoised.zarr"))
+    assert w.grains_box.isChecked()
+    assert run_and_wait(qtbot, w, 90000) == State.DONE, w.status.text()
+    g = w.last_results["grains"]
+    assert g["by_fields"] and set(g["rows"]) == {"input", "network"}
+    fin = g["rows"]["input"]
+    assert fin["fields"] == 6 and fin["measured"] == 6 and fin["astm_g"] is not None and fin["unit"] in ("um", "micrometer")
+    ref = measure_fields(img, 128, pixel_size=0.5, unit="um", method=g["method"])["summary"]
+    assert fin["astm_g"] == pytest.approx(ref["astm_g"])  # the engine's figure, not a widget's own
+    assert w.grain_table.rowCount() == 2 and w.grain_table.item(0, 5).text() == f"{fin['astm_g']:.2f}"
+    assert "field by field: 6 of 6 fields of 128 px" in w.grain_note.text()
+    assert "in 6 fields" in w.status.text()
+    assert "steel_grains" not in viewer.layers  # no outlines from a field-by-field run
+    assert w.grain_save.isEnabled() and w.grain_save.text() == "Save per-field table…"
+    path = w.save_grain_table(tmp_path / "fields.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 6 and rows[0]["astm_g"]
+    assert json.loads(path.with_suffix(".json").read_text())["fields"]["input"][0]["field"] == 0
+    assert_unchanged(inp, snap)

@@ -162,6 +162,43 @@ def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
     return {"rows": rows, "labels": labels, "method": method}
 
 
+STORE_FIELD_PX = 1024  # the ASTM E112 fields of a store run's grain measurement...
+STORE_MAX_FIELDS = 25  # ...at most this many, spread evenly (about 40 s per image on two cores)
+
+
+def measure_store_grains(image, store, grains: dict, cancel=None):
+    """Generator: the grains of a store run, field by field (:func:`matrestore.denoise.fields.measure_fields_iter`:
+    fields of ``grains.get("field", STORE_FIELD_PX)`` px, at most ``STORE_MAX_FIELDS``, read one at a time)
+    of the input and of the written store, with one rule ("auto": chosen on the input). Returns ``{"rows":
+    {name: field summary}, "fields": {name: per-field rows}, "labels": None, "method", "by_fields": True}`` or
+    None when cancelled."""
+    from ..denoise.fields import measure_fields_iter
+
+    method = grains.get("method", "auto")
+    rows, fields = {}, {}
+    for name, src in (("input", image), (NETWORK, store)):
+        label = "input" if name == "input" else "result"
+
+        def say(rec, label=label):
+            if rec.get("kind") == Kind.STEP:
+                return {"message": f"grains of the {label}: field {rec['step']}/{rec['total']}…"}
+            return {"message": f"grains of the {label}: {rec.get('message', '')}"}
+
+        try:
+            res = yield from relay(measure_fields_iter(src, grains.get("field", STORE_FIELD_PX),
+                                                       pixel_size=grains.get("pixel_size"), unit=grains.get("unit"),
+                                                       method=method, max_fields=grains.get("max_fields", STORE_MAX_FIELDS),
+                                                       cancel=cancel), say)
+        except InputError as exc:
+            rows[name] = {"error": str(exc)}
+            continue
+        if res is None or is_cancelled(cancel):
+            return None
+        method = res["method"]  # the input's rule for the result too
+        rows[name], fields[name] = res["summary"], res["fields"]
+    return {"rows": rows, "fields": fields, "labels": None, "method": method, "by_fields": True}
+
+
 def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, options: DenoiseOptions | None = None,
                 device=None, beside: str | None = None, calibrate: bool = True, name: str = "input", cancel=None,
                 grains: dict | None = None):
@@ -231,12 +268,14 @@ def denoise_job(image, *, method: str = NETWORK, model=DEFAULT, cache=None, opti
 
 
 def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: DenoiseOptions | None = None, device=None,
-                      chunk=None, overwrite: bool = False, name: str = "input", cancel=None):
+                      chunk=None, overwrite: bool = False, name: str = "input", cancel=None, grains: dict | None = None):
     """The out-of-core run behind the widget (a generator; no Qt): :func:`matrestore.denoise.denoise_to_zarr_iter`
     of ``image`` (level 0 of a multiscale layer, a dask, Zarr or numpy array) into the store ``path``. Its
     PHASE record ``phase="store"`` (the store exists) lets the widget show the layer that fills in.
-    Returns ``{"store", "model_key", "model_meta", "device", "elapsed_s", "blocks", "colour_note",
-    "histogram"}`` (``None`` when cancelled: the store is resumable)."""
+    ``grains`` (``{"pixel_size", "unit", "method"}``) then measures the grains of the input and of the store
+    field by field (:func:`measure_store_grains`). Returns ``{"store", "model_key", "model_meta", "device",
+    "elapsed_s", "blocks", "colour_note", "histogram", "grains"}`` (``None`` when cancelled: the store is
+    resumable)."""
     from .. import device as _device
     from ..denoise.lazy import denoise_to_zarr_iter
 
@@ -263,9 +302,15 @@ def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: Denois
             _device.free_memory(dev)
     if out is None or is_cancelled(cancel):
         return None
+    elapsed = time.perf_counter() - t0
+    measured = None
+    if grains:
+        measured = yield from measure_store_grains(image, out, grains, cancel)
+        if measured is None:
+            return None
     return {"store": str(out), "model_key": key, "model_meta": model_summary(net), "device": _device.describe(dev),
-            "elapsed_s": time.perf_counter() - t0, "blocks": last.get("blocks"), "colour_note": last.get("colour"),
-            "histogram": "sampled look-up" if opts.histogram else "off"}
+            "elapsed_s": elapsed, "blocks": last.get("blocks"), "colour_note": last.get("colour"),
+            "histogram": "sampled look-up" if opts.histogram else "off", "grains": measured}
 
 
 # ---------------------------------------------------------------------------------------- widget
@@ -392,7 +437,9 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.grains_box.setToolTip("Segment the grains of the input and of every result and measure them: counts, mean "
                                    "area and diameter, ASTM E112 grain size number (planimetric and intercept) when "
                                    "the layer has a pixel size; the result's grains go into '<input>_grains' "
-                                   "(outlines). In-memory runs only (not into a Zarr store).")
+                                   "(outlines). A run into a Zarr store is measured field by field (ASTM E112 fields "
+                                   f"of {STORE_FIELD_PX} px, at most {STORE_MAX_FIELDS}, with the 95 % confidence "
+                                   "interval); no outlines then.")
         gl.addRow(self.grains_box)
         self.grain_rule_combo = combo_box(GRAIN_RULES, "How grains are found (docs/denoise.md, 'Grains'): dark etched "
                                           "boundary lines (bright-field etched steels), or steps between grain grey "
@@ -414,7 +461,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         self.grain_save = QPushButton("Save per-grain table…")
         self.grain_save.setToolTip("Write every grain of the result (label, area in px and in the layer's units², "
                                    "equivalent diameter, centroid, border contact) as CSV, with the summary as JSON "
-                                   "beside it.")
+                                   "beside it; after a store run, every field of the result (grains, grains per "
+                                   "area, mean intercept, G).")
         self.grain_save.setEnabled(False)
         self.grain_save.clicked.connect(self._ask_save_grains)
         gl.addRow(self.grain_save)
@@ -445,17 +493,26 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         from ..denoise.grains import grain_properties, grains_csv
 
         g = self._last_grains
-        if not g or g.get("labels") is None:
+        if not g or (g.get("labels") is None and not g.get("by_fields")):
             raise InputError("no grains measured yet: denoise with 'measure grains after denoising' ticked.")
         req = g["request"]
-        rows = grain_properties(g["labels"], req.get("pixel_size"), req.get("unit"))
         path = Path(path)
-        atomic_write_text(path, grains_csv(rows))
         doc = {"source": g["source"], "rule": g["method"], "pixel_size": req.get("pixel_size"),
                "unit": req.get("unit") or "px", "summaries": g["rows"], "written_by": "matrestore"}
+        if g.get("by_fields"):
+            from ..denoise.fields import fields_csv
+
+            rows = g["fields"].get(NETWORK) or []
+            atomic_write_text(path, fields_csv(rows))
+            doc["fields"] = g["fields"]
+            what = f"{len(rows)} fields"
+        else:
+            rows = grain_properties(g["labels"], req.get("pixel_size"), req.get("unit"))
+            atomic_write_text(path, grains_csv(rows))
+            what = f"{len(rows)} grains"
         atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=1, default=str))
         self.status.setStyleSheet("")
-        self.status.setText(f"Saved {len(rows)} grains to {path.name} (summary: {path.with_suffix('.json').name}).")
+        self.status.setText(f"Saved {what} to {path.name} (summary: {path.with_suffix('.json').name}).")
         return path
 
     def grain_request(self, layer) -> dict | None:
@@ -476,7 +533,9 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         """Fill the grain table, put '<input>_grains' (outlines of the result's grains); a status phrase."""
         g = res.get("grains")
         self._last_grains = None if not g else dict(g, request=job["grains"], source=job["name"])
-        self.grain_save.setEnabled(bool(g and g.get("labels") is not None))
+        by_fields = bool(g and g.get("by_fields"))
+        self.grain_save.setEnabled(bool(g and (g.get("labels") is not None or (by_fields and g["fields"].get(NETWORK)))))
+        self.grain_save.setText("Save per-field table…" if by_fields else "Save per-grain table…")
         if not g:
             return ""
         req = job["grains"]
@@ -490,6 +549,11 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
             label = "input" if name == "input" else SHORT_NAMES.get(name, METHOD_NAMES.get(name, name))
             if "error" in s:
                 cells = [label] + ["–"] * (len(GRAIN_COLUMNS) - 1)
+            elif by_fields:  # field summaries: grains counted in the fields, Jeffries mean area 1/N_A
+                area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
+                cells = [label, str(s["grains_counted"]), "–", "–" if area is None else f"{area:.4g}", "–",
+                         "–" if s["astm_g"] is None else f"{s['astm_g']:.2f}",
+                         "–" if s["astm_g_intercept"] is None else f"{s['astm_g_intercept']:.2f}"]
             else:
                 area = s["mean_area"] if s["mean_area"] is not None else s["mean_area_px"]
                 cells = [label, str(s["count"]), str(s["inside"]), f"{area:.4g}", f"{s['mean_diameter']:.4g}",
@@ -501,6 +565,12 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                 self.grain_table.setItem(r, c, item)
         rule = {"etched": "etched boundaries", "levels": "grey levels"}.get(g["method"], g["method"])
         note = f"Rule: {rule}. "
+        fs = (g["rows"].get(NETWORK) or {}) if by_fields else {}
+        if by_fields and "fields" in fs:
+            na = fs["grains_per_area"]
+            note += (f"Measured field by field: {fs['measured']} of {fs['fields']} fields of {fs['field_px']} px"
+                     + (f", relative accuracy {na['ra_percent']:.1f} % (95 % confidence interval of the grains per "
+                        "area)" if na.get("ra_percent") is not None else "") + "; mean area: 1/N_A. ")
         note += (f"Pixel size {req['pixel_size']:.4g} {u} from the layer." if req.get("pixel_size") is not None else
                  "No pixel size (the layer's units are pixels): sizes in px, no ASTM number; open the file with "
                  "matrestore's reader or set the layer's scale and units.")
@@ -517,6 +587,9 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         s = g["rows"].get(main_method) or {}
         if "error" in s or not s:
             return f" Grains not measured: {s.get('error', 'no result')}"
+        if by_fields:
+            return (f" Grains: {s['grains_counted']} in {s['measured']} fields ({rule})"
+                    + (f", ASTM G {s['astm_g']:.2f}." if s.get("astm_g") is not None else "."))
         return f" Grains: {s.get('count')} ({rule})" + (f", ASTM G {s['astm_g']:.2f}." if s.get("astm_g") is not None else ".")
 
     def restore_defaults(self) -> None:
@@ -653,7 +726,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                 "model": self.model_spec() if method == NETWORK else None, "device": self.device(),
                 "scale": tuple(float(v) for v in inp.scale[-2:]), "translate": tuple(float(v) for v in inp.translate[-2:]),
                 "units": spatial_units(inp), "rgb": bool(getattr(inp, "rgb", False)),
-                "grains": None if use_store else self.grain_request(inp),
+                "grains": self.grain_request(inp),
                 "contrast_limits": tuple(inp.contrast_limits), "metadata": dict(inp.metadata or {})}
 
     def run(self):
@@ -666,7 +739,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
             return self.runner.start(
                 denoise_store_job, level0(job["input"]), job["store"], model=job["model"] or DEFAULT,
                 cache=self.model_cache, options=job["options"], device=job["device"], overwrite=job["overwrite"],
-                chunk=job["chunk"], name=job["name"], on_yielded=self._on_store_record, on_returned=self._show_store_result,
+                chunk=job["chunk"], name=job["name"], grains=job["grains"], on_yielded=self._on_store_record,
+                on_returned=self._show_store_result,
                 message="starting…")
         return self.runner.start(
             denoise_job, job["input"].data, method=job["method"], model=job["model"] or DEFAULT,
@@ -754,7 +828,8 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         text += (", histogram matched by a sampled look-up." if res.get("histogram") != "off" else ".")
         if res.get("colour_note"):
             text += f" Colour: {res['colour_note']}."
+        text += self._show_grains(job, res, NETWORK)
         self.last_results = {"layers": [view.layer.name], "elapsed_s": res["elapsed_s"], "device": res["device"],
-                             "colour_note": res.get("colour_note"), "store": res["store"]}
+                             "colour_note": res.get("colour_note"), "store": res["store"], "grains": res.get("grains")}
         self.status.setStyleSheet("")
         self.status.setText(text)

@@ -202,6 +202,8 @@ def _cmd_grains(args) -> int:
         raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
     out = _outputs(args, [args.images, args.model if args.denoise and args.model not in BUNDLED else None])
     net = resolve_model(args.model) if args.denoise else None
+    if args.fields:
+        return _grain_fields(args, out, net)
     for im in args.images:
         src = Path(im)
         if not src.is_file():
@@ -237,6 +239,47 @@ def _cmd_grains(args) -> int:
             print(f"{src} -> {lab_dest} (grain labels)")
         if args.json:
             jdest = out.file(Path(args.json) if len(args.images) == 1 else src.with_name(stem + "_grains.json"))
+            _write_json(jdest, doc)
+            print(f"{src} -> {jdest}")
+    return 0
+
+
+def _grain_fields(args, out, net) -> int:
+    """``denoise grains --fields N``: ASTM E112 fields of N px, read one at a time (any size, Zarr stores)."""
+    from .._paths import atomic_write_text
+    from .fields import fields_csv, measure_fields_iter
+
+    if args.labels:
+        raise InputError("--labels is not written with --fields (a field-by-field measurement keeps no label image).")
+    for im in args.images:
+        src = Path(im)
+        if not src.exists():
+            raise InputError(f"file not found: {src}")
+        doc = {"source": str(src), "field_px": args.fields, "results": {}}
+        last = None
+        for stage, model in [("input", None)] + ([("denoised", net)] if net is not None else []):
+            res = _drive(measure_fields_iter(src, args.fields, pixel_size=args.pixel_size, unit=args.unit,
+                                             max_fields=args.max_fields, model=model, device=args.device),
+                         f"{src.name} ({stage})", "field")
+            if res is None:
+                return 1
+            s = res["summary"]
+            na = s["grains_per_area"]
+            doc["results"][stage] = {"summary": s, "fields": res["fields"]}
+            g = (f"ASTM E112 G {s['astm_g']:.2f}" if s["astm_g"] is not None else "ASTM G: no pixel size")
+            ci = (f", N_A {na['mean']:.4g} ± {na['ci95']:.2g} {na['unit']} (95 %), relative accuracy "
+                  f"{na['ra_percent']:.1f} %" if na["ci95"] is not None else "")
+            gl = f", G intercept {s['astm_g_intercept']:.2f}" if s["astm_g_intercept"] is not None else ""
+            print(f"{src.name} ({stage}): {s['measured']} of {s['fields']} fields of {s['field_px']} px, "
+                  f"{s['method']} rule: {g}{gl}{ci}")
+            last = (stage, res)
+        stage, res = last
+        stem = src.stem + ("_denoised" if stage == "denoised" else "")
+        dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_fields.csv"))
+        atomic_write_text(dest, fields_csv(res["fields"]))
+        print(f"{src} -> {dest} (per field of the {stage} image)")
+        if args.json:
+            jdest = out.file(Path(args.json) if len(args.images) == 1 else src.with_name(stem + "_fields.json"))
             _write_json(jdest, doc)
             print(f"{src} -> {jdest}")
     return 0
@@ -331,7 +374,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_apply)
 
     g = sub.add_parser("grains", help="segment grains and measure them (counts, sizes, ASTM E112 grain size number)")
-    g.add_argument("images", nargs="+", help="micrograph file(s), already denoised or with --denoise")
+    g.add_argument("images", nargs="+", help="micrograph file(s) (with --fields also Zarr stores), already denoised "
+                                             "or with --denoise")
     g.add_argument("--denoise", action="store_true", help="denoise with the network first (the input is measured too)")
     g.add_argument("--model", default="default", help="--denoise: model file, 'default' or 'etched' (bundled)")
     g.add_argument("--pixel-size", type=float, default=None, help="pixel size (default: from the file, else none: "
@@ -341,6 +385,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--labels", default=None, help="also write the grain labels as a TIFF here (several images: "
                                                   "<image>_grains.tif beside each, give any name)")
     g.add_argument("--json", default=None, help="also write the summaries as JSON")
+    g.add_argument("--fields", type=int, default=None, metavar="PX",
+                   help="measure ASTM E112 fields of PX px one at a time (any image size, TIFF or Zarr store) and "
+                        "report the mean with its 95 %% confidence interval; the CSV is then per field")
+    g.add_argument("--max-fields", type=int, default=None, help="--fields: at most this many, spread evenly")
     g.add_argument("--device", default=None)
     g.add_argument("--threads", type=int, default=None)
     add_overwrite_option(g)

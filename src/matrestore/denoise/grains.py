@@ -41,7 +41,7 @@ import numpy as np
 
 from .._validate import InputError, as_2d_image
 
-__all__ = ["grains_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "UNIT_TO_MM", "GRAIN_COLUMNS"]
+__all__ = ["grains_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "astm_planimetric_size", "UNIT_TO_MM", "GRAIN_COLUMNS"]
 
 UNIT_TO_MM = {"nm": 1e-6, "nanometer": 1e-6, "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micrometer": 1e-3, "micron": 1e-3,
               "mm": 1.0, "millimeter": 1.0}
@@ -161,11 +161,15 @@ def astm_intercept_size(intercept_mm: float | None) -> float | None:
     return -6.643856 * math.log10(intercept_mm) - 3.288 if intercept_mm else None
 
 
+def astm_planimetric_size(n_a: float | None) -> float | None:
+    """ASTM E112 grain size number from ``n_a`` grains per mm² (true area); None for none."""
+    return 3.321928 * math.log10(n_a) - 2.954 if n_a else None
+
+
 def astm_grain_size(n_inside: int, n_border: int, area_mm2: float) -> float | None:
     """ASTM E112 planimetric grain size number from the grains inside / cut by the border of a field of
     ``area_mm2`` (true area on the specimen); None when no grain is counted."""
-    n_a = (n_inside + 0.5 * n_border) / area_mm2
-    return 3.321928 * math.log10(n_a) - 2.954 if n_a > 0 else None
+    return astm_planimetric_size((n_inside + 0.5 * n_border) / area_mm2)
 
 
 def grain_properties(labels, pixel_size=None, unit=None) -> list[dict]:

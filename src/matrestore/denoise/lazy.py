@@ -47,7 +47,7 @@ from .apply import (MIN_SIDE, DenoiseOptions, _round_up, _run, default_halo, gri
 from .model import fuse_for_inference, receptive_radius
 from .modelio import NORM, normalise, resolve_model
 
-__all__ = ["DenoiseKernel", "prepare_iter", "denoise_lazy", "denoise_to_zarr_iter", "denoise_to_zarr",
+__all__ = ["DenoiseKernel", "prepare_iter", "denoise_lazy", "denoised_region", "denoise_to_zarr_iter", "denoise_to_zarr",
            "sample_windows", "lazy_grey", "histogram_agreement", "QUANTILES"]
 
 QUANTILES = 4096  # points of the histogram-matching look-up
@@ -295,6 +295,14 @@ def _sample_output(kernel: DenoiseKernel, x, region) -> np.ndarray:
     dev = next(kernel.net.parameters()).device
     out = _run(kernel.net, w[None], dev)[0]
     return out[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+
+
+def denoised_region(kernel: DenoiseKernel, x, region) -> np.ndarray:
+    """The denoised ``region = (y0, y1, x0, x1)`` of the lazy image ``x`` in the input's grey scale
+    (float32): read with the halo around it, image-wide normalisation and look-up (what a field of a
+    field-by-field measurement needs, without computing the blocks around it)."""
+    with torch.inference_mode():
+        return kernel.finish(_sample_output(kernel, x, tuple(int(v) for v in region)))
 
 
 def denoise_lazy(x, model="default", options: DenoiseOptions | None = None, *, chunk: int | None = None,

@@ -54,7 +54,8 @@ from .synth import boundary_map, procedural_texture, synthesize, texture_source
 __all__ = ["TrainConfig", "train", "load_checkpoint", "make_structures", "make_pair", "validate"]
 
 
-PRESET_CHOICES = {"cpu (shipped size)": "cpu", "tiny (tests, demos)": "tiny", "paper (GPU)": "paper"}
+PRESET_CHOICES = {"cpu (145 k parameters)": "cpu", "cpu-deep (12 blocks, 260 k)": "cpu-deep", "tiny (tests, demos)": "tiny",
+                  "paper (GPU)": "paper"}
 SCHEDULE_CHOICES = {"constant (paper)": "constant", "cosine decay": "cosine"}
 
 
@@ -64,8 +65,8 @@ class TrainConfig:
     fields; the tuple ranges are set from Python or the CLI only)."""
 
     preset: str = param("cpu", label="preset", choices=PRESET_CHOICES,
-                        tip="Network size of a new model: cpu (the shipped model's size, for CPU training and "
-                            "inference), tiny (a few thousand parameters: tests and demos), paper (the paper's "
+                        tip="Network size of a new model: cpu (6 blocks, for CPU training and inference), "
+                            "cpu-deep (12 blocks: about twice the time per step and per image), tiny (a few thousand parameters: tests and demos), paper (the paper's "
                             "width, for a GPU).\nFine-tuning keeps the base model's architecture.")
     epochs: int = param(10, label="epochs", min=1, max=10000,
                         tip="Epochs; after every one the network is validated on fixed pairs of held-out "
