@@ -153,3 +153,21 @@ def test_mean_grain_area_is_jeffries(etched):
     assert s["mean_area_px"] == pytest.approx(s["mean_area"] / 0.25)
     nopx = measure_fields(etched, 128)["summary"]
     assert nopx["mean_area"] is None and nopx["mean_area_px"] == pytest.approx(s["mean_area_px"])
+
+
+def test_cli_measures_a_large_image_field_by_field(etched, tmp_path, capsys, monkeypatch):
+    from matrestore.cli import main
+    from matrestore.denoise import grains
+    from matrestore.io import write_tiff
+
+    src = tmp_path / "big.tif"
+    write_tiff(src, (etched * 255).astype(np.uint8))
+    monkeypatch.setattr(grains, "WHOLE_MAX_PX", 50_000)  # 98 304 px is "large" here
+    assert main(["denoise", "grains", str(src), "--pixel-size", "0.5", "--unit", "um"]) == 0
+    out = capsys.readouterr().out
+    assert "measured field by field" in out and (tmp_path / "big_fields.csv").exists()
+    assert not (tmp_path / "big_grains.csv").exists()
+    # asked for labels: segmented whole as before
+    assert main(["denoise", "grains", str(src), "--pixel-size", "0.5", "--unit", "um", "--labels",
+                 str(tmp_path / "l.tif")]) == 0
+    assert (tmp_path / "big_grains.csv").exists() and (tmp_path / "l.tif").exists()

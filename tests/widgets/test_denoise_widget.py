@@ -294,3 +294,31 @@ def test_a_result_whose_grains_cannot_be_measured_keeps_the_result():
     res = drive(measure_job_grains(img, outs, {"pixel_size": None, "unit": None, "method": "levels"}))
     assert "constant" in res["rows"]["network"]["error"] and res["rows"]["input"]["count"] >= 1
     assert res["labels"] is None
+
+
+def test_a_large_in_memory_image_is_measured_field_by_field(qtbot, setup, micrograph, tmp_path, monkeypatch):
+    import csv
+
+    from matrestore._widgets import denoise as dw
+    from matrestore.denoise.fields import measure_fields
+
+    viewer, w = setup
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    assert "steel_grains" in viewer.layers  # whole-image measurement: outlines
+    big = np.tile(micrograph, (2, 3))  # 128 × 192
+    viewer.add_image(big, name="steel", scale=(0.5, 0.5), units=("um", "um"))  # replaces nothing: a new layer
+    name = viewer.layers[-1].name
+    monkeypatch.setattr(dw, "WHOLE_GRAINS_MAX_PX", 20_000)  # 24 576 px is "large" here
+    monkeypatch.setattr(dw, "STORE_FIELD_PX", 64)  # six fields
+    w.input_combo.setCurrentText(name)
+    w.set_method("gaussian")  # a classical result's grains are measured the same way
+    assert run_and_wait(qtbot, w) is State.DONE, w.status.text()
+    g = w.last_results["grains"]
+    assert g["by_fields"] and set(g["rows"]) == {"input", "gaussian"}
+    assert g["rows"]["input"]["fields"] == 6
+    ref = measure_fields(big.astype(np.float64), 64, pixel_size=0.5, unit="um", method=g["method"])["summary"]
+    assert g["rows"]["input"]["grains_counted"] == ref["grains_counted"]
+    assert f"{name}_grains" not in viewer.layers and "fields of 64 px" in w.grain_note.text()
+    assert w.grain_save.text() == "Save per-field table…"
+    rows = list(csv.DictReader(open(w.save_grain_table(tmp_path / "f.csv"))))
+    assert len(rows) == 6

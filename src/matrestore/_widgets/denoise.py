@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHeaderView, QLab
 from .._layerdata import OUTPUT_KEY, made_by
 from .._validate import InputError
 from ..denoise.apply import DenoiseOptions
+from ..denoise.grains import WHOLE_MAX_PX
 from ..progress import Cancelled, Kind, format_duration, is_cancelled, record, run_blocking
 from ._layers import LayerCombo, LayerDock, combo_box, put_image, put_labels, radio_row, same_layer, spatial_units
 from ._model_choice import ModelDeviceMixin, load_cached
@@ -139,9 +140,13 @@ def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
     one rule — "auto" chooses it on the input, the micrograph the user has (``grains``: ``pixel_size``,
     ``unit``, ``method`` auto/etched/levels).
     Returns ``{"rows": {name: summary}, "labels": the first output's grain labels, "method": the rule}`` or
-    None when cancelled."""
+    None when cancelled; an image over :data:`WHOLE_GRAINS_MAX_PX` is measured field by field
+    (:func:`measure_fields_job`)."""
     from ..denoise.grains import choose_rule, measure_grains
 
+    if grey.size > WHOLE_GRAINS_MAX_PX:  # a whole-image segmentation would take ~0.45 GB per megapixel
+        return (yield from measure_fields_job([("input", grey)] + [(o["method"], o["image"]) for o in outputs],
+                                              grains, cancel))
     method = grains.get("method", "auto")
     if method == "auto":
         method, _ = choose_rule(grey)  # the input passed prepare_input: 2-D, finite, not constant
@@ -162,22 +167,23 @@ def measure_job_grains(grey, outputs: list, grains: dict, cancel=None):
     return {"rows": rows, "labels": labels, "method": method}
 
 
-STORE_FIELD_PX = 1024  # the ASTM E112 fields of a store run's grain measurement...
+STORE_FIELD_PX = 1024  # the ASTM E112 fields of a field-by-field grain measurement...
 STORE_MAX_FIELDS = 25  # ...at most this many, spread evenly (about 40 s per image on two cores)
+WHOLE_GRAINS_MAX_PX = WHOLE_MAX_PX  # larger in-memory images are measured field by field too
 
 
-def measure_store_grains(image, store, grains: dict, cancel=None):
-    """Generator: the grains of a store run, field by field (:func:`matrestore.denoise.fields.measure_fields_iter`:
-    fields of ``grains.get("field", STORE_FIELD_PX)`` px, at most ``STORE_MAX_FIELDS``, read one at a time)
-    of the input and of the written store, with one rule ("auto": chosen on the input). Returns ``{"rows":
-    {name: field summary}, "fields": {name: per-field rows}, "labels": None, "method", "by_fields": True}`` or
-    None when cancelled."""
+def measure_fields_job(todo: list, grains: dict, cancel=None):
+    """Generator: the grains of each ``(name, image or store)`` in ``todo``, field by field
+    (:func:`matrestore.denoise.fields.measure_fields_iter`: fields of ``grains.get("field", STORE_FIELD_PX)``
+    px, at most ``STORE_MAX_FIELDS``, read one at a time), all with one rule ("auto": chosen on the first,
+    the input). Returns ``{"rows": {name: field summary}, "fields": {name: per-field rows}, "labels": None,
+    "method", "by_fields": True}`` or None when cancelled."""
     from ..denoise.fields import measure_fields_iter
 
     method = grains.get("method", "auto")
     rows, fields = {}, {}
-    for name, src in (("input", image), (NETWORK, store)):
-        label = "input" if name == "input" else "result"
+    for name, src in todo:
+        label = "input" if name == "input" else METHOD_NAMES.get(name, name)
 
         def say(rec, label=label):
             if rec.get("kind") == Kind.STEP:
@@ -194,7 +200,7 @@ def measure_store_grains(image, store, grains: dict, cancel=None):
             continue
         if res is None or is_cancelled(cancel):
             return None
-        method = res["method"]  # the input's rule for the result too
+        method = res["method"]  # the input's rule for the results too
         rows[name], fields[name] = res["summary"], res["fields"]
     return {"rows": rows, "fields": fields, "labels": None, "method": method, "by_fields": True}
 
@@ -273,7 +279,7 @@ def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: Denois
     of ``image`` (level 0 of a multiscale layer, a dask, Zarr or numpy array) into the store ``path``. Its
     PHASE record ``phase="store"`` (the store exists) lets the widget show the layer that fills in.
     ``grains`` (``{"pixel_size", "unit", "method"}``) then measures the grains of the input and of the store
-    field by field (:func:`measure_store_grains`). Returns ``{"store", "model_key", "model_meta", "device",
+    field by field (:func:`measure_fields_job`). Returns ``{"store", "model_key", "model_meta", "device",
     "elapsed_s", "blocks", "colour_note", "histogram", "grains"}`` (``None`` when cancelled: the store is
     resumable)."""
     from .. import device as _device
@@ -305,7 +311,7 @@ def denoise_store_job(image, path, *, model=DEFAULT, cache=None, options: Denois
     elapsed = time.perf_counter() - t0
     measured = None
     if grains:
-        measured = yield from measure_store_grains(image, out, grains, cancel)
+        measured = yield from measure_fields_job([("input", image), (NETWORK, out)], grains, cancel)
         if measured is None:
             return None
     return {"store": str(out), "model_key": key, "model_meta": model_summary(net), "device": _device.describe(dev),
@@ -502,7 +508,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
         if g.get("by_fields"):
             from ..denoise.fields import fields_csv
 
-            rows = g["fields"].get(NETWORK) or []
+            rows = g["fields"].get(g["main"]) or []
             atomic_write_text(path, fields_csv(rows))
             doc["fields"] = g["fields"]
             what = f"{len(rows)} fields"
@@ -532,9 +538,9 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
     def _show_grains(self, job: dict, res: dict, main_method: str) -> str:
         """Fill the grain table, put '<input>_grains' (outlines of the result's grains); a status phrase."""
         g = res.get("grains")
-        self._last_grains = None if not g else dict(g, request=job["grains"], source=job["name"])
+        self._last_grains = None if not g else dict(g, request=job["grains"], source=job["name"], main=main_method)
         by_fields = bool(g and g.get("by_fields"))
-        self.grain_save.setEnabled(bool(g and (g.get("labels") is not None or (by_fields and g["fields"].get(NETWORK)))))
+        self.grain_save.setEnabled(bool(g and (g.get("labels") is not None or (by_fields and g["fields"].get(main_method)))))
         self.grain_save.setText("Save per-field table…" if by_fields else "Save per-grain table…")
         if not g:
             return ""
@@ -565,7 +571,7 @@ class DenoiseWidget(StoreRunMixin, ModelDeviceMixin, LayerDock):
                 self.grain_table.setItem(r, c, item)
         rule = {"etched": "etched boundaries", "levels": "grey levels"}.get(g["method"], g["method"])
         note = f"Rule: {rule}. "
-        fs = (g["rows"].get(NETWORK) or {}) if by_fields else {}
+        fs = (g["rows"].get(main_method) or {}) if by_fields else {}
         if by_fields and "fields" in fs:
             na = fs["grains_per_area"]
             note += (f"Measured field by field: {fs['measured']} of {fs['fields']} fields of {fs['field_px']} px"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -202,6 +203,15 @@ def _cmd_grains(args) -> int:
         raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
     out = _outputs(args, [args.images, args.model if args.denoise and args.model not in BUNDLED else None])
     net = resolve_model(args.model) if args.denoise else None
+    if not args.fields and not args.labels:
+        from ..io import open_lazy
+        from .grains import WHOLE_MAX_PX
+
+        big = [im for im in args.images if Path(im).exists() and math.prod(open_lazy(im).data.shape[:2]) > WHOLE_MAX_PX]
+        if big:
+            args.fields = 1024
+            print(f"{Path(big[0]).name}: over {WHOLE_MAX_PX / 1e6:g} Mpx, measured field by field (--fields 1024; "
+                  "give --labels to segment it whole)")
     if args.fields:
         return _grain_fields(args, out, net)
     for im in args.images:

@@ -41,7 +41,7 @@ import numpy as np
 
 from .._validate import InputError, as_2d_image
 
-__all__ = ["grains_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "astm_planimetric_size", "UNIT_TO_MM", "GRAIN_COLUMNS"]
+__all__ = ["grains_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "astm_planimetric_size", "WHOLE_MAX_PX", "UNIT_TO_MM", "GRAIN_COLUMNS"]
 
 UNIT_TO_MM = {"nm": 1e-6, "nanometer": 1e-6, "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micrometer": 1e-3, "micron": 1e-3,
               "mm": 1.0, "millimeter": 1.0}
@@ -51,6 +51,9 @@ GRAIN_COLUMNS = ("label", "area_px", "area", "diameter", "centroid_y", "centroid
 
 # the etched-boundary rule (see the module docstring; fixed on the NIST micrograph's look, not tuned on a figure)
 ETCHED = {"sigma": 1.0, "min_speck": 40, "h": 2.0, "min_area": 30}
+# a whole-image segmentation holds ~0.45 GB per megapixel: larger images are measured field by field
+# (matrestore.denoise.fields) by the Denoise widget and `matrestore denoise grains`
+WHOLE_MAX_PX = 4_000_000
 METHODS = ("auto", "etched", "levels")
 
 
