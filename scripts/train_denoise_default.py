@@ -126,10 +126,9 @@ RECIPE_V9 = dict(RECIPE_V8, epochs=8, seed=9)
 # all-pair F1 (run 6's rule); it replaces the default only if, held out (once), boundary F1 > 0.895 AND
 # grain-count error < 0.220 (both better than the shipped default's) AND scratch residual <= 0.134, and it
 # denoises 1024² in <= 2 s on two cores (benchmarks/bench_denoise.py).
-RECIPE_V10 = dict(RECIPE_V6, epochs=40, lr=1e-4, lr_min=5e-6, seed=10)
+RECIPE_V10 = dict(RECIPE_V6, epochs=40, lr=1e-4, lr_min=5e-6, seed=10, deepen=12)
 RECIPES = {"v1": RECIPE, "v2": RECIPE_V2, "v3": RECIPE_V3, "v4": RECIPE_V4, "v5": RECIPE_V5, "v6": RECIPE_V6,
            "v7": RECIPE_V7, "v8": RECIPE_V8, "v9": RECIPE_V9, "v10": RECIPE_V10}
-DEEPEN = {"v10": 12}  # recipes that deepen their --init model to this many blocks (preset "cpu-deep")
 
 
 def main(argv=None) -> int:
@@ -156,15 +155,6 @@ def main(argv=None) -> int:
         opts["epochs"] = args.epochs
     t0 = time.time()
     init = None if args.resume else args.init
-    recipe = "v1" if args.v1 else args.recipe
-    if init is not None and recipe in DEEPEN:
-        from matrestore.denoise.model import deepen
-        from matrestore.denoise.modelio import resolve_model
-
-        deep = deepen(resolve_model(init).float(), DEEPEN[recipe], seed=opts["seed"])
-        deep.cfg.preset = "cpu-deep"
-        print(f"deepened {init} to {DEEPEN[recipe]} blocks", flush=True)
-        init = deep
     for rec in train([args.real], args.out, resume=args.resume, init=init, threads=args.threads,
                      keep_epochs=args.keep_epochs, **opts):
         k = rec["kind"]

@@ -107,3 +107,21 @@ def test_uniform_grain_pairs_have_one_bright_grey_and_dark_boundaries(real_textu
     # off (the default) keeps the paper's distinct grey levels
     x, clean, near, labels = make_pair(lab, real, TrainConfig(preset="tiny", patch=64), np.random.default_rng(0))
     assert np.ptp(clean[clean > 0.2]) > 0.3
+
+
+def test_fine_tuning_can_deepen_the_base_model(tmp_path, real_texture):
+    from matrestore.denoise import build_model
+
+    base = build_model("tiny", seed=2)  # 2 blocks
+    with pytest.raises(InputError, match="base model"):
+        drive(train([real_texture], tmp_path / "new", **{**OPTS, "deepen": 4}))
+    out = drive(train([real_texture], tmp_path / "deep", init=base, **{**OPTS, "epochs": 1, "steps_per_epoch": 2,
+                                                                          "deepen": 4}))
+    m = load_model(out["last"])
+    assert m.cfg.n_blocks == 4 and len(m.blocks) == 4 and base.cfg.n_blocks == 2
+    assert "deepened from 2 to 4 blocks" in m.meta["training"]["init"]
+    assert m.meta["training"]["config"]["deepen"] == 4
+    # the shipped-size model deepened to 12 blocks is named after the cpu-deep preset
+    from matrestore.denoise.train import _deepened
+
+    assert _deepened(build_model("cpu", seed=0), 12, 0).cfg.preset == "cpu-deep"

@@ -106,7 +106,7 @@ def _cmd_train(args) -> int:
         out.in_folder(folder, name)
     opts = {}
     for f in ("preset", "epochs", "steps_per_epoch", "batch_size", "patch", "structures", "val_structures", "lr",
-              "boundary_weight", "seed", "schedule"):
+              "boundary_weight", "seed", "schedule", "deepen"):
         v = getattr(args, f, None)
         if v is not None:
             opts[f] = v
@@ -358,6 +358,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--init", default=None, help="fine-tune this model file ('default': the shipped model)")
+    t.add_argument("--deepen", type=int, default=None, metavar="N",
+                   help="with --init: deepen the base model to N residual attention blocks first (its own kept, "
+                        "near-identity new ones between them; 12 from the default = the cpu-deep preset)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

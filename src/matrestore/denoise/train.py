@@ -46,7 +46,7 @@ from .._validate import InputError
 from ..device import describe
 from ..progress import Kind, is_cancelled, record
 from .scoring import affine_fit, boundary_f1, segment
-from .model import DenoiseConfig, DenoiseNet, build_model, count_parameters
+from .model import PRESETS, DenoiseConfig, DenoiseNet, build_model, count_parameters
 from .modelio import NORM, normalise, resolve_model, save_model
 from .phasefield import phase_field
 from .synth import boundary_map, procedural_texture, synthesize, texture_source
@@ -117,6 +117,11 @@ class TrainConfig:
                                "such grains uniform instead of giving each a grey level of its own (0: off, as in "
                                "the paper).")
     min_contrast: tuple = (0.12, 0.12)  # range of the least grey difference between neighbouring grains
+    deepen: int = param(0, label="deepen base to", min=0, max=64, suffix=" blocks",
+                        tip="Fine-tuning only: give the base model this many residual attention blocks, its own kept "
+                            "and near-identity new ones between them (model.deepen), so a larger network starts "
+                            "from what the base has learnt (0: keep the base's architecture). 12 from the "
+                            "shipped 6-block model is the cpu-deep preset.")
     seed: int = param(0, label="seed", min=0, max=2**31 - 1,
                       tip="Random seed (structures, pairs, initial weights): the same seed and data give the same "
                           "run.")
@@ -258,6 +263,20 @@ def validate(model: DenoiseNet, val, device) -> dict:
     return {"mse": float(np.mean(mse)), "f1": float(np.mean(f1)), "psnr": float(np.mean(ps)), "n": len(val)}
 
 
+def _deepened(model, n_blocks: int, seed: int):
+    """``model`` deepened to ``n_blocks`` (:func:`matrestore.denoise.model.deepen`, float32), its preset named
+    after the preset whose architecture it now has (the shipped 6-block ``cpu`` model deepened to 12 is
+    ``cpu-deep``), else kept."""
+    from .model import deepen
+
+    deep = deepen(model.float(), int(n_blocks), seed=int(seed))
+    mine = {k: v for k, v in deep.cfg.to_dict().items() if k != "preset"}
+    for name, cfg in PRESETS.items():
+        if {k: v for k, v in cfg.to_dict().items() if k != "preset"} == mine:
+            deep.cfg.preset = name
+    return deep
+
+
 def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None, device=None, threads: int | None = None,
           model_options: dict | None = None, log: bool = True, preview: bool = False, keep_epochs: bool = False,
           **options):
@@ -283,6 +302,9 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
         raise InputError(f"val_structures ({cfg.val_structures}) must be fewer than structures ({cfg.structures}).")
     if cfg.patch > cfg.structure_size or cfg.patch < 16:
         raise InputError(f"patch must be between 16 and structure_size ({cfg.structure_size}), got {cfg.patch}.")
+    if cfg.deepen and init is None and ckpt is None:
+        raise InputError("deepen needs a base model to deepen (init=...); a new model takes its depth from the "
+                         "preset (or n_blocks).")
     if reals is None or (isinstance(reals, (list, tuple)) and not reals):
         raise InputError("training needs at least one real micrograph (texture source).")
     if isinstance(reals, (str, Path, np.ndarray)):
@@ -304,6 +326,9 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
     elif init is not None:
         model = resolve_model(init)
         init_note = f"fine-tuned from {init if isinstance(init, (str, Path)) else 'a given model'}"
+        if cfg.deepen and cfg.deepen != model.cfg.n_blocks:
+            init_note += f", deepened from {model.cfg.n_blocks} to {cfg.deepen} blocks"
+            model = _deepened(model, cfg.deepen, cfg.seed)
         cfg.preset = model.cfg.preset
     else:
         model = build_model(cfg.preset, seed=cfg.seed, **(model_options or {}))
