@@ -192,7 +192,6 @@ def _cmd_apply(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- grains
 def _cmd_grains(args) -> int:
-    from .._paths import atomic_write_text
     from ..io import read_image, write_tiff
     from .apply import denoise_iter, prepare_input
     from .grains import UNIT_TO_MM, grains_csv, measure_grains
@@ -239,24 +238,32 @@ def _cmd_grains(args) -> int:
             print(f"{src.name} ({stage}): {s['count']} grains ({s['inside']} inside, {s['border']} cut by the border), "
                   f"mean area {area}, mean diameter {s['mean_diameter']:.4g} {s['unit']}{g}")
         stem = src.stem + ("_denoised" if net is not None else "")
-        dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_grains.csv"))
-        atomic_write_text(dest, grains_csv(final["grains"]))
-        print(f"{src} -> {dest} (per grain of the {final_stage} image)")
         if args.labels:
             lab_dest = out.file(Path(args.labels) if len(args.images) == 1 else src.with_name(stem + "_grains.tif"))
             write_tiff(lab_dest, final["labels"], pixel_size_nm=None if px is None else px * UNIT_TO_MM[unit] * 1e6,
                        metadata={"source": str(src), "grains": final["summary"]}, overwrite=True)
             print(f"{src} -> {lab_dest} (grain labels)")
-        if args.json:
-            jdest = out.file(Path(args.json) if len(args.images) == 1 else src.with_name(stem + "_grains.json"))
-            _write_json(jdest, doc)
-            print(f"{src} -> {jdest}")
+        _write_tables(args, out, src, stem + "_grains", grains_csv(final["grains"]), doc, f"per grain of the {final_stage} image")
     return 0
+
+
+def _write_tables(args, out, src: Path, stem: str, csv_text: str, doc: dict, what: str) -> None:
+    """``denoise grains``: the CSV table (``--csv`` or ``<stem>.csv`` beside the image) and, with ``--json``,
+    the summaries."""
+    from .._paths import atomic_write_text
+
+    one = len(args.images) == 1
+    dest = out.file(Path(args.csv) if args.csv and one else src.with_name(stem + ".csv"))
+    atomic_write_text(dest, csv_text)
+    print(f"{src} -> {dest} ({what})")
+    if args.json:
+        jdest = out.file(Path(args.json) if one else src.with_name(stem + ".json"))
+        _write_json(jdest, doc)
+        print(f"{src} -> {jdest}")
 
 
 def _grain_fields(args, out, net) -> int:
     """``denoise grains --fields N``: ASTM E112 fields of N px, read one at a time (any size, Zarr stores)."""
-    from .._paths import atomic_write_text
     from .fields import fields_csv, measure_fields_iter
 
     if args.labels:
@@ -285,13 +292,7 @@ def _grain_fields(args, out, net) -> int:
             last = (stage, res)
         stage, res = last
         stem = src.stem + ("_denoised" if stage == "denoised" else "")
-        dest = out.file(Path(args.csv) if args.csv and len(args.images) == 1 else src.with_name(stem + "_fields.csv"))
-        atomic_write_text(dest, fields_csv(res["fields"]))
-        print(f"{src} -> {dest} (per field of the {stage} image)")
-        if args.json:
-            jdest = out.file(Path(args.json) if len(args.images) == 1 else src.with_name(stem + "_fields.json"))
-            _write_json(jdest, doc)
-            print(f"{src} -> {jdest}")
+        _write_tables(args, out, src, stem + "_fields", fields_csv(res["fields"]), doc, f"per field of the {stage} image")
     return 0
 
 
