@@ -46,3 +46,11 @@ def tiny_model():
     from matrestore.denoise import build_model
 
     return build_model("tiny", seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def nist_path():
+    """The shared NIST etched-steel micrograph (skips where the shared data is absent)."""
+    if not NIST.is_file():
+        pytest.skip("the shared NIST micrograph is not here")
+    return NIST

@@ -125,3 +125,22 @@ def test_cli_writes_the_grain_table_and_labels(tmp_path, structure, capsys):
     # a pixel size without its unit is refused, and nothing is written
     assert main(["denoise", "grains", str(src), "--pixel-size", "0.25", "--csv", str(tmp_path / "x.csv")]) == 2
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_auto_rule_does_not_depend_on_the_image_size(structure, nist_path):
+    """A network of etched boundaries is found in a large image as in a small one (the line-like share of the
+    dark phase, not its largest component, which shrinks as an image grows)."""
+    p = synthesize(structure, None, seed=5, boundary_width=2, grey_range=(0.82, 0.92), min_contrast=0.0,
+                   artefacts={"scratches": (0, 0), "stains": (0, 0)})
+    rule, d = choose_rule(p.noisy)
+    assert rule == "etched" and d["linear"] >= 0.9
+    levels = synthesize(structure, None, seed=6, boundary_width=0, artefacts=NONE).clean
+    assert choose_rule(levels)[0] == "levels" and choose_rule(levels)[1]["linear"] < 0.1
+    from matrestore.io import read_image
+
+    real, _ = read_image(nist_path)  # 600 × 800: its boundary network's largest component holds 43 % of it...
+    rows = np.concatenate([real, real[::-1]], 0)
+    field = np.concatenate([rows, rows[:, ::-1]], 1)[100:1124, 100:1124].astype(np.float64)
+    for img in (real.astype(np.float64), field):  # ...a 1024² field of a mosaic of it only 19 %
+        rule, d = choose_rule(img)
+        assert rule == "etched" and d["linear"] >= 0.85

@@ -20,7 +20,9 @@ Two segmentation rules (``method``):
   the darkest line of each boundary (a watershed of the inverted image from the grains). Right for bright-field etched steels (the NIST micrograph).
 * ``"auto"`` (default): ``"etched"`` when the image has such a network — after Otsu the dark phase (specks
   removed) covers 3–35 % of the image, is thin (mean half-width ≤ 3 px) and a network rather than scattered
-  dots (its largest component holds ≥ 25 % of it) — else ``"levels"``. The result says which was used.
+  dots (at least half of it in line-like components: area ≥ :data:`LINEAR` × the square of the component's
+  largest inscribed radius; a measure that does not depend on the image size) — else ``"levels"``. The
+  result says which was used.
 
 Per grain: area, equivalent
 circle diameter, centroid, whether it touches the image border. Summary: counts (all / inside / cut by the
@@ -55,6 +57,9 @@ ETCHED = {"sigma": 1.0, "min_speck": 40, "h": 2.0, "min_area": 30}
 # (matrestore.denoise.fields) by the Denoise widget and `matrestore denoise grains`
 WHOLE_MAX_PX = 4_000_000
 METHODS = ("auto", "etched", "levels")
+# a dark component is line-like (a piece of a boundary network, not a pit or a dark grain) when its area is at
+# least this many times the square of its largest inscribed radius (a disc: π; a line L long, w half wide: 2L/w)
+LINEAR = 20.0
 
 
 def _normalise(img, sigma: float) -> np.ndarray:
@@ -69,7 +74,7 @@ def _normalise(img, sigma: float) -> np.ndarray:
 
 def etched_network(image, **rule) -> tuple[np.ndarray, dict]:
     """The dark etched-boundary phase of ``image`` (bool; specks removed) and its description
-    ``{"threshold", "fraction", "half_width", "connected"}`` (see :func:`choose_rule`)."""
+    ``{"threshold", "fraction", "half_width", "linear"}`` (see :func:`choose_rule`)."""
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
@@ -82,15 +87,21 @@ def etched_network(image, **rule) -> tuple[np.ndarray, dict]:
     keep[0] = False
     dark = keep[lab]
     frac = float(dark.mean())
-    half = float(ndi.distance_transform_edt(dark)[dark].mean()) if dark.any() else 0.0
-    connected = float(sizes[keep].max() / sizes[keep].sum()) if keep.any() else 0.0
-    return dark, {"threshold": t, "fraction": frac, "half_width": half, "connected": connected}
+    dist = ndi.distance_transform_edt(dark)
+    half = float(dist[dark].mean()) if dark.any() else 0.0
+    linear = 0.0
+    if keep.any():  # the share of the dark phase in line-like components: area >= LINEAR x (largest radius)²
+        idx = np.flatnonzero(keep)
+        radius = np.maximum(np.asarray(ndi.maximum(dist, lab, idx), np.float64), 0.5)
+        area = sizes[idx].astype(np.float64)
+        linear = float(area[area >= LINEAR * radius**2].sum() / area.sum())
+    return dark, {"threshold": t, "fraction": frac, "half_width": half, "linear": linear}
 
 
 def choose_rule(image) -> tuple[str, dict]:
     """``("etched" | "levels", the etched network's description)`` for ``method="auto"``."""
     _, d = etched_network(image)
-    ok = 0.03 <= d["fraction"] <= 0.35 and d["half_width"] <= 3.0 and d["connected"] >= 0.25
+    ok = 0.03 <= d["fraction"] <= 0.35 and d["half_width"] <= 3.0 and d["linear"] >= 0.5
     return ("etched" if ok else "levels"), d
 
 
