@@ -49,6 +49,15 @@ COMMON = textwrap.dedent('''
         return min(ts)
     def peak_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    def net():
+        from matrestore.denoise import DEFAULT_MODEL, build_model, load_model
+        if {model!r} != "default":
+            m = load_model({model!r})
+        elif DEFAULT_MODEL.is_file():
+            m = load_model()
+        else:
+            return build_model("cpu").eval(), "random cpu"
+        return m, f"{{{model!r}}}: {{m.cfg.preset}} preset, {{m.cfg.n_blocks}} blocks"
 ''')
 
 CASES = {
@@ -58,23 +67,23 @@ torch.set_num_threads(1)  # small FFTs: extra threads only add synchronisation (
 t = best(lambda: phase_field((512, 512), 200, 500, seed=0), {repeat})
 print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
 ''',
-    "network cpu preset 1024², whole image": '''
-from matrestore.denoise import build_model, denoise, load_model, DEFAULT_MODEL
-m = load_model() if DEFAULT_MODEL.is_file() else build_model("cpu").eval()
+    "network 1024², whole image": '''
+from matrestore.denoise import denoise
+m, mname = net()
 x = image(1024)
 t = best(lambda: denoise(x, m, tile=None), {repeat})
-print(json.dumps({{"s": t, "peak_mb": peak_mb(), "model": "default" if DEFAULT_MODEL.is_file() else "random cpu"}}))
+print(json.dumps({{"s": t, "peak_mb": peak_mb(), "model": mname}}))
 ''',
-    "network cpu preset 1024², 512² tiles": '''
-from matrestore.denoise import build_model, denoise, load_model, DEFAULT_MODEL
-m = load_model() if DEFAULT_MODEL.is_file() else build_model("cpu").eval()
+    "network 1024², 512² tiles": '''
+from matrestore.denoise import denoise
+m, mname = net()
 x = image(1024)
 t = best(lambda: denoise(x, m, tile=512), {repeat})
 print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
 ''',
-    "network cpu preset 2048², 512² tiles": '''
-from matrestore.denoise import build_model, denoise, load_model, DEFAULT_MODEL
-m = load_model() if DEFAULT_MODEL.is_file() else build_model("cpu").eval()
+    "network 2048², 512² tiles": '''
+from matrestore.denoise import denoise
+m, mname = net()
 x = image(2048)
 t = best(lambda: denoise(x, m, tile=512), 1)
 print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
@@ -124,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default=None, help="run the cases whose name contains this text")
+    ap.add_argument("--model", default="default", help="the network cases' model: 'default' (the shipped one) or a file")
     args = ap.parse_args(argv)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"threads: {args.threads}; load average before: {os.getloadavg()[0]:.2f}")
@@ -131,7 +141,7 @@ def main(argv=None) -> int:
     for name, body in CASES.items():
         if args.only and args.only not in name:
             continue
-        code = COMMON.format(threads=args.threads, real=REAL) + body.format(repeat=args.repeat)
+        code = COMMON.format(threads=args.threads, real=REAL, model=args.model) + body.format(repeat=args.repeat)
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if r.returncode != 0:
             print(f"| {name} | failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode} | |")

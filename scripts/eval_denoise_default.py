@@ -377,7 +377,7 @@ def main(argv=None) -> int:
                 spe = training.get("config", {}).get("steps_per_epoch", 100)
                 training.update(epochs_done=int(m.meta["epoch"]), steps_done=int(m.meta["epoch"]) * int(spe))
                 training.pop("elapsed_s", None)
-        out = save_model(m, DEFAULT_MODEL, half=True, name="matrestore denoise default (cpu preset)", metrics=metrics,
+        out = save_model(m, DEFAULT_MODEL, half=True, name=f"matrestore denoise default ({m.cfg.preset} preset)", metrics=metrics,
                          training=training)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0

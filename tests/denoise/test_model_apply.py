@@ -157,3 +157,17 @@ def test_deepen_keeps_the_function_and_the_old_blocks():
     with pytest.raises(InputError, match="fewer"):
         deepen(m, 2)
     assert PRESETS["cpu-deep"].n_blocks == 12 and receptive_radius(PRESETS["cpu-deep"]) > receptive_radius(PRESETS["cpu"])
+
+
+def test_tiles_mostly_halo_are_said(tiny_model):
+    from matrestore.denoise.apply import default_halo
+
+    h = default_halo(tiny_model)
+    recs = []
+    x = np.random.default_rng(1).random((200, 200))
+    drive(denoise_iter(x, tiny_model, tile=2 * h + 16), recs.append)  # keeps 16 px of each tile
+    notes = [r["message"] for r in recs if r["kind"] == "warning"]
+    assert any("keep only 16 px" in n for n in notes)
+    recs = []
+    drive(denoise_iter(x, tiny_model, tile=8 * h), recs.append)
+    assert not any("keep only" in r.get("message", "") for r in recs if r["kind"] == "warning")

@@ -129,6 +129,14 @@ def grid_kept(padded_shape, tile: int | None, margin: int, shuffle: int) -> int:
     return tile - 2 * int(margin)
 
 
+def overlap_note(kept: int, margin: int) -> str:
+    """The warning for tiles whose kept part is smaller than their halo on both sides together."""
+    side = kept + 2 * margin
+    return (f"tiles of {side} px with a {margin} px halo keep only {kept} px a side ({100 * kept**2 / side**2:.0f} % "
+            f"of each tile's work): a tile of {_round_up(6 * margin, 64)} px or more is several times faster, if "
+            "memory allows")
+
+
 def tile_plan(padded_shape, kept: int, margin: int, region=None):
     """The grid plan's tiles (:func:`matrestore.tiling.plan_grid_tiles`) of the padded image, all of them
     or those whose kept parts cover ``region``."""
@@ -201,6 +209,8 @@ def denoise_iter(image, model="default", *, tile: int | None = 1024, halo: int |
             "from a whole-image pass; pass tile=None to process the image in one piece"
             if receptive_radius(net.cfg) < 0 else f"halo {margin} px is below the receptive radius "
             f"{receptive_radius(net.cfg)} px: tiles will differ from a whole-image pass"))
+    if len(tiles) > 1 and kept < 2 * margin:  # most of each tile is overlap: slow for nothing
+        yield record(Kind.WARNING, message=overlap_note(kept, margin))
     yield record(Kind.SETUP, message=f"{len(tiles)} tile(s) of up to {th}×{tw} px, halo {margin} px, on {describe(dev)}",
                  total=len(tiles), step=0)
     st = Stitcher((n0, n1))

@@ -43,7 +43,8 @@ import torch
 from .._validate import InputError
 from ..device import describe, pick_device
 from ..progress import Kind, is_cancelled, record
-from .apply import (MIN_SIDE, DenoiseOptions, _round_up, _run, default_halo, grid_kept, run_tiles, tile_plan)
+from .apply import (MIN_SIDE, DenoiseOptions, _round_up, _run, default_halo, grid_kept, overlap_note, run_tiles,
+                    tile_plan)
 from .model import fuse_for_inference, receptive_radius
 from .modelio import NORM, normalise, resolve_model
 
@@ -233,6 +234,8 @@ def prepare_iter(x, model="default", options: DenoiseOptions | None = None, *, d
     margin = default_halo(net) if opts.halo is None else _round_up(max(0, int(opts.halo)), s)
     n0, n1 = _round_up(H, s), _round_up(W, s)
     kept = grid_kept((n0, n1), opts.tile, margin, s)
+    if max(n0, n1) > kept and kept < 2 * margin:
+        yield record(Kind.WARNING, message=overlap_note(kept, margin))
     r = receptive_radius(net.cfg)
     if max(n0, n1) > kept and not (r >= 0 and margin >= r):
         yield record(Kind.WARNING, message=(
