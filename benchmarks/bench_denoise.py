@@ -8,8 +8,8 @@ Each measurement runs in a fresh subprocess so that its peak resident memory (ru
 * phase field: a 512² structure (200 Voronoi grains, 500 steps, 20 order parameters; target ≤ 5 s), always
   on one thread (its FFTs are small: on a busy 2-core machine two threads measured 10–60 s, one 2.7 s);
 * the ``cpu`` preset (the shipped default model if installed, else random weights of the same
-  architecture: same speed) on a 1024² micrograph, whole image (target ≤ 2 s) and in 512² tiles;
-  a 2048² image in 512² tiles shows the peak memory bounded by the tile, not the image;
+  architecture: same speed; ``--model`` another file) on a 1024² micrograph, whole image (target ≤ 2 s);
+  a 2048² image in 1024² tiles shows the peak memory bounded by the tile, not the image;
 * NL-means and TV (scikit-image, rule-of-thumb parameters: no calibration) on the same 1024² image;
 * the grain measurement (``measure_grains``, auto → etched rule, with the ASTM numbers) of the 1024² and
   2048² images: it runs on the whole image in memory (no tiling), so its time and memory grow with it;
@@ -74,18 +74,11 @@ x = image(1024)
 t = best(lambda: denoise(x, m, tile=None), {repeat})
 print(json.dumps({{"s": t, "peak_mb": peak_mb(), "model": mname}}))
 ''',
-    "network 1024², 512² tiles": '''
-from matrestore.denoise import denoise
-m, mname = net()
-x = image(1024)
-t = best(lambda: denoise(x, m, tile=512), {repeat})
-print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
-''',
-    "network 2048², 512² tiles": '''
+    "network 2048², 1024² tiles": '''
 from matrestore.denoise import denoise
 m, mname = net()
 x = image(2048)
-t = best(lambda: denoise(x, m, tile=512), 1)
+t = best(lambda: denoise(x, m, tile=1024), 1)
 print(json.dumps({{"s": t, "peak_mb": peak_mb()}}))
 ''',
     "NL-means 1024² (rule of thumb)": '''
