@@ -104,7 +104,7 @@ def test_demo_writes_outputs(tmp_path, capsys):
     assert all(8 < g["astm_g"] < 12 for g in opt["grains"].values())  # fine-grained steel, near NIST's 9.87
     den, dmeta = io.read_image(tmp_path / "demo" / "optical_denoised.tif")
     assert den.shape == (600, 800) and dmeta["pixel_size"] == pytest.approx(225.2)
-    assert "ASTM G" in out and "etched-steel model" in out
+    assert "ASTM G" in out and "etched-steel model" in out and "(600×800 px, 0.2252 µm/px)" in out
 
 
 def test_demo_without_model_and_scale_mismatch(tmp_path, capsys):

@@ -156,7 +156,7 @@ def denoise_demo(outputs, out) -> dict:
     outs = {"input": image}
     for name, spec in (("default model", "default"), ("etched-steel model", "etched")):
         outs[name] = denoise(image, spec)
-    print(f"\noptical: {Path(path).name} ({image.shape[0]}×{image.shape[1]} px, {um_per_px} µm/px) denoised with "
+    print(f"\noptical: {Path(path).name} ({image.shape[0]}×{image.shape[1]} px, {um_per_px:.4g} µm/px) denoised with "
           f"the bundled models; grains ({rule} rule):")
     print("| image | grains | mean area µm² | ASTM G (planimetric) | G (intercept) |\n|---|---:|---:|---:|---:|")
     rows = {}
