@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -194,7 +193,7 @@ def _cmd_apply(args) -> int:
 def _cmd_grains(args) -> int:
     from ..io import read_image, write_tiff
     from .apply import denoise_iter, prepare_input
-    from .grains import UNIT_TO_MM, grains_csv, measure_grains
+    from .grains import UNIT_TO_MM, WHOLE_MAX_PX, grains_csv, measure_grains
     from .modelio import BUNDLED, resolve_model
 
     _threads(args)
@@ -202,15 +201,6 @@ def _cmd_grains(args) -> int:
         raise InputError("give --pixel-size and --unit together (e.g. --pixel-size 0.2252 --unit um).")
     out = _outputs(args, [args.images, args.model if args.denoise and args.model not in BUNDLED else None])
     net = resolve_model(args.model) if args.denoise else None
-    if not args.fields and not args.labels:
-        from ..io import open_lazy
-        from .grains import WHOLE_MAX_PX
-
-        big = [im for im in args.images if Path(im).exists() and math.prod(open_lazy(im).data.shape[:2]) > WHOLE_MAX_PX]
-        if big:
-            args.fields = 1024
-            print(f"{Path(big[0]).name}: over {WHOLE_MAX_PX / 1e6:g} Mpx, measured field by field (--fields 1024; "
-                  "give --labels to segment it whole)")
     if args.fields:
         return _grain_fields(args, out, net)
     for im in args.images:
@@ -225,6 +215,12 @@ def _cmd_grains(args) -> int:
             px, unit, px_from = float(meta["pixel_size"]) / 1e3, "um", "the file"
         else:
             px, unit, px_from = None, None, None
+        if not args.labels and grey.size > WHOLE_MAX_PX:  # a whole segmentation would hold ~0.45 GB per Mpx
+            print(f"{src.name}: over {WHOLE_MAX_PX / 1e6:g} Mpx, measured field by field (--fields 1024; "
+                  "give --labels to segment it whole)")
+            if not _fields_of(args, out, src, grey, net, px, unit, 1024):
+                return 1
+            continue
         stages = [("input", grey)]
         if net is not None:
             stages.append(("denoised", _drive(denoise_iter(arr, net, device=args.device), src.name, "tile")))
@@ -264,7 +260,7 @@ def _write_tables(args, out, src: Path, stem: str, csv_text: str, doc: dict, wha
 
 def _grain_fields(args, out, net) -> int:
     """``denoise grains --fields N``: ASTM E112 fields of N px, read one at a time (any size, Zarr stores)."""
-    from .fields import fields_csv, measure_fields_iter
+    from ..io import open_lazy
 
     if args.labels:
         raise InputError("--labels is not written with --fields (a field-by-field measurement keeps no label image).")
@@ -272,28 +268,37 @@ def _grain_fields(args, out, net) -> int:
         src = Path(im)
         if not src.exists():
             raise InputError(f"file not found: {src}")
-        doc = {"source": str(src), "field_px": args.fields, "results": {}}
-        last = None
-        for stage, model in [("input", None)] + ([("denoised", net)] if net is not None else []):
-            res = _drive(measure_fields_iter(src, args.fields, pixel_size=args.pixel_size, unit=args.unit,
-                                             max_fields=args.max_fields, model=model, device=args.device),
-                         f"{src.name} ({stage})", "field")
-            if res is None:
-                return 1
-            s = res["summary"]
-            na = s["grains_per_area"]
-            doc["results"][stage] = {"summary": s, "fields": res["fields"]}
-            g = (f"ASTM E112 G {s['astm_g']:.2f}" if s["astm_g"] is not None else "ASTM G: no pixel size")
-            ci = (f", N_A {na['mean']:.4g} ± {na['ci95']:.2g} {na['unit']} (95 %), relative accuracy "
-                  f"{na['ra_percent']:.1f} %" if na["ci95"] is not None else "")
-            gl = f", G intercept {s['astm_g_intercept']:.2f}" if s["astm_g_intercept"] is not None else ""
-            print(f"{src.name} ({stage}): {s['measured']} of {s['fields']} fields of {s['field_px']} px, "
-                  f"{s['method']} rule: {g}{gl}{ci}")
-            last = (stage, res)
-        stage, res = last
-        stem = src.stem + ("_denoised" if stage == "denoised" else "")
-        _write_tables(args, out, src, stem + "_fields", fields_csv(res["fields"]), doc, f"per field of the {stage} image")
+        if not _fields_of(args, out, src, open_lazy(src), net, args.pixel_size, args.unit, args.fields):
+            return 1
     return 0
+
+
+def _fields_of(args, out, src: Path, source, net, px, unit, field: int) -> bool:
+    """The fields of one image (opened once: ``source``, lazy or in memory) and, with ``net``, of its
+    denoised image: a line per stage, the per-field table of the last; False when cancelled."""
+    from .fields import fields_csv, measure_fields_iter
+
+    doc = {"source": str(src), "field_px": field, "results": {}}
+    last = None
+    for stage, model in [("input", None)] + ([("denoised", net)] if net is not None else []):
+        res = _drive(measure_fields_iter(source, field, pixel_size=px, unit=unit, max_fields=args.max_fields,
+                                         model=model, device=args.device), f"{src.name} ({stage})", "field")
+        if res is None:
+            return False
+        s = res["summary"]
+        na = s["grains_per_area"]
+        doc["results"][stage] = {"summary": s, "fields": res["fields"]}
+        g = (f"ASTM E112 G {s['astm_g']:.2f}" if s["astm_g"] is not None else "ASTM G: no pixel size")
+        ci = (f", N_A {na['mean']:.4g} ± {na['ci95']:.2g} {na['unit']} (95 %), relative accuracy "
+              f"{na['ra_percent']:.1f} %" if na["ci95"] is not None else "")
+        gl = f", G intercept {s['astm_g_intercept']:.2f}" if s["astm_g_intercept"] is not None else ""
+        print(f"{src.name} ({stage}): {s['measured']} of {s['fields']} fields of {s['field_px']} px, "
+              f"{s['method']} rule: {g}{gl}{ci}")
+        last = (stage, res)
+    stage, res = last
+    stem = src.stem + ("_denoised" if stage == "denoised" else "")
+    _write_tables(args, out, src, stem + "_fields", fields_csv(res["fields"]), doc, f"per field of the {stage} image")
+    return True
 
 
 # --------------------------------------------------------------------------------------------- evaluate

@@ -17,8 +17,9 @@ interval and relative accuracy. :func:`measure_fields_iter` does exactly that:
   ``n`` fields, the mean ``x̄``, the standard deviation ``s``, the 95 % confidence interval ``t(0.975,
   n−1)·s/√n`` and the relative accuracy ``%RA = 100·CI/x̄`` (ASTM: 10 % or less is usually acceptable); the
   grain size numbers ``G`` and ``G_l`` from the means (with a pixel size).
-* ``model=`` measures the *denoised* image: the lazy denoiser (:func:`~matrestore.denoise.lazy.denoise_lazy`,
-  image-wide normalisation and histogram look-up) computes only the blocks that a field needs.
+* ``model=`` measures the *denoised* image: the lazy denoiser's image-wide preparation
+  (:func:`~matrestore.denoise.lazy.prepare_iter`: normalisation, histogram look-up), then each field denoised
+  alone with its halo (:func:`~matrestore.denoise.lazy.denoised_region`).
 
 No Qt, no napari; progress records and a cancel flag as every long job here.
 """
@@ -32,7 +33,8 @@ import numpy as np
 
 from .._validate import InputError
 from ..progress import Kind, is_cancelled, record
-from .grains import METHODS, _mm_per_px, astm_intercept_size, astm_planimetric_size, choose_rule, measure_grains
+from .grains import (METHODS, _mm_per_px, astm_intercept_size, astm_planimetric_size, choose_rule, measure_grains,
+                     table_csv)
 
 __all__ = ["field_grid", "measure_fields_iter", "measure_fields", "field_statistics", "fields_csv", "FIELD_COLUMNS",
            "MIN_FIELD"]
@@ -58,10 +60,11 @@ def field_grid(shape, field: int = 1024, max_fields: int | None = None) -> list[
         if int(max_fields) < 1:
             raise InputError(f"max_fields must be at least 1, got {max_fields}.")
         if len(cells) > int(max_fields):
-            g = 1.324717957244746  # the plastic number (R2 sequence), as lazy.sample_windows
+            from .lazy import r2_points
+
             chosen, k = [], 1
             while len(chosen) < int(max_fields):
-                u, v = (0.5 + k / g) % 1.0, (0.5 + k / g**2) % 1.0
+                u, v = r2_points(k)
                 c = (min(ny - 1, int(u * ny)), min(nx - 1, int(v * nx)))
                 if c not in chosen:
                     chosen.append(c)
@@ -131,7 +134,7 @@ def measure_fields_iter(source, field: int = 1024, *, pixel_size=None, unit=None
         y0, y1, x0, x1 = win
         return np.asarray(x[y0:y1, x0:x1], np.float64)
 
-    chosen_from = None
+    chosen_from, read_once = None, {}
     if method == "auto":  # one rule for every field, chosen on the field nearest the centre
         cy, cx = x.shape[0] / 2, x.shape[1] / 2
         k = min(range(len(fields)), key=lambda i: (fields[i][0] + fields[i][1] - 2 * cy) ** 2
@@ -142,6 +145,7 @@ def measure_fields_iter(source, field: int = 1024, *, pixel_size=None, unit=None
                              "give the method.")
         method, _net = choose_rule(centre)
         chosen_from = k
+        read_once = {k: centre}  # measured in the loop below without reading (or denoising) it again
     yield record(Kind.PHASE, phase="fields", message=(
         f"{len(fields)} field(s) of {fields[0][1] - fields[0][0]} px, {stage} image, {method} rule"
         + (f" (chosen on field {chosen_from})" if chosen_from is not None else "")), step=0, total=len(fields))
@@ -150,7 +154,7 @@ def measure_fields_iter(source, field: int = 1024, *, pixel_size=None, unit=None
         if is_cancelled(cancel):
             yield record(Kind.STOPPED, message=f"stopped after {i} of {len(fields)} fields", step=i, total=len(fields))
             return None
-        a = read(win)
+        a = read_once.pop(i) if i in read_once else read(win)
         side = win[1] - win[0]
         row = {"field": i, "y0": win[0], "x0": win[2], "size": side, "count": 0, "inside": 0, "border": 0,
                "n_per_area": None, "mean_intercept": None, "astm_g": None, "astm_g_intercept": None, "error": None}
@@ -183,12 +187,10 @@ def measure_fields_iter(source, field: int = 1024, *, pixel_size=None, unit=None
         "mean_area_px": None, "mean_area": None,
     }
     if na["mean"]:
-        per_px2 = na["mean"] * (mm * mm if mm else 1.0)
-        summary["mean_area_px"] = 1.0 / per_px2
+        summary["mean_area_px"] = 1.0 / (na["mean"] * (mm * mm if mm else 1.0))
         if mm:
             summary["mean_area"] = summary["mean_area_px"] * float(pixel_size) ** 2
-    if mm and na["mean"]:
-        summary["astm_g"] = astm_planimetric_size(na["mean"])
+            summary["astm_g"] = astm_planimetric_size(na["mean"])
     if mm and li["mean"]:  # the fields' intercepts are in the pixel size's unit
         summary["astm_g_intercept"] = astm_intercept_size(li["mean"] * mm / float(pixel_size))
     yield record(Kind.DONE, message=_line(summary))
@@ -212,13 +214,4 @@ def measure_fields(source, field: int = 1024, progress=None, **kw) -> dict:
 
 def fields_csv(rows: list[dict]) -> str:
     """The per-field table as CSV text (:data:`FIELD_COLUMNS` and ``error``)."""
-    import csv
-    import io
-
-    cols = list(FIELD_COLUMNS) + ["error"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in cols})
-    return buf.getvalue()
+    return table_csv(rows, list(FIELD_COLUMNS) + ["error"])

@@ -43,7 +43,7 @@ import numpy as np
 
 from .._validate import InputError, as_2d_image
 
-__all__ = ["grains_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "astm_planimetric_size", "WHOLE_MAX_PX", "UNIT_TO_MM", "GRAIN_COLUMNS"]
+__all__ = ["grains_csv", "table_csv", "mean_intercept", "astm_intercept_size", "ETCHED", "etched_network", "segment_etched", "choose_rule", "measure_grains", "grain_properties", "grain_summary", "astm_grain_size", "astm_planimetric_size", "WHOLE_MAX_PX", "UNIT_TO_MM", "GRAIN_COLUMNS"]
 
 UNIT_TO_MM = {"nm": 1e-6, "nanometer": 1e-6, "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micrometer": 1e-3, "micron": 1e-3,
               "mm": 1.0, "millimeter": 1.0}
@@ -271,15 +271,21 @@ def measure_grains(image, pixel_size=None, unit=None, method: str = "auto", rule
             "network": network}
 
 
-def grains_csv(rows: list[dict]) -> str:
-    """The per-grain table (:func:`grain_properties` rows) as CSV text with the :data:`GRAIN_COLUMNS` header
-    (an unknown size: an empty cell)."""
+def table_csv(rows: list[dict], columns) -> str:
+    """``rows`` as CSV text with the ``columns`` header (None: an empty cell); the per-grain and the
+    per-field tables (:func:`grains_csv`, :func:`matrestore.denoise.fields.fields_csv`)."""
     import csv
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(GRAIN_COLUMNS), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for row in rows:
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in GRAIN_COLUMNS})
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     return buf.getvalue()
+
+
+def grains_csv(rows: list[dict]) -> str:
+    """The per-grain table (:func:`grain_properties` rows) as CSV text with the :data:`GRAIN_COLUMNS` header
+    (an unknown size: an empty cell)."""
+    return table_csv(rows, GRAIN_COLUMNS)

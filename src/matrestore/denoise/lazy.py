@@ -49,7 +49,7 @@ from .model import fuse_for_inference, receptive_radius
 from .modelio import NORM, normalise, resolve_model
 
 __all__ = ["DenoiseKernel", "prepare_iter", "denoise_lazy", "denoised_region", "denoise_to_zarr_iter", "denoise_to_zarr",
-           "sample_windows", "lazy_grey", "histogram_agreement", "QUANTILES"]
+           "sample_windows", "r2_points", "lazy_grey", "histogram_agreement", "QUANTILES"]
 
 QUANTILES = 4096  # points of the histogram-matching look-up
 SAMPLE_CROP = 512  # px: side of one sample window of the output's histogram (large: the halo costs less)
@@ -85,6 +85,14 @@ def _strictly_increasing(q: np.ndarray) -> np.ndarray:
     return q + np.arange(q.size) * (span * 1e-12)
 
 
+def r2_points(i):
+    """Points ``i`` (int or array) of the R2 low-discrepancy sequence in the unit square, ``(u, v)`` (Roberts
+    2018: evenly spread, on no regular grid); the sample windows here and the grain fields
+    (:func:`matrestore.denoise.fields.field_grid`) are placed with it."""
+    g = 1.324717957244746  # the plastic number
+    return (0.5 + i / g) % 1.0, (0.5 + i / g**2) % 1.0
+
+
 def sample_windows(shape, crop: int = SAMPLE_CROP, max_crops: int | None = None, halo: int = 0, align: int = 1):
     """The regions ``(y0, y1, x0, x1)`` whose output gives the histogram-matching look-up.
 
@@ -100,9 +108,7 @@ def sample_windows(shape, crop: int = SAMPLE_CROP, max_crops: int | None = None,
     n = int(max_crops) if max_crops else int(np.clip(round(SAMPLE_SHARE * H * W / c**2), SAMPLE_MIN, SAMPLE_MAX))
     if H * W <= max(1, n) * (c + 2 * int(halo)) ** 2:
         return None
-    g = 1.324717957244746  # the plastic number: R2 sequence (Roberts 2018)
-    i = np.arange(1, n + 1)
-    u, v = (0.5 + i / g) % 1.0, (0.5 + i / g**2) % 1.0
+    u, v = r2_points(np.arange(1, n + 1))
     ys = (u * (H - c + 1)).astype(int) // a * a
     xs = (v * (W - c + 1)).astype(int) // a * a
     return [(int(y), int(y) + c, int(x), int(x) + c) for y, x in zip(ys, xs)]
