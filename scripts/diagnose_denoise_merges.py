@@ -14,7 +14,15 @@ neighbouring true grains (i, j) of the fine images without etched boundaries:
 It prints the merge share in bins of the input contrast. If the merged boundaries are those with no step in the
 input, the count error is a limit of the test recipe (information the input does not hold), not of the network.
 
+``--oracle`` instead asks how far the grain-count error can fall at all: the evaluation's segmentation is run on
+*shape-oracle* images — every true grain painted with one grey, the median over that grain of the input (what a
+denoiser that found every boundary exactly but kept the input's grain grey levels would give) or of the model's
+output (the model's levels with perfect shapes); on images with etched boundaries the true boundary band keeps
+the input's median there too. No model is chosen or tuned with it, so it may also run on the held-out test
+images (``--test``): it is a property of the test recipe and the segmentation rule.
+
     .venv/bin/python scripts/diagnose_denoise_merges.py [--model default] [--json out.json]
+    .venv/bin/python scripts/diagnose_denoise_merges.py --oracle [--test] [--model default] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 BAND = 4  # px on each side of a boundary
+TEST_N = 6  # test images per held-out micrograph (scripts/eval_denoise_default.py --n)
 
 
 def pair_stats(noisy, clean, out, labels):
@@ -66,10 +75,60 @@ def pair_stats(noisy, clean, out, labels):
     return rows
 
 
+def shape_oracle(image, labels, boundary=None) -> np.ndarray:
+    """Every true grain (and the etched ``boundary`` band, when given) painted with the median of ``image`` there."""
+    from scipy import ndimage as ndi
+
+    lab = np.asarray(labels).astype(np.int64)
+    if boundary is not None and np.any(boundary):
+        lab = np.where(boundary, lab.max() + 1, lab)
+    ids = np.unique(lab)
+    lut = np.zeros(int(lab.max()) + 1)
+    lut[ids] = ndi.median(np.asarray(image, np.float64), lab, ids)
+    return lut[lab]
+
+
+def oracle(pairs, net, json_path=None) -> dict:
+    """Signed and absolute grain-count errors of the segmentation of: the ground truth, the shape-oracle images
+    of the input and of the model's output, and the model's output itself, by etching."""
+    from matrestore.denoise import denoise
+    from matrestore.denoise.scoring import grain_stats, segment
+
+    rows = []
+    for group, p in pairs:
+        etched = bool(p.recipe.get("boundary_width"))
+        band = p.masks.get("boundary") if etched else None
+        out = denoise(p.noisy, net).astype(np.float64)
+        imgs = {"ground truth": p.clean, "true shapes, input's grain levels": shape_oracle(p.noisy, p.labels, band),
+                "true shapes, model's grain levels": shape_oracle(out, p.labels, band), "model output": out}
+        n_true = grain_stats(p.labels)["count"]
+        row = {"group": group, "etched": etched, "n_true": n_true}
+        for name, img in imgs.items():
+            row[name] = (grain_stats(segment(img))["count"] - n_true) / n_true
+        rows.append(row)
+    names = [k for k in rows[0] if k not in ("group", "etched", "n_true")]
+    print("| images | n | " + " | ".join(names) + " |\n|---|---:|" + "---:|" * len(names))
+    summary = {}
+    for sel_name, sel in (("without etched boundaries", lambda r: not r["etched"]), ("with etched boundaries", lambda r: r["etched"]),
+                          ("all", lambda r: True)):
+        for group in sorted({r["group"] for r in rows}):
+            rr = [r for r in rows if sel(r) and r["group"] == group]
+            if not rr:
+                continue
+            cells = {k: (float(np.mean([abs(r[k]) for r in rr])), float(np.mean([r[k] for r in rr]))) for k in names}
+            summary[f"{group}, {sel_name}"] = {"n": len(rr), **{k: {"abs": a, "signed": s} for k, (a, s) in cells.items()}}
+            print(f"| {group}, {sel_name} | {len(rr)} | " + " | ".join(f"{a:.3f} ({s:+.3f})" for a, s in cells.values()) + " |")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"summary": summary, "images": rows}, indent=1))
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--oracle", action="store_true", help="grain-count errors of shape-oracle images (module docstring)")
+    ap.add_argument("--test", action="store_true", help="with --oracle: the held-out test images instead of validation")
     args = ap.parse_args(argv)
     import torch
 
@@ -80,6 +139,19 @@ def main(argv=None) -> int:
     from matrestore.denoise.modelio import resolve_model
 
     net = resolve_model(args.model)
+    if args.oracle:
+        if args.test:
+            from eval_denoise_default import HELD_OUT
+
+            from matrestore.denoise.testset import make_test_set
+
+            pairs = [("test", p) for p in make_test_set([str(h) for h in HELD_OUT], n_per_real=TEST_N)]
+        else:
+            pairs = validation_pairs()
+        print(f"{len(pairs)} {'held-out test' if args.test else 'validation'} images; grain-count error (signed) of the "
+              f"evaluation's segmentation (scoring.segment) of:")
+        oracle(pairs, net, args.json)
+        return 0
     rows = []
     for regime, p in validation_pairs():
         if regime != "fine" or p.recipe.get("boundary_width"):

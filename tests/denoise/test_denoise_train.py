@@ -85,6 +85,35 @@ def test_training_with_the_edge_loss_runs_and_records_it(tmp_path, real_texture)
     assert load_model(res["last"]).meta["training"]["config"]["edge_weight"] == 1.0
 
 
+def test_step_floor_asks_for_a_step_of_either_sign_only_at_true_boundaries():
+    from matrestore.denoise.train import step_floor
+
+    truth = torch.zeros(1, 1, 24, 24)
+    truth[..., 12:] = 0.6
+    near = torch.zeros_like(truth, dtype=torch.bool)
+    near[..., 11:13] = True  # within 1 px of the boundary
+    flat = torch.full_like(truth, 0.3)
+    assert float(step_floor(truth, truth, near)) == 0.0
+    assert float(step_floor(0.6 - truth, truth, near)) == 0.0  # the wrong sign pays nothing
+    assert float(step_floor(2 * truth, truth, near)) == 0.0  # nor a stronger step
+    assert float(step_floor(0.4 * truth, truth, near)) > 0.0  # a step below half the true one pays
+    assert float(step_floor(flat, truth, near)) == pytest.approx(0.5, abs=0.01)  # merged: the whole half
+    noisy_inside = truth.clone()
+    noisy_inside[..., 2:6, 2:6] += 0.5  # an edge where the truth has none costs nothing
+    assert float(step_floor(noisy_inside, truth, near)) == 0.0
+    for sign in (1.0, -1.0):  # a faint step of either sign is pushed to grow in its own direction
+        pred = (flat + sign * 0.05 * truth).requires_grad_(True)
+        step_floor(pred, truth, near).backward()
+        right, left = float(pred.grad[..., 12:].sum()), float(pred.grad[..., :12].sum())
+        assert sign * right < 0 < sign * left  # descent raises the brighter side, lowers the darker
+
+
+def test_training_with_the_step_floor_runs_and_records_it(tmp_path, real_texture):
+    res, recs = _run(tmp_path, real_texture, epochs=1, steps_per_epoch=3, step_weight=0.5)
+    assert res["status"] == "done"
+    assert load_model(res["last"]).meta["training"]["config"]["step_weight"] == 0.5
+
+
 def test_uniform_grain_pairs_have_one_bright_grey_and_dark_boundaries(real_texture):
     from matrestore.denoise.phasefield import phase_field
     from matrestore.denoise.synth import texture_source

@@ -14,7 +14,8 @@ run is the uninterrupted run. Structures are split into training and validation 
 validation pairs are fixed. Loss (eq. 11): ``MSE + λ Σ‖w‖²`` over the convolution/dense weights, plus,
 when ``boundary_weight`` > 0, that much extra weight on pixels within 1 px of a true boundary, and when
 ``grad_weight`` > 0 that much of an L1 loss on the image gradient (:func:`gradient_l1`), and when
-``edge_weight`` > 0 that much of an L1 loss on the gradient *magnitude* (:func:`edge_magnitude_l1`). Adam
+``edge_weight`` > 0 that much of an L1 loss on the gradient *magnitude* (:func:`edge_magnitude_l1`), and when
+``step_weight`` > 0 that much of the one-sided boundary-step loss :func:`step_floor`. Adam
 (``lr``, default 1e-4 as in the paper; ``schedule="cosine"`` decays it to ``lr_min``).
 
 A checkpoint (``checkpoint.pt``: model, optimiser, schedule, position, RNG state, history; read back with
@@ -111,6 +112,11 @@ class TrainConfig:
                                    "the ground truth's. It does not care which side of a boundary is brighter, so a "
                                    "step between grains whose grey levels the input no longer shows still pays, where "
                                    "MSE prefers to merge them (0: off, as in the paper).")
+    step_weight: float = param(0.0, label="step-floor weight", min=0.0, max=100.0, step=0.01, decimals=3,
+                               tip="Weight of a one-sided loss at the true grain boundaries (step_floor): where the "
+                                   "prediction's edge is weaker than half the ground truth's it pays, whichever grain "
+                                   "is brighter; stronger edges and edges elsewhere cost nothing (0: off, as in the "
+                                   "paper).")
     uniform: float = param(0.0, label="uniform-grain pairs", min=0.0, max=1.0, step=0.05, decimals=2,
                            tip="Share of the pairs whose ground truth has grains of nearly one bright grey with dark "
                                "etched boundaries, as bright-field etched steels look: teaches the network to keep "
@@ -240,6 +246,27 @@ def edge_magnitude_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     of a step, so unlike MSE (and :func:`gradient_l1`) it does not favour merging two grains whose order of
     brightness the input does not tell."""
     return (edge_magnitude(pred) - edge_magnitude(target)).abs().mean()
+
+
+def _gauss(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Gaussian smoothing (``N×1×H×W``, same size, reflected borders), as :func:`~.scoring.segment` smooths."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=image.dtype, device=image.device) / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.pad(image, (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def step_floor(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, frac: float = 0.5) -> torch.Tensor:
+    """One-sided, sign-blind loss at the true boundaries: where the smoothed (σ = 1 px, as the evaluation's
+    segmentation smooths) Sobel gradient magnitude of ``pred`` falls below ``frac`` of the ground truth's,
+    the shortfall, summed over the pixels ``near`` a true boundary and divided by the ground truth's gradient
+    there (so 0 … ``frac``, unit-free). Unlike :func:`edge_magnitude_l1` it asks only for *a* step of either
+    sign where grains meet and charges nothing for a stronger one or for edges elsewhere."""
+    gp, gt = edge_magnitude(_gauss(pred)), edge_magnitude(_gauss(target))
+    m = near[..., 1:-1, 1:-1].to(gp.dtype)
+    return (torch.relu(frac * gt - gp) * m).sum() / (gt * m).sum().clamp_min(1e-6)
 
 
 def _penalty(model) -> torch.Tensor:
@@ -426,6 +453,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
             loss = loss + cfg.grad_weight * gradient_l1(pred, y)
         if cfg.edge_weight > 0:
             loss = loss + cfg.edge_weight * edge_magnitude_l1(pred, y)
+        if cfg.step_weight > 0:
+            loss = loss + cfg.step_weight * step_floor(pred, y, near)
         pen = _penalty(model)
         total_loss = loss + cfg.weight_decay * pen
         opt.zero_grad(set_to_none=True)
