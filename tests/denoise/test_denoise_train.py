@@ -108,10 +108,26 @@ def test_step_floor_asks_for_a_step_of_either_sign_only_at_true_boundaries():
         assert sign * right < 0 < sign * left  # descent raises the brighter side, lowers the darker
 
 
-def test_training_with_the_step_floor_runs_and_records_it(tmp_path, real_texture):
-    res, recs = _run(tmp_path, real_texture, epochs=1, steps_per_epoch=3, step_weight=0.5)
+def test_interior_edges_charge_edges_inside_grains_only():
+    from matrestore.denoise.train import interior_edges
+
+    truth = torch.zeros(1, 1, 32, 32)
+    truth[..., 16:] = 0.6
+    near = torch.zeros_like(truth, dtype=torch.bool)
+    near[..., 15:17] = True
+    base = float(interior_edges(truth, truth, near))  # the smoothed true step reaches a little past the band
+    assert base < 0.1
+    assert float(interior_edges(2 * truth, truth, near)) == pytest.approx(2 * base, rel=1e-2)  # only its spill-over
+    blotch = truth.clone()
+    blotch[..., 4:10, 4:10] += 0.3  # an invented edge inside the left grain
+    assert float(interior_edges(blotch, truth, near)) > base + 0.2
+
+
+def test_training_with_the_boundary_losses_runs_and_records_them(tmp_path, real_texture):
+    res, recs = _run(tmp_path, real_texture, epochs=1, steps_per_epoch=3, step_weight=0.5, interior_weight=0.1)
     assert res["status"] == "done"
-    assert load_model(res["last"]).meta["training"]["config"]["step_weight"] == 0.5
+    cfg = load_model(res["last"]).meta["training"]["config"]
+    assert (cfg["step_weight"], cfg["interior_weight"]) == (0.5, 0.1)
 
 
 def test_uniform_grain_pairs_have_one_bright_grey_and_dark_boundaries(real_texture):

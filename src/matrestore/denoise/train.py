@@ -15,7 +15,8 @@ validation pairs are fixed. Loss (eq. 11): ``MSE + λ Σ‖w‖²`` over the con
 when ``boundary_weight`` > 0, that much extra weight on pixels within 1 px of a true boundary, and when
 ``grad_weight`` > 0 that much of an L1 loss on the image gradient (:func:`gradient_l1`), and when
 ``edge_weight`` > 0 that much of an L1 loss on the gradient *magnitude* (:func:`edge_magnitude_l1`), and when
-``step_weight`` > 0 that much of the one-sided boundary-step loss :func:`step_floor`. Adam
+``step_weight`` > 0 that much of the one-sided boundary-step loss :func:`step_floor`, and when
+``interior_weight`` > 0 that much of the loss on edges inside the grains :func:`interior_edges`. Adam
 (``lr``, default 1e-4 as in the paper; ``schedule="cosine"`` decays it to ``lr_min``).
 
 A checkpoint (``checkpoint.pt``: model, optimiser, schedule, position, RNG state, history; read back with
@@ -117,6 +118,10 @@ class TrainConfig:
                                    "prediction's edge is weaker than half the ground truth's it pays, whichever grain "
                                    "is brighter; stronger edges and edges elsewhere cost nothing (0: off, as in the "
                                    "paper).")
+    interior_weight: float = param(0.0, label="interior-edge weight", min=0.0, max=100.0, step=0.01, decimals=3,
+                                   tip="Weight of a loss on the prediction's edges inside the grains, more than 2 px from "
+                                       "a true boundary (interior_edges), where the ground truth is flat: they become "
+                                       "invented grains (0: off, as in the paper).")
     uniform: float = param(0.0, label="uniform-grain pairs", min=0.0, max=1.0, step=0.05, decimals=2,
                            tip="Share of the pairs whose ground truth has grains of nearly one bright grey with dark "
                                "etched boundaries, as bright-field etched steels look: teaches the network to keep "
@@ -264,9 +269,21 @@ def step_floor(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, fra
     the shortfall, summed over the pixels ``near`` a true boundary and divided by the ground truth's gradient
     there (so 0 … ``frac``, unit-free). Unlike :func:`edge_magnitude_l1` it asks only for *a* step of either
     sign where grains meet and charges nothing for a stronger one or for edges elsewhere."""
-    gp, gt = edge_magnitude(_gauss(pred)), edge_magnitude(_gauss(target))
+    gp, gt = edge_magnitude(_gauss(pred), 1e-12), edge_magnitude(_gauss(target), 1e-12)
     m = near[..., 1:-1, 1:-1].to(gp.dtype)
     return (torch.relu(frac * gt - gp) * m).sum() / (gt * m).sum().clamp_min(1e-6)
+
+
+def interior_edges(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, margin: int = 2) -> torch.Tensor:
+    """The other side of :func:`step_floor`: the prediction's smoothed Sobel magnitude at the pixels more than
+    ``margin`` px beyond the ``near``-boundary band (inside the grains, where the ground truth is flat), summed and
+    divided by the ground truth's magnitude at the boundaries (the same unit as :func:`step_floor`). Edges inside
+    grains are what the evaluation's segmentation turns into invented grains."""
+    gp, gt = edge_magnitude(_gauss(pred), 1e-12), edge_magnitude(_gauss(target), 1e-12)
+    band = torch.nn.functional.max_pool2d(near.to(gp.dtype), 2 * margin + 1, stride=1, padding=margin)
+    inside = 1.0 - band[..., 1:-1, 1:-1]
+    m = near[..., 1:-1, 1:-1].to(gp.dtype)
+    return (gp * inside).sum() / (gt * m).sum().clamp_min(1e-6)
 
 
 def _penalty(model) -> torch.Tensor:
@@ -455,6 +472,8 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
             loss = loss + cfg.edge_weight * edge_magnitude_l1(pred, y)
         if cfg.step_weight > 0:
             loss = loss + cfg.step_weight * step_floor(pred, y, near)
+        if cfg.interior_weight > 0:
+            loss = loss + cfg.interior_weight * interior_edges(pred, y, near)
         pen = _penalty(model)
         total_loss = loss + cfg.weight_decay * pen
         opt.zero_grad(set_to_none=True)
