@@ -36,7 +36,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 BAND = 4  # px on each side of a boundary
-TEST_N = 6  # test images per held-out micrograph (scripts/eval_denoise_default.py --n)
 
 
 def pair_stats(noisy, clean, out, labels):
@@ -141,11 +140,11 @@ def main(argv=None) -> int:
     net = resolve_model(args.model)
     if args.oracle:
         if args.test:
-            from eval_denoise_default import HELD_OUT
+            from eval_denoise_default import HELD_OUT, N_PER_REAL
 
             from matrestore.denoise.testset import make_test_set
 
-            pairs = [("test", p) for p in make_test_set([str(h) for h in HELD_OUT], n_per_real=TEST_N)]
+            pairs = [("test", p) for p in make_test_set([str(h) for h in HELD_OUT], n_per_real=N_PER_REAL)]
         else:
             pairs = validation_pairs()
         print(f"{len(pairs)} {'held-out test' if args.test else 'validation'} images; grain-count error (signed) of the "

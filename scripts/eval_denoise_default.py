@@ -38,6 +38,7 @@ HELD_OUT = [DATA / "mlography__metallography_train_image_10.jpg", DATA / "mlogra
 SEEN = [DATA / "nistgsat__grain_structures_steel.tif"]
 RUN = ROOT / "training" / "denoise_default"
 VAL_SEED = 20_000_000
+N_PER_REAL = 6  # held-out test images per micrograph (--n)
 VAL_REGIMES = {"fine": dict(shape=256, grains=(30, 140), n=12), "coarse": dict(shape=384, grains=(6, 24), n=4)}
 
 
@@ -280,7 +281,7 @@ def figure(model, held_json: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(RUN / "best.safetensors"))
-    ap.add_argument("--n", type=int, default=6, help="test images per micrograph (default 6: 12 held-out images)")
+    ap.add_argument("--n", type=int, default=N_PER_REAL, help="test images per micrograph (default 6: 12 held-out images)")
     ap.add_argument("--seen", action="store_true", help="also evaluate on the training texture")
     ap.add_argument("--ship", action="store_true", help="write the model as src/matrestore/denoise/models/default.safetensors")
     ap.add_argument("--skip-eval", action="store_true", help="--ship/--figure with the existing eval_heldout.json")

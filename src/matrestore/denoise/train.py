@@ -15,8 +15,8 @@ validation pairs are fixed. Loss (eq. 11): ``MSE + λ Σ‖w‖²`` over the con
 when ``boundary_weight`` > 0, that much extra weight on pixels within 1 px of a true boundary, and when
 ``grad_weight`` > 0 that much of an L1 loss on the image gradient (:func:`gradient_l1`), and when
 ``edge_weight`` > 0 that much of an L1 loss on the gradient *magnitude* (:func:`edge_magnitude_l1`), and when
-``step_weight`` > 0 that much of the one-sided boundary-step loss :func:`step_floor`, and when
-``interior_weight`` > 0 that much of the loss on edges inside the grains :func:`interior_edges`. Adam
+``step_weight`` / ``interior_weight`` > 0 that much of the one-sided boundary-step loss and of the loss on
+edges inside the grains (:func:`boundary_losses`). Adam
 (``lr``, default 1e-4 as in the paper; ``schedule="cosine"`` decays it to ``lr_min``).
 
 A checkpoint (``checkpoint.pt``: model, optimiser, schedule, position, RNG state, history; read back with
@@ -263,27 +263,34 @@ def _gauss(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
 
 
-def step_floor(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, frac: float = 0.5) -> torch.Tensor:
-    """One-sided, sign-blind loss at the true boundaries: where the smoothed (σ = 1 px, as the evaluation's
-    segmentation smooths) Sobel gradient magnitude of ``pred`` falls below ``frac`` of the ground truth's,
-    the shortfall, summed over the pixels ``near`` a true boundary and divided by the ground truth's gradient
-    there (so 0 … ``frac``, unit-free). Unlike :func:`edge_magnitude_l1` it asks only for *a* step of either
-    sign where grains meet and charges nothing for a stronger one or for edges elsewhere."""
+def boundary_losses(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, frac: float = 0.5,
+                    margin: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(step_floor, interior_edges)`` from one pass over the smoothed (σ = 1 px, as the evaluation's segmentation
+    smooths) Sobel magnitudes of ``pred`` and ``target``, both divided by the ground truth's magnitude at the pixels
+    ``near`` a true boundary (unit-free):
+
+    * the floor: where ``pred``'s magnitude near a boundary falls below ``frac`` of the ground truth's, the
+      shortfall (0 … ``frac``). Unlike :func:`edge_magnitude_l1` it asks only for *a* step of either sign where
+      grains meet and charges nothing for a stronger one or for edges elsewhere;
+    * the interior: ``pred``'s magnitude more than ``margin`` px beyond the near-boundary band, inside the grains
+      where the ground truth is flat — the edges the segmentation turns into invented grains.
+    """
     gp, gt = edge_magnitude(_gauss(pred), 1e-12), edge_magnitude(_gauss(target), 1e-12)
-    m = near[..., 1:-1, 1:-1].to(gp.dtype)
-    return (torch.relu(frac * gt - gp) * m).sum() / (gt * m).sum().clamp_min(1e-6)
+    at = near.to(gp.dtype)
+    m = at[..., 1:-1, 1:-1]
+    scale = (gt * m).sum().clamp_min(1e-6)
+    band = torch.nn.functional.max_pool2d(at, 2 * margin + 1, stride=1, padding=margin)[..., 1:-1, 1:-1]
+    return (torch.relu(frac * gt - gp) * m).sum() / scale, (gp * (1.0 - band)).sum() / scale
+
+
+def step_floor(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, frac: float = 0.5) -> torch.Tensor:
+    """The one-sided, sign-blind boundary-step loss (the first of :func:`boundary_losses`)."""
+    return boundary_losses(pred, target, near, frac)[0]
 
 
 def interior_edges(pred: torch.Tensor, target: torch.Tensor, near: torch.Tensor, margin: int = 2) -> torch.Tensor:
-    """The other side of :func:`step_floor`: the prediction's smoothed Sobel magnitude at the pixels more than
-    ``margin`` px beyond the ``near``-boundary band (inside the grains, where the ground truth is flat), summed and
-    divided by the ground truth's magnitude at the boundaries (the same unit as :func:`step_floor`). Edges inside
-    grains are what the evaluation's segmentation turns into invented grains."""
-    gp, gt = edge_magnitude(_gauss(pred), 1e-12), edge_magnitude(_gauss(target), 1e-12)
-    band = torch.nn.functional.max_pool2d(near.to(gp.dtype), 2 * margin + 1, stride=1, padding=margin)
-    inside = 1.0 - band[..., 1:-1, 1:-1]
-    m = near[..., 1:-1, 1:-1].to(gp.dtype)
-    return (gp * inside).sum() / (gt * m).sum().clamp_min(1e-6)
+    """The loss on edges inside the grains (the second of :func:`boundary_losses`)."""
+    return boundary_losses(pred, target, near, margin=margin)[1]
 
 
 def _penalty(model) -> torch.Tensor:
@@ -470,10 +477,9 @@ def train(reals, out_dir="runs/denoise", *, resume=False, init=None, cancel=None
             loss = loss + cfg.grad_weight * gradient_l1(pred, y)
         if cfg.edge_weight > 0:
             loss = loss + cfg.edge_weight * edge_magnitude_l1(pred, y)
-        if cfg.step_weight > 0:
-            loss = loss + cfg.step_weight * step_floor(pred, y, near)
-        if cfg.interior_weight > 0:
-            loss = loss + cfg.interior_weight * interior_edges(pred, y, near)
+        if cfg.step_weight > 0 or cfg.interior_weight > 0:
+            floor, inside = boundary_losses(pred, y, near)
+            loss = loss + cfg.step_weight * floor + cfg.interior_weight * inside
         pen = _penalty(model)
         total_loss = loss + cfg.weight_decay * pen
         opt.zero_grad(set_to_none=True)
